@@ -1,0 +1,37 @@
+# pipesnap. `make demo` and `make test` set up what a fresh machine lacks.
+GO ?= go
+BIN := bin/pipesnap
+
+.PHONY: all build deps generate check-generated test demo fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/pipesnap
+
+deps:
+	scripts/deps.sh
+
+# Regenerates bpf/vmlinux.h (from the running kernel) and the bpf2go
+# outputs in loader/ (Go bindings and the BPF object). Commit the result.
+generate: deps
+	scripts/gen-vmlinux.sh
+	cd loader && $(GO) generate ./...
+
+check-generated: deps
+	scripts/check-generated.sh
+
+# The BPF tests need root and kernel BTF; with CI set they fail rather
+# than skip where those are missing.
+test: deps check-generated
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+demo: build
+	scripts/demo.sh $(BIN)
+
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,536 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * pipes.bpf.c: walk every task's open files (iter/task_file), keep pipes
+ * and FIFOs, and copy each pipe's state and buffer bytes in kernel context,
+ * without consuming anything.
+ *
+ * Two channels leave the kernel:
+ *   - the iterator's seq_file carries one struct ps_fd per (task, fd);
+ *   - a BPF ring buffer carries each pipe's contents once (struct ps_pipe,
+ *     then one struct ps_buf per pipe buffer), in iteration order, ahead of
+ *     the ps_fd of the element that copied it.
+ * The loader drains the ring after every read of the iterator. When the
+ * ring lacks room for a pipe, the program returns 1: the kernel ends the
+ * read and visits the same (task, fd) again on the next one, after the
+ * loader has made room. Nothing is dropped for lack of space.
+ *
+ * Page bytes are read through the direct map: a struct page pointer is
+ * turned into an address with bases the loader calibrated and verified
+ * (see loader/calibrate.go). Every read is bpf_probe_read_kernel, and
+ * every address is checked against those ranges first.
+ */
+#include "../vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "pipes.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define S_IFMT 00170000
+#define S_IFIFO 0010000
+#define PIPEFS_MAGIC 0x50495045
+#define PIPE_BUF_FLAG_PACKET 0x08
+#define GIB (1ULL << 30)
+#define FMODE_READ 0x1
+
+/* Configuration, fixed at load time. */
+const volatile __u32 self_tgid = 0;	/* pipesnap itself: never dumped */
+const volatile bool filter_tgids = false;	/* only tgids in the targets map */
+const volatile __u32 page_size = 4096;
+const volatile __u32 scratch_slots = 256;	/* max buffers copied per pipe */
+const volatile __u32 max_attempts = 4;	/* copies of a pipe before it is torn */
+const volatile bool copy_data = true;	/* false: metadata only */
+
+/*
+ * Translation, set by the loader once calibration verified it. While the
+ * spans are zero every page is refused: no byte is read unverified.
+ */
+__u64 vmemmap_start = 0;
+__u64 vmemmap_span = 0;
+__u64 direct_start = 0;
+__u64 direct_span = 0;
+
+/* Per run: seen[ino] == run_gen marks a pipe already copied this run. */
+__u32 run_gen = 0;
+/* Verification run: capture only this inode, in pipesnap's own task. */
+__u64 only_ino = 0;
+/* Calibration: the probe pipe's inode and the first 32 bytes it holds. */
+__u64 calib_ino = 0;
+__u64 calib_pattern[4] = {};
+
+/* Present in kallsyms on most distribution kernels, absent here: then 0. */
+extern void vmemmap_base __ksym __weak;
+extern void page_offset_base __ksym __weak;
+
+struct slot {
+	__u64 page;
+	__u64 ops;
+	__u32 offset;
+	__u32 len;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);	/* = scratch_slots, set by the loader */
+	__type(key, __u32);
+	__type(value, struct ps_buf);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);	/* = scratch_slots */
+	__type(key, __u32);
+	__type(value, struct slot);
+} slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ps_pipe);
+} pipe_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u32);
+} seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} targets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);	/* set by the loader */
+} ring SEC(".maps");
+
+/* Referenced so the record types are in BTF for bpf2go -type. */
+const struct ps_fd *unused_ps_fd __attribute__((unused));
+const struct ps_pipe *unused_ps_pipe __attribute__((unused));
+const struct ps_buf *unused_ps_buf __attribute__((unused));
+const struct ps_calib *unused_ps_calib __attribute__((unused));
+
+/*
+ * page_to_addr turns a struct page pointer into its direct-map address,
+ * refusing anything outside the calibrated vmemmap and direct-map ranges.
+ * This is the only place that knows the x86_64 layout.
+ */
+static __always_inline int page_to_addr(__u64 page, __u64 *addr)
+{
+	__u64 sz = bpf_core_type_size(struct page);
+	__u64 off, pfn, phys;
+
+	if (!vmemmap_span || !direct_span || !sz)
+		return -1;
+	if (page < vmemmap_start || page - vmemmap_start >= vmemmap_span)
+		return -1;
+	off = page - vmemmap_start;
+	if (off % sz)
+		return -1;
+	pfn = off / sz;
+	phys = pfn * page_size;
+	if (phys >= direct_span)
+		return -1;
+	*addr = direct_start + phys;
+	return 0;
+}
+
+static __always_inline struct pipe_buffer *slot_ptr(struct pipe_buffer *bufs,
+						    __u32 idx, __u32 mask)
+{
+	return (void *)bufs + (__u64)(idx & mask) * bpf_core_type_size(struct pipe_buffer);
+}
+
+struct copy_ctx {
+	struct pipe_buffer *bufs;
+	__u64 ino;
+	__u32 tail;
+	__u32 mask;
+	__u32 done;	/* buffers copied */
+	__u32 reason;	/* why the copy stopped early */
+	__u32 status;
+	__u32 _pad;
+	__u64 bytes;
+};
+
+/* copy_one copies buffer i (ring index tail+i) into scratch slot i. */
+static long copy_one(__u32 i, struct copy_ctx *c)
+{
+	__u32 key = i;
+	struct ps_buf *out = bpf_map_lookup_elem(&scratch, &key);
+	struct slot *s = bpf_map_lookup_elem(&slots, &key);
+	struct pipe_buffer *b;
+	__u64 page, ops, addr;
+	__u32 off, len, flags;
+
+	if (!out || !s) {
+		c->reason = PS_REASON_TOO_LARGE;
+		return 1;
+	}
+	b = slot_ptr(c->bufs, c->tail + i, c->mask);
+	page = (__u64)BPF_CORE_READ(b, page);
+	ops = (__u64)BPF_CORE_READ(b, ops);
+	off = BPF_CORE_READ(b, offset);
+	len = BPF_CORE_READ(b, len);
+	flags = BPF_CORE_READ(b, flags);
+	s->page = page;
+	s->ops = ops;
+	s->offset = off;
+	s->len = len;
+
+	/* A released slot has no ops: a writer is still filling it in. */
+	if (!ops) {
+		c->reason = PS_REASON_MOVED;
+		return 1;
+	}
+	if (off > page_size || len > page_size - off || len > PS_PAGE_MAX) {
+		c->reason = PS_REASON_BOUNDS;
+		return 1;
+	}
+	if (page_to_addr(page, &addr)) {
+		c->reason = PS_REASON_PAGE_RANGE;
+		return 1;
+	}
+	out->type = PS_RING_BUF;
+	out->index = c->tail + i;
+	out->offset = off;
+	out->len = len;
+	out->flags = flags;
+	out->_pad = 0;
+	out->ino = c->ino;
+	len &= 2 * PS_PAGE_MAX - 1;
+	if (len > PS_PAGE_MAX)
+		return 1;
+	if (bpf_probe_read_kernel(out->data, len, (void *)(addr + off))) {
+		c->reason = PS_REASON_FAULT;
+		return 1;
+	}
+	if (flags & PIPE_BUF_FLAG_PACKET)
+		c->status |= PS_STATUS_PACKET;
+	c->bytes += len;
+	c->done = i + 1;
+	return 0;
+}
+
+/* check_one tells whether slot i still holds what copy_one saw. */
+static long check_one(__u32 i, struct copy_ctx *c)
+{
+	__u32 key = i;
+	struct slot *s = bpf_map_lookup_elem(&slots, &key);
+	struct pipe_buffer *b;
+
+	if (!s)
+		return 1;
+	b = slot_ptr(c->bufs, c->tail + i, c->mask);
+	if ((__u64)BPF_CORE_READ(b, page) != s->page ||
+	    (__u64)BPF_CORE_READ(b, ops) != s->ops ||
+	    BPF_CORE_READ(b, offset) != s->offset ||
+	    BPF_CORE_READ(b, len) != s->len) {
+		c->reason = PS_REASON_MOVED;
+		return 1;
+	}
+	return 0;
+}
+
+static long emit_one(__u32 i, struct copy_ctx *c)
+{
+	__u32 key = i;
+	struct ps_buf *out = bpf_map_lookup_elem(&scratch, &key);
+	__u32 len;
+
+	if (!out)
+		return 1;
+	len = out->len & (2 * PS_PAGE_MAX - 1);
+	if (len > PS_PAGE_MAX)
+		return 1;
+	if (bpf_ringbuf_output(&ring, out, offsetof(struct ps_buf, data) + len,
+			       BPF_RB_NO_WAKEUP))
+		return 1;
+	return 0;
+}
+
+static __always_inline __u32 read_head(struct pipe_inode_info *pipe)
+{
+	return BPF_CORE_READ_BITFIELD_PROBED(pipe, head);
+}
+
+static __always_inline __u32 read_tail(struct pipe_inode_info *pipe)
+{
+	return BPF_CORE_READ_BITFIELD_PROBED(pipe, tail);
+}
+
+/* Ring buffer bytes a record of n bytes takes: 8-byte header, 8-aligned. */
+static __always_inline __u64 ring_cost(__u64 n)
+{
+	return 8 + ((n + 7) & ~7ULL);
+}
+
+enum { CAPTURED = 0, RETRY_LATER = 1 };
+
+/*
+ * capture copies one pipe into the ring: validated copies into scratch,
+ * up to max_attempts, then the records. Returns RETRY_LATER when the
+ * ring has no room yet (nothing was emitted).
+ */
+static __always_inline int capture(struct file *file, struct pipe_inode_info *pipe,
+				   __u64 ino, __u32 kind, __u32 *nrecs)
+{
+	__u32 zero = 0;
+	struct ps_pipe *p = bpf_map_lookup_elem(&pipe_scratch, &zero);
+	struct copy_ctx c = {};
+	__u32 head, tail, ring_size, nbufs = 0, attempt;
+	__u64 need, avail, size;
+
+	if (!p)
+		return CAPTURED;
+	p->type = PS_RING_PIPE;
+	p->ino = ino;
+	p->readers = BPF_CORE_READ(pipe, readers);
+	p->writers = BPF_CORE_READ(pipe, writers);
+	p->max_usage = BPF_CORE_READ(pipe, max_usage);
+	ring_size = BPF_CORE_READ(pipe, ring_size);
+	p->ring_size = ring_size;
+	p->path_len = 0;
+	p->path[0] = 0;
+	if (kind == PS_KIND_FIFO) {
+		long n = bpf_d_path((struct path *)&file->f_path, p->path, sizeof(p->path));
+		if (n > 0)
+			p->path_len = n - 1;
+	}
+
+	c.bufs = BPF_CORE_READ(pipe, bufs);
+	c.ino = ino;
+	c.mask = ring_size - 1;
+	for (attempt = 1; attempt <= 8; attempt++) {
+		if (attempt > max_attempts)
+			break;
+		head = read_head(pipe);
+		tail = read_tail(pipe);
+		nbufs = head - tail;
+		c.tail = tail;
+		c.done = 0;
+		c.reason = PS_REASON_NONE;
+		c.status = 0;
+		c.bytes = 0;
+		if (!copy_data) {
+			c.reason = PS_REASON_NOT_CAPTURED;
+			break;
+		}
+		if (nbufs > ring_size || ring_size & (ring_size - 1)) {
+			/* head/tail read mid-update, or not a ring we know */
+			c.reason = PS_REASON_MOVED;
+			continue;
+		}
+		if (nbufs > scratch_slots) {
+			c.reason = PS_REASON_TOO_LARGE;
+			bpf_loop(scratch_slots, copy_one, &c, 0);
+		} else {
+			bpf_loop(nbufs, copy_one, &c, 0);
+		}
+		/*
+		 * Keep the copy only if nothing moved: same head, tail and
+		 * slots, and no slot was caught half set up.
+		 */
+		if (read_head(pipe) != head || read_tail(pipe) != tail ||
+		    bpf_loop(c.done, check_one, &c, 0) != c.done ||
+		    c.reason == PS_REASON_MOVED) {
+			c.reason = PS_REASON_MOVED;
+			continue;
+		}
+		break;
+	}
+	if (attempt > max_attempts)
+		attempt = max_attempts;
+	p->attempts = attempt;
+	p->head = head;
+	p->tail = tail;
+	p->nbufs = c.done;
+	p->bytes = c.bytes;
+	p->reason = c.reason;
+	p->status = c.status;
+	if (c.reason == PS_REASON_MOVED)
+		p->status |= PS_STATUS_TORN;
+	else if (c.reason != PS_REASON_NONE)
+		p->status |= PS_STATUS_INCOMPLETE;
+
+	/* Room for everything, or come back once the loader drained the ring. */
+	size = offsetof(struct ps_pipe, path) + (__u64)p->path_len + 1;
+	if (size > sizeof(*p))
+		size = sizeof(*p);
+	need = ring_cost(size) + c.bytes + (__u64)c.done * ring_cost(offsetof(struct ps_buf, data) + 7);
+	avail = bpf_ringbuf_query(&ring, BPF_RB_RING_SIZE) - bpf_ringbuf_query(&ring, BPF_RB_AVAIL_DATA);
+	if (need > avail)
+		return RETRY_LATER;
+
+	if (bpf_ringbuf_output(&ring, p, size, BPF_RB_NO_WAKEUP))
+		return CAPTURED;	/* the loader finds no data and says so */
+	bpf_loop(c.done, emit_one, &c, 0);
+	*nrecs = 1 + c.done;
+	return CAPTURED;
+}
+
+static __always_inline int is_cloexec(struct task_struct *task, __u32 fd)
+{
+	unsigned long *bits = BPF_CORE_READ(task, files, fdt, close_on_exec);
+	unsigned long word = 0;
+
+	bpf_probe_read_kernel(&word, sizeof(word), bits + fd / 64);
+	return (word >> (fd % 64)) & 1;
+}
+
+SEC("iter/task_file")
+int dump_pipes(struct bpf_iter__task_file *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct pipe_inode_info *pipe;
+	struct inode *inode;
+	struct ps_fd rec = {};
+	__u32 tgid, *gen;
+	__u64 ino;
+
+	if (!task || !file)
+		return 0;
+	tgid = task->tgid;
+	if (only_ino) {
+		if (tgid != self_tgid)
+			return 0;
+	} else {
+		if (tgid == self_tgid)
+			return 0;
+		if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
+			return 0;
+	}
+	inode = BPF_CORE_READ(file, f_inode);
+	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFIFO)
+		return 0;
+	pipe = BPF_CORE_READ(inode, i_pipe);
+	if (!pipe)
+		return 0;
+	ino = BPF_CORE_READ(inode, i_ino);
+	if (only_ino && ino != only_ino)
+		return 0;
+
+	rec.tgid = tgid;
+	rec.tid = task->pid;
+	rec.start_ns = BPF_CORE_READ(task, start_boottime);
+	rec.uid = BPF_CORE_READ(task, cred, uid.val);
+	rec.ino = ino;
+	rec.file_id = (__u64)file;
+	rec.fd = ctx->fd;
+	rec.f_flags = BPF_CORE_READ(file, f_flags);
+	rec.f_mode = BPF_CORE_READ(file, f_mode);
+	rec.cloexec = is_cloexec(task, ctx->fd);
+	rec.kind = BPF_CORE_READ(inode, i_sb, s_magic) == PIPEFS_MAGIC ? PS_KIND_PIPE : PS_KIND_FIFO;
+	bpf_probe_read_kernel_str(rec.comm, sizeof(rec.comm), task->comm);
+
+	gen = bpf_map_lookup_elem(&seen, &ino);
+	if (!gen || *gen != run_gen) {
+		if (capture(file, pipe, ino, rec.kind, &rec.nrecs) == RETRY_LATER)
+			return 1;
+		rec.first = 1;
+		bpf_map_update_elem(&seen, &ino, &run_gen, BPF_ANY);
+	}
+	bpf_seq_write(seq, &rec, sizeof(rec));
+	return 0;
+}
+
+struct calib_ctx {
+	__u64 page;
+	__u64 pipe;
+	__u32 offset;
+	__u32 matched;
+	struct seq_file *seq;
+};
+
+/* try_pair reads the probe's bytes through one candidate translation. */
+static __always_inline int try_pair(struct calib_ctx *c, __u64 vm, __u64 dm)
+{
+	__u64 sz = bpf_core_type_size(struct page);
+	__u64 got[4] = {};
+	__u64 off;
+
+	if (!sz || c->page < vm)
+		return 0;
+	off = c->page - vm;
+	if (off % sz || off / sz * page_size >= (1ULL << 46))
+		return 0;
+	if (bpf_probe_read_kernel(got, sizeof(got),
+				  (void *)(dm + off / sz * page_size + c->offset)))
+		return 0;
+	return got[0] == calib_pattern[0] && got[1] == calib_pattern[1] &&
+	       got[2] == calib_pattern[2] && got[3] == calib_pattern[3];
+}
+
+static long try_candidate(__u32 i, struct calib_ctx *c)
+{
+	/* vmemmap: the page's GiB or the one below; direct map: 64 GiB down. */
+	__u64 vm = (c->page & ~(GIB - 1)) - (__u64)(i & 1) * GIB;
+	__u64 dm = (c->pipe & ~(GIB - 1)) - (__u64)(i >> 1) * GIB;
+	struct ps_calib rec = {};
+
+	if (!try_pair(c, vm, dm))
+		return 0;
+	rec.vmemmap_start = vm;
+	rec.direct_start = dm;
+	rec.page = c->page;
+	rec.pipe = c->pipe;
+	rec.source = 2;
+	rec.matched = 1;
+	bpf_seq_write(c->seq, &rec, sizeof(rec));
+	c->matched++;
+	return c->matched >= 8;
+}
+
+SEC("iter/task_file")
+int calibrate(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct pipe_inode_info *pipe;
+	struct pipe_buffer *b;
+	struct inode *inode;
+	struct calib_ctx c = {};
+	__u32 ring_size;
+
+	if (!task || !file || task->tgid != self_tgid || !calib_ino)
+		return 0;
+	inode = BPF_CORE_READ(file, f_inode);
+	if (BPF_CORE_READ(inode, i_ino) != calib_ino)
+		return 0;
+	pipe = BPF_CORE_READ(inode, i_pipe);
+	if (!pipe || !(BPF_CORE_READ(file, f_mode) & FMODE_READ))
+		return 0;
+	ring_size = BPF_CORE_READ(pipe, ring_size);
+	b = slot_ptr(BPF_CORE_READ(pipe, bufs), read_tail(pipe), ring_size - 1);
+	c.page = (__u64)BPF_CORE_READ(b, page);
+	c.offset = BPF_CORE_READ(b, offset) & (PS_PAGE_MAX - 1);
+	c.pipe = (__u64)pipe;
+	c.seq = ctx->meta->seq;
+
+	if (&vmemmap_base && &page_offset_base) {
+		__u64 vm = 0, dm = 0;
+
+		bpf_probe_read_kernel(&vm, sizeof(vm), &vmemmap_base);
+		bpf_probe_read_kernel(&dm, sizeof(dm), &page_offset_base);
+		if (try_pair(&c, vm, dm)) {
+			struct ps_calib rec = {
+				.vmemmap_start = vm,
+				.direct_start = dm,
+				.page = c.page,
+				.pipe = c.pipe,
+				.source = 1,
+				.matched = 1,
+			};
+			bpf_seq_write(c.seq, &rec, sizeof(rec));
+		}
+	}
+	bpf_loop(128, try_candidate, &c, 0);
+	return 0;
+}

@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Record layouts shared by pipes.bpf.c and the Go loader (bpf2go -type). */
+#ifndef PIPESNAP_PIPES_H
+#define PIPESNAP_PIPES_H
+
+#define PS_COMM_LEN 16
+#define PS_PATH_LEN 4096
+/* One scratch slot holds one page; the loader refuses other page sizes. */
+#define PS_PAGE_MAX 4096
+
+/* Kinds of file, as in the stream (format.Kind). */
+enum ps_kind {
+	PS_KIND_PIPE = 1,
+	PS_KIND_FIFO = 2,
+};
+
+/* Status bits and reasons, as in the stream (format.Status, format.Reason). */
+enum ps_status {
+	PS_STATUS_TORN = 1,
+	PS_STATUS_INCOMPLETE = 2,
+	PS_STATUS_PACKET = 4,
+};
+
+enum ps_reason {
+	PS_REASON_NONE = 0,
+	PS_REASON_MOVED = 1,
+	PS_REASON_PAGE_RANGE = 2,
+	PS_REASON_BOUNDS = 3,
+	PS_REASON_FAULT = 4,
+	PS_REASON_TOO_LARGE = 5,
+	PS_REASON_CHANNEL = 6,
+	PS_REASON_EXCLUDED = 7,
+	PS_REASON_NOT_CAPTURED = 8,
+};
+
+/* Ring buffer record types. */
+enum ps_ring_type {
+	PS_RING_PIPE = 1,
+	PS_RING_BUF = 2,
+};
+
+/*
+ * struct ps_fd: one per (task, pipe or FIFO fd), written to the iterator's
+ * seq_file in iteration order. When first is set, the pipe's contents were
+ * put in the ring buffer just before: one ps_pipe, then nbufs ps_buf.
+ */
+struct ps_fd {
+	__u32 tgid;
+	__u32 tid;
+	__u64 start_ns;
+	__u64 ino;
+	__u64 file_id;	/* identity of the open file, for dedup only */
+	__u32 uid;
+	__u32 fd;
+	__u32 f_flags;
+	__u32 f_mode;
+	__u32 cloexec;
+	__u32 kind;
+	__u32 first;
+	__u32 nrecs;	/* ring records for this pipe when first (1 + nbufs) */
+	char comm[PS_COMM_LEN];
+};
+
+/* struct ps_pipe: pipe state, first in the ring for each captured pipe. */
+struct ps_pipe {
+	__u32 type;	/* PS_RING_PIPE */
+	__u32 status;
+	__u64 ino;
+	__u32 reason;
+	__u32 attempts;
+	__u32 head;
+	__u32 tail;
+	__u32 ring_size;
+	__u32 max_usage;
+	__u32 readers;
+	__u32 writers;
+	__u32 nbufs;	/* ps_buf records that follow */
+	__u32 path_len;	/* bytes of path, NUL excluded; 0 for anonymous pipes */
+	__u64 bytes;
+	char path[PS_PATH_LEN];
+};
+
+/* struct ps_buf: one pipe buffer, header then len bytes of data. */
+struct ps_buf {
+	__u32 type;	/* PS_RING_BUF */
+	__u32 index;	/* ring index (tail + k) */
+	__u32 offset;
+	__u32 len;
+	__u32 flags;
+	__u32 _pad;
+	__u64 ino;
+	__u8 data[PS_PAGE_MAX];
+};
+
+/* struct ps_calib: one candidate translation that read back the probe. */
+struct ps_calib {
+	__u64 vmemmap_start;
+	__u64 direct_start;
+	__u64 page;	/* the probe's page pointer */
+	__u64 pipe;	/* the probe's pipe_inode_info pointer */
+	__u32 source;	/* 1 kallsyms, 2 search */
+	__u32 matched;
+};
+
+#endif

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/pipesnap/pipesnap/loader"
+)
+
+type dumpConfig struct {
+	pids   []int
+	all    bool
+	output string
+	strict bool
+	force  bool
+}
+
+func dumpCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "dump",
+		Usage:     "snapshot the pipes and FIFOs of processes into a file",
+		ArgsUsage: " ",
+		Description: `Walks the open files of the chosen processes in the kernel (a BPF
+iterator), and for every pipe or FIFO records who holds which end and
+the bytes in its buffers, without reading them out of the pipe and
+without stopping anyone. A pipe shared by several fds or processes is
+copied once. Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE) and a
+kernel with BTF.
+
+A pipe whose contents moved during every copy attempt is marked torn;
+one that could not be fully read is marked incomplete. Both are listed
+on stderr and kept in the snapshot with their flags.
+
+The snapshot is written to a temporary file next to FILE, mode 0600
+(pipe contents can be secrets), and renamed to FILE once complete.`,
+		Flags: []cli.Flag{
+			&cli.IntSliceFlag{Name: "pid", Aliases: []string{"p"}, Usage: "dump the pipes of process `PID` (repeat for more)"},
+			&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "dump every process's pipes (except pipesnap's own)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the snapshot to `FILE` (- for stdout)"},
+			&cli.BoolFlag{Name: "strict", Usage: "exit with status 1 if any pipe is torn or incomplete"},
+			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "replace FILE if it exists"},
+		},
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("dump takes no arguments (got %q): use --pid or --all, and -o FILE", c.Args().First())
+			}
+			cfg := dumpConfig{pids: c.IntSlice("pid"), all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force")}
+			switch {
+			case cfg.all == (len(cfg.pids) > 0):
+				return usagef("dump needs either --pid PID (one or more) or --all")
+			case cfg.output == "":
+				return usagef("dump needs -o FILE (- for stdout)")
+			}
+			return runDump(cfg)
+		},
+	}
+}
+
+func runDump(cfg dumpConfig) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	opts := loader.Options{PIDs: cfg.pids, All: cfg.all}
+	var report *loader.Report
+	write := func(w io.Writer) error {
+		var err error
+		report, err = loader.Dump(ctx, w, opts)
+		return err
+	}
+	var err error
+	if cfg.output == "-" {
+		opts.ExcludeIno = pipeIno(os.Stdout)
+		err = write(os.Stdout)
+	} else {
+		err = writeAtomic(cfg.output, cfg.force, write)
+	}
+	if err != nil {
+		return dumpError(err)
+	}
+
+	for _, p := range report.Problems {
+		fmt.Fprintf(os.Stderr, "pipesnap: %s\n", p)
+	}
+	for _, n := range report.Notes {
+		fmt.Fprintf(os.Stderr, "pipesnap: note: %s\n", n)
+	}
+	where := cfg.output
+	if where == "-" {
+		where = "stdout"
+	}
+	fmt.Fprintf(os.Stderr, "pipesnap: wrote %s: %d processes, %d fds, %d pipes, %d bytes; %d torn or incomplete\n",
+		where, report.Tasks, report.FDs, report.Pipes, report.Bytes, len(report.Problems))
+	if cfg.strict && len(report.Problems) > 0 {
+		return exitStatus{1, fmt.Errorf("%d pipes torn or incomplete (--strict)", len(report.Problems))}
+	}
+	return nil
+}
+
+// dumpError says what to do about the failures people meet first.
+func dumpError(err error) error {
+	switch {
+	case errors.Is(err, loader.ErrNoProcess):
+		return usageError{err}
+	case errors.Is(err, unix.EPERM) && os.Geteuid() != 0:
+		return fmt.Errorf("dump needs root: %w", err)
+	case errors.Is(err, context.Canceled):
+		return errors.New("dump interrupted: no snapshot written")
+	}
+	return fmt.Errorf("dump: %w", err)
+}
+
+// writeAtomic writes a file through a 0600 temporary next to it, then
+// links it into place: nothing half-written ever carries the final name,
+// and an existing file is only replaced with force.
+func writeAtomic(path string, force bool, write func(io.Writer) error) (err error) {
+	if _, err := os.Lstat(path); err == nil && !force {
+		return usagef("%s exists: use --force to replace it", path)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("creating output: %w", err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(0o600); err != nil {
+		return fmt.Errorf("creating output: %w", err)
+	}
+	if err := write(f); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if force {
+		err = os.Rename(tmp, path)
+	} else if err = os.Link(tmp, path); err == nil {
+		err = os.Remove(tmp)
+	}
+	if err != nil {
+		return fmt.Errorf("moving snapshot into place: %w", err)
+	}
+	return nil
+}
+
+// pipeIno is the inode of f if f is a pipe or FIFO, else 0.
+func pipeIno(f *os.File) uint64 {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return 0
+	}
+	return st.Ino
+}

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pipesnap/pipesnap/format"
+	"github.com/pipesnap/pipesnap/snapshot"
+)
+
+const previewBytes = 64
+
+func inspectCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "inspect",
+		Usage:     "show what a snapshot holds: pipes, holders, fill, a preview of the bytes",
+		ArgsUsage: "FILE",
+		Description: `Prints one row per pipe: inode, kind, bytes queued / capacity, number of
+buffers, flags (packet, torn, incomplete) and the holders as
+pid(comm):fd:end, then a preview of the first bytes (text, or hex when
+not printable). FILE - reads stdin. The whole stream is checked
+(checksum included) before anything is printed.`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print one JSON object instead of the table"},
+		},
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef("inspect needs exactly one FILE")
+			}
+			s, err := readSnapshot(c.Args().First(), snapshot.Options{Preview: previewBytes})
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return writeJSON(os.Stdout, s)
+			}
+			return writeTable(os.Stdout, s)
+		},
+	}
+}
+
+func readSnapshot(path string, opt snapshot.Options) (*snapshot.Snapshot, error) {
+	var r io.Reader = os.Stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("opening snapshot: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	s, err := snapshot.Read(r, opt)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func pipeFlags(p *snapshot.Pipe) []string {
+	var fl []string
+	if p.Status&format.StatusPacket != 0 {
+		fl = append(fl, "packet")
+	}
+	if p.Status&format.StatusTorn != 0 {
+		fl = append(fl, "torn")
+	}
+	if p.Status&format.StatusIncomplete != 0 {
+		fl = append(fl, "incomplete("+p.Reason.String()+")")
+	}
+	return fl
+}
+
+func writeTable(w io.Writer, s *snapshot.Snapshot) error {
+	h := s.Header
+	fmt.Fprintf(w, "snapshot of %s (%s), %s: %d processes, %d pipes\n\n",
+		h.Release, h.Machine, h.Time.Format(time.RFC3339), len(s.Tasks), len(s.Pipes))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INO\tKIND\tBYTES/CAPACITY\tBUFS\tFLAGS\tHOLDERS")
+	for _, p := range s.Pipes {
+		var holders []string
+		for _, hd := range p.Holders {
+			holders = append(holders, fmt.Sprintf("%d(%s):%d:%s", hd.PID, hd.Comm, hd.FD, hd.End))
+		}
+		kind := p.Kind.String()
+		if p.Path != "" {
+			kind += " " + p.Path
+		}
+		flags := strings.Join(pipeFlags(p), ",")
+		if flags == "" {
+			flags = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d/%d\t%d\t%s\t%s\n", p.Ino, kind, p.Bytes, p.Capacity, len(p.Buffers), flags, strings.Join(holders, " "))
+		if p.Bytes > 0 {
+			fmt.Fprintf(tw, "      %s\n", preview(p)) // no tab: not a column
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, n := range s.Notes {
+		fmt.Fprintf(w, "note: %s\n", n.Msg)
+	}
+	return nil
+}
+
+// preview shows the first bytes as quoted text, or as hex when they are
+// not mostly printable.
+func preview(p *snapshot.Pipe) string {
+	b := p.Data()
+	more := ""
+	if uint64(len(b)) < p.Bytes {
+		more = "..."
+	}
+	printable := 0
+	for _, r := range string(b) {
+		if unicode.IsPrint(r) || r == '\n' || r == '\t' {
+			printable++
+		}
+	}
+	if len(b) > 0 && printable*10 >= len([]rune(string(b)))*9 {
+		return fmt.Sprintf("%q%s", b, more)
+	}
+	return fmt.Sprintf("hex %x%s", b, more)
+}
+
+type jsonSnapshot struct {
+	Header jsonHeader `json:"header"`
+	Tasks  []jsonTask `json:"tasks"`
+	Pipes  []jsonPipe `json:"pipes"`
+	Notes  []jsonNote `json:"notes"`
+}
+
+type jsonHeader struct {
+	Revision uint16    `json:"revision"`
+	Time     time.Time `json:"time"`
+	Release  string    `json:"release"`
+	Version  string    `json:"version"`
+	Machine  string    `json:"machine"`
+	Frozen   bool      `json:"frozen"`
+}
+
+type jsonTask struct {
+	PID  uint32   `json:"pid"`
+	TID  uint32   `json:"tid"`
+	Comm string   `json:"comm"`
+	UID  uint32   `json:"uid"`
+	FDs  []jsonFD `json:"fds"`
+}
+
+type jsonFD struct {
+	FD      int32  `json:"fd"`
+	Ino     uint64 `json:"ino"`
+	End     string `json:"end"`
+	Cloexec bool   `json:"cloexec"`
+	Flags   uint32 `json:"flags"`
+}
+
+type jsonPipe struct {
+	Ino      uint64       `json:"ino"`
+	Objref   int32        `json:"objref"`
+	Kind     string       `json:"kind"`
+	Path     string       `json:"path"`
+	Capacity uint32       `json:"capacity"`
+	Bytes    uint64       `json:"bytes"`
+	Packet   bool         `json:"packet"`
+	Torn     bool         `json:"torn"`
+	Complete bool         `json:"complete"`
+	Reason   string       `json:"reason,omitempty"`
+	Readers  uint32       `json:"readers"`
+	Writers  uint32       `json:"writers"`
+	Buffers  []jsonBuffer `json:"buffers"`
+	Holders  []jsonHolder `json:"holders"`
+}
+
+type jsonBuffer struct {
+	Offset uint32 `json:"offset"`
+	Len    uint32 `json:"len"`
+	Flags  uint32 `json:"flags"`
+}
+
+type jsonHolder struct {
+	PID  uint32 `json:"pid"`
+	Comm string `json:"comm"`
+	FD   int32  `json:"fd"`
+	End  string `json:"end"`
+}
+
+type jsonNote struct {
+	PID  uint32 `json:"pid"`
+	Code uint32 `json:"code"`
+	Msg  string `json:"msg"`
+}
+
+func writeJSON(w io.Writer, s *snapshot.Snapshot) error {
+	out := jsonSnapshot{
+		Header: jsonHeader{
+			Revision: s.Header.Revision, Time: s.Header.Time, Release: s.Header.Release,
+			Version: s.Header.Version, Machine: s.Header.Machine, Frozen: s.Header.Flags&format.HeaderFrozen != 0,
+		},
+		Tasks: []jsonTask{}, Pipes: []jsonPipe{}, Notes: []jsonNote{},
+	}
+	for _, t := range s.Tasks {
+		jt := jsonTask{PID: t.PID, TID: t.TID, Comm: t.Comm, UID: t.UID, FDs: []jsonFD{}}
+		for _, fd := range t.FDs {
+			jt.FDs = append(jt.FDs, jsonFD{FD: fd.FD, Ino: fd.Ino, End: fd.End, Cloexec: fd.Cloexec, Flags: fd.Flags})
+		}
+		out.Tasks = append(out.Tasks, jt)
+	}
+	for _, p := range s.Pipes {
+		jp := jsonPipe{
+			Ino: p.Ino, Objref: p.Ref, Kind: p.Kind.String(), Path: p.Path, Capacity: p.Capacity, Bytes: p.Bytes,
+			Packet: p.Status&format.StatusPacket != 0, Torn: p.Status&format.StatusTorn != 0, Complete: p.Complete(),
+			Readers: p.Readers, Writers: p.Writers, Buffers: []jsonBuffer{}, Holders: []jsonHolder{},
+		}
+		if p.Reason != format.ReasonNone {
+			jp.Reason = p.Reason.String()
+		}
+		for _, b := range p.Buffers {
+			jp.Buffers = append(jp.Buffers, jsonBuffer{Offset: b.Offset, Len: b.Len, Flags: b.Flags})
+		}
+		for _, h := range p.Holders {
+			jp.Holders = append(jp.Holders, jsonHolder{PID: h.PID, Comm: h.Comm, FD: h.FD, End: h.End})
+		}
+		out.Pipes = append(out.Pipes, jp)
+	}
+	for _, n := range s.Notes {
+		out.Notes = append(out.Notes, jsonNote{PID: n.PID, Code: n.Code, Msg: n.Msg})
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}

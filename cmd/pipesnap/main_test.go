@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+var pipesnapBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pipesnap-cli")
+	if err != nil {
+		panic(err)
+	}
+	pipesnapBin = filepath.Join(dir, "pipesnap")
+	out, err := exec.Command("go", "build", "-o", pipesnapBin, ".").CombinedOutput()
+	if err != nil {
+		os.Stderr.Write(out)
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// run runs the built pipesnap and returns stdout, stderr and exit status.
+func run(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(pipesnapBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+func requireBPF(t *testing.T) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "needs root"
+	} else if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		why = "needs kernel BTF"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s, and CI is set: the BPF tests must run", why)
+	}
+	t.Skip(why)
+}
+
+// stuckReader starts a process whose stdin is a pipe holding data that
+// it never reads.
+func stuckReader(t *testing.T, data string) (pid int, ino uint64) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteString(data); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	cmd := exec.Command("sleep", "60")
+	cmd.Stdin = r
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ino = statIno(st)
+	return cmd.Process.Pid, ino
+}
+
+func TestDumpInspectCat(t *testing.T) {
+	requireBPF(t)
+	const data = "stuck bytes\x00\x01 waiting for a reader\n"
+	pid, ino := stuckReader(t, data)
+	dir := t.TempDir()
+	snap := filepath.Join(dir, "s.snap")
+
+	_, stderr, code := run(t, "dump", "--pid", strconv.Itoa(pid), "-o", snap)
+	if code != 0 {
+		t.Fatalf("dump exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "1 processes") {
+		t.Errorf("dump summary: %q", stderr)
+	}
+	st, err := os.Stat(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("snapshot mode %v, want 0600", st.Mode().Perm())
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*tmp")); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+
+	// Flags after FILE work as well as before it.
+	out, stderr, code := run(t, "inspect", snap, "--json")
+	if code != 0 {
+		t.Fatalf("inspect exit %d: %s", code, stderr)
+	}
+	var js struct {
+		Tasks []struct {
+			PID  int    `json:"pid"`
+			Comm string `json:"comm"`
+			FDs  []struct {
+				FD  int    `json:"fd"`
+				Ino uint64 `json:"ino"`
+				End string `json:"end"`
+			} `json:"fds"`
+		} `json:"tasks"`
+		Pipes []struct {
+			Ino      uint64 `json:"ino"`
+			Kind     string `json:"kind"`
+			Bytes    int    `json:"bytes"`
+			Capacity int    `json:"capacity"`
+			Complete bool   `json:"complete"`
+			Writers  int    `json:"writers"`
+			Holders  []struct {
+				PID int    `json:"pid"`
+				FD  int    `json:"fd"`
+				End string `json:"end"`
+			} `json:"holders"`
+		} `json:"pipes"`
+	}
+	if err := json.Unmarshal([]byte(out), &js); err != nil {
+		t.Fatalf("inspect --json: %v\n%s", err, out)
+	}
+	// The child may inherit pipes from whoever runs the tests: look at ours.
+	found := false
+	for _, p := range js.Pipes {
+		if p.Ino != ino {
+			continue
+		}
+		found = true
+		if p.Bytes != len(data) || p.Kind != "pipe" || !p.Complete || p.Writers != 0 || p.Capacity != 65536 {
+			t.Errorf("pipe: %+v", p)
+		}
+		if len(p.Holders) != 1 || p.Holders[0].PID != pid || p.Holders[0].FD != 0 || p.Holders[0].End != "read" {
+			t.Errorf("holders: %+v", p.Holders)
+		}
+	}
+	if !found {
+		t.Errorf("pipe %d not in the snapshot: %+v", ino, js.Pipes)
+	}
+	if len(js.Tasks) != 1 || js.Tasks[0].PID != pid || js.Tasks[0].Comm != "sleep" {
+		t.Errorf("tasks: %+v", js.Tasks)
+	}
+
+	out, _, code = run(t, "inspect", snap)
+	if code != 0 || !strings.Contains(out, strconv.FormatUint(ino, 10)) || !strings.Contains(out, "(sleep):0:read") {
+		t.Errorf("inspect table (exit %d):\n%s", code, out)
+	}
+
+	out, stderr, code = run(t, "cat", snap, "--ino", strconv.FormatUint(ino, 10))
+	if code != 0 || out != data {
+		t.Errorf("cat: exit %d, %q, stderr %q", code, out, stderr)
+	}
+
+	// An existing file is not replaced without --force.
+	if _, stderr, code := run(t, "dump", "--pid", strconv.Itoa(pid), "-o", snap); code != 2 || !strings.Contains(stderr, "--force") {
+		t.Errorf("dump over an existing file: exit %d, %q", code, stderr)
+	}
+	if _, stderr, code := run(t, "dump", "--pid", strconv.Itoa(pid), "-o", snap, "--force"); code != 0 {
+		t.Errorf("dump --force: exit %d, %q", code, stderr)
+	}
+
+	// -o - writes the same stream to stdout.
+	out, _, code = run(t, "dump", "-o", "-", "--pid", strconv.Itoa(pid))
+	if code != 0 || !strings.HasPrefix(out, "\x01\x00\x00\x00") {
+		t.Errorf("dump -o -: exit %d, %d bytes", code, len(out))
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage")
+	os.WriteFile(garbage, []byte("this is not a snapshot at all"), 0o600)
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"dump", "-o", "x"}, 2, "--pid PID"},
+		{[]string{"dump", "--all", "--pid", "1", "-o", "x"}, 2, "either"},
+		{[]string{"dump", "--all"}, 2, "-o FILE"},
+		{[]string{"dump", "--nope"}, 2, "nope"},
+		{[]string{"inspect"}, 2, "FILE"},
+		{[]string{"cat", garbage}, 2, "--ino"},
+		{[]string{"inspect", filepath.Join(dir, "missing")}, 1, "no such file"},
+		{[]string{"inspect", garbage}, 1, "offset 0"},
+	} {
+		_, stderr, code := run(t, tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.msg) {
+			t.Errorf("pipesnap %v: exit %d, stderr %q; want exit %d mentioning %q", tc.args, code, stderr, tc.code, tc.msg)
+		}
+		if n := strings.Count(strings.TrimSpace(stderr), "\n"); n > 0 && tc.code == 1 {
+			t.Errorf("pipesnap %v: error on %d lines, want one: %q", tc.args, n+1, stderr)
+		}
+	}
+}
+
+func TestDumpNoSuchProcess(t *testing.T) {
+	requireBPF(t)
+	// pid_max is at most 4194304: this pid cannot exist.
+	_, stderr, code := run(t, "dump", "--pid", "4194305", "-o", filepath.Join(t.TempDir(), "x"))
+	if code != 2 || !strings.Contains(stderr, "no such process") {
+		t.Errorf("exit %d, %q", code, stderr)
+	}
+}
+
+func TestReorderArgs(t *testing.T) {
+	app := newApp()
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"p", "inspect", "f", "--json"}, []string{"p", "inspect", "--json", "--", "f"}},
+		{[]string{"p", "cat", "f", "--ino", "5"}, []string{"p", "cat", "--ino", "5", "--", "f"}},
+		{[]string{"p", "cat", "--ino=5", "f"}, []string{"p", "cat", "--ino=5", "--", "f"}},
+		{[]string{"p", "dump", "-o", "-", "--all"}, []string{"p", "dump", "-o", "-", "--all"}},
+		{[]string{"p", "cat", "f", "--", "--ino"}, []string{"p", "cat", "--", "f", "--", "--ino"}},
+		{[]string{"p", "--help"}, []string{"p", "--help"}},
+	} {
+		if got := reorderArgs(app, tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("reorderArgs(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func statIno(st os.FileInfo) uint64 {
+	return st.Sys().(*syscall.Stat_t).Ino
+}

@@ -1,0 +1,233 @@
+package loader
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+)
+
+// ErrCalibration means no page-to-address translation could be verified:
+// pipesnap then reads no pipe bytes at all.
+var ErrCalibration = errors.New("page-to-address translation could not be verified")
+
+// translation maps a struct page pointer to its direct-map address
+// (x86_64): addr = directStart + (page-vmemmapStart)/sizeof(struct page)*pageSize.
+type translation struct {
+	vmemmapStart, vmemmapSpan uint64
+	directStart, directSpan   uint64
+	source                    string // "kallsyms" or "search"
+}
+
+// calibrate finds the translation and verifies it before any pipe is read.
+// It fills a probe pipe of its own with random bytes, lets the kernel
+// report candidate bases that read back the first 32 of them (kallsyms
+// first where the kernel lists vmemmap_base/page_offset_base, else a search
+// over 1 GiB steps below the probe's own pointers), then captures the probe
+// with each candidate through the real dump path and keeps the first whose
+// every byte matches.
+func (it *pipeIter) calibrate(pageSize uint32) (translation, error) {
+	maxPFN, err := readMaxPFN()
+	if err != nil {
+		return translation{}, fmt.Errorf("%w: %w", ErrCalibration, err)
+	}
+	pageStruct, err := kernelTypeSize("page")
+	if err != nil {
+		return translation{}, fmt.Errorf("%w: size of struct page: %w", ErrCalibration, err)
+	}
+
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return translation{}, fmt.Errorf("%w: probe pipe: %w", ErrCalibration, err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+
+	// Two pages of fresh random bytes, one buffer each. Only their hash
+	// is kept, so no copy left in this process can pass for the probe.
+	pattern := make([]byte, 2*pageSize)
+	if _, err := rand.Read(pattern); err != nil {
+		return translation{}, err
+	}
+	want := sha256.Sum256(pattern)
+	var head [4]uint64
+	for i := range head {
+		head[i] = binary.NativeEndian.Uint64(pattern[8*i:])
+	}
+	for off := 0; off < len(pattern); off += int(pageSize) {
+		if _, err := unix.Write(fds[1], pattern[off:off+int(pageSize)]); err != nil {
+			return translation{}, fmt.Errorf("%w: filling probe pipe: %w", ErrCalibration, err)
+		}
+	}
+	clear(pattern)
+
+	var st unix.Stat_t
+	if err := unix.Fstat(fds[0], &st); err != nil {
+		return translation{}, fmt.Errorf("%w: %w", ErrCalibration, err)
+	}
+	if err := it.objs.CalibIno.Set(st.Ino); err != nil {
+		return translation{}, err
+	}
+	if err := it.objs.CalibPattern.Set(head); err != nil {
+		return translation{}, err
+	}
+	var cands []pipesPsCalib
+	err = it.read(it.calib, calibRecSize, func(b []byte) error {
+		var c pipesPsCalib
+		if err := decodeRec(b, &c); err != nil {
+			return err
+		}
+		for _, o := range cands {
+			if o.VmemmapStart == c.VmemmapStart && o.DirectStart == c.DirectStart {
+				return nil
+			}
+		}
+		cands = append(cands, c)
+		return nil
+	})
+	if err != nil {
+		return translation{}, fmt.Errorf("%w: %w", ErrCalibration, err)
+	}
+	if err := it.objs.CalibIno.Set(uint64(0)); err != nil {
+		return translation{}, err
+	}
+
+	for _, c := range cands {
+		tr := translation{
+			vmemmapStart: c.VmemmapStart,
+			vmemmapSpan:  maxPFN * pageStruct,
+			directStart:  c.DirectStart,
+			directSpan:   maxPFN * uint64(pageSize),
+			source:       map[uint32]string{1: "kallsyms", 2: "search"}[c.Source],
+		}
+		if err := it.setTranslation(tr); err != nil {
+			return translation{}, err
+		}
+		ok, err := it.verifyProbe(st.Ino, pageSize, want)
+		if err != nil {
+			return translation{}, fmt.Errorf("%w: %w", ErrCalibration, err)
+		}
+		if ok {
+			return tr, nil
+		}
+	}
+	// Leave nothing usable behind: with zero spans the program reads nothing.
+	if err := it.setTranslation(translation{}); err != nil {
+		return translation{}, err
+	}
+	return translation{}, fmt.Errorf("%w: %d candidate bases, none read back the probe pipe", ErrCalibration, len(cands))
+}
+
+// verifyProbe captures the probe pipe through the dump program and checks
+// every byte against the hash of what was written.
+func (it *pipeIter) verifyProbe(ino uint64, pageSize uint32, want [32]byte) (bool, error) {
+	if err := it.objs.OnlyIno.Set(ino); err != nil {
+		return false, err
+	}
+	defer it.objs.OnlyIno.Set(uint64(0))
+	if err := it.newRun(); err != nil {
+		return false, err
+	}
+	var got *capturedPipe
+	err := it.read(it.dump, fdRecSize, func(b []byte) error {
+		if got != nil {
+			return nil
+		}
+		p, err := it.takePipe(ino, func(uint64) bool { return false })
+		got = p
+		return err
+	})
+	if err != nil || got == nil {
+		return false, err
+	}
+	if got.hdr.Status != 0 || got.lost || len(got.bufs) != 2 {
+		return false, nil
+	}
+	h := sha256.New()
+	for _, b := range got.bufs {
+		if len(b.data) != int(pageSize) || b.offset != 0 {
+			return false, nil
+		}
+		h.Write(b.data)
+	}
+	return bytes.Equal(h.Sum(nil), want[:]), nil
+}
+
+func (it *pipeIter) setTranslation(tr translation) error {
+	for _, v := range []struct {
+		set func(any) error
+		val uint64
+	}{
+		{it.objs.VmemmapStart.Set, tr.vmemmapStart},
+		{it.objs.VmemmapSpan.Set, tr.vmemmapSpan},
+		{it.objs.DirectStart.Set, tr.directStart},
+		{it.objs.DirectSpan.Set, tr.directSpan},
+	} {
+		if err := v.set(v.val); err != nil {
+			return fmt.Errorf("setting translation: %w", err)
+		}
+	}
+	return nil
+}
+
+// readMaxPFN returns one past the highest page frame of any memory zone.
+func readMaxPFN() (uint64, error) {
+	f, err := os.Open("/proc/zoneinfo")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var spanned, max uint64
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 0 && fields[0] == "Node" {
+			spanned = 0 // a new zone
+		}
+		if len(fields) != 2 {
+			continue
+		}
+		n, err := strconv.ParseUint(fields[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		switch fields[0] {
+		case "spanned":
+			// "spanned" comes before "start_pfn:" in each zone: keep it.
+			spanned = n
+		case "start_pfn:":
+			if end := n + spanned; end > max {
+				max = end
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	if max == 0 {
+		return 0, errors.New("no memory zones in /proc/zoneinfo")
+	}
+	return max, nil
+}
+
+// kernelTypeSize is the running kernel's sizeof(struct name), from BTF.
+func kernelTypeSize(name string) (uint64, error) {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return 0, err
+	}
+	var s *btf.Struct
+	if err := spec.TypeByName(name, &s); err != nil {
+		return 0, err
+	}
+	return uint64(s.Size), nil
+}

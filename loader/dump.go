@@ -1,0 +1,393 @@
+package loader
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/pipesnap/pipesnap/format"
+)
+
+// Sentinels for what stops a dump before it starts.
+var (
+	ErrNoProcess    = errors.New("no such process")
+	ErrNoBTF        = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux")
+	ErrNotSupported = ebpf.ErrNotSupported
+)
+
+// Options says what to dump.
+type Options struct {
+	PIDs        []int  // processes to dump; a thread id stands for its process
+	All         bool   // every task in pipesnap's pid namespace but pipesnap
+	ExcludeIno  uint64 // a pipe left out with a note: the snapshot's own output
+	MaxAttempts int    // copies of a pipe before it is marked torn; 0 means 4
+}
+
+// Problem is a pipe that was not fully and consistently captured.
+type Problem struct {
+	Ino      uint64
+	Status   format.Status
+	Reason   format.Reason
+	Attempts uint32
+	Holder   string // the first holder met: "pid 12 (cat) fd 3"
+}
+
+func (p Problem) String() string {
+	what := "incomplete"
+	if p.Status&format.StatusTorn != 0 {
+		what = "torn"
+	}
+	return fmt.Sprintf("pipe %d, held by %s: %s (%s, %d attempts)", p.Ino, p.Holder, what, p.Reason, p.Attempts)
+}
+
+// Report sums up a dump.
+type Report struct {
+	Tasks, FDs, Pipes int
+	Bytes             uint64
+	Problems          []Problem
+	Notes             []string
+	Translation       string // where the page translation came from
+}
+
+// Dump walks the chosen tasks' pipes and FIFOs in the kernel and writes
+// the pipesnap stream to w, one pipe at a time.
+func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
+	if !opts.All && len(opts.PIDs) == 0 {
+		return nil, errors.New("nothing to dump: give pids or all")
+	}
+	targets, err := resolveTgids(opts.PIDs)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return nil, fmt.Errorf("%w (pipesnap needs a kernel built with CONFIG_DEBUG_INFO_BTF)", ErrNoBTF)
+	}
+	pageSize := uint32(os.Getpagesize())
+	if runtime.GOARCH != "amd64" || pageSize != 4096 {
+		return nil, fmt.Errorf("page translation for %s with %d-byte pages: %w", runtime.GOARCH, pageSize, ErrNotSupported)
+	}
+	attempts := opts.MaxAttempts
+	if attempts <= 0 {
+		attempts = 4
+	}
+	slots := scratchSlots(pageSize)
+	it, err := loadIter(iterConfig{
+		selfTgid:     uint32(os.Getpid()),
+		targets:      targets,
+		pageSize:     pageSize,
+		scratchSlots: slots,
+		maxAttempts:  uint32(min(attempts, 8)),
+		ringBytes:    ringBytes(slots, pageSize),
+		copyData:     true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+
+	tr, err := it.calibrate(pageSize)
+	if err != nil {
+		return nil, err
+	}
+	hdr, err := kernelHeader()
+	if err != nil {
+		return nil, err
+	}
+	enc, err := format.NewEncoder(w, hdr)
+	if err != nil {
+		return nil, fmt.Errorf("writing snapshot: %w", err)
+	}
+	d := &dumper{
+		ctx:      ctx,
+		it:       it,
+		enc:      enc,
+		pageSize: pageSize,
+		exclude:  opts.ExcludeIno,
+		files:    map[fileKey]int32{},
+		pipes:    map[uint64]int32{},
+		tasks:    map[uint32]bool{},
+		report:   &Report{Translation: tr.source},
+		nextRef:  1,
+	}
+	if err := it.newRun(); err != nil {
+		return nil, err
+	}
+	if err := it.read(it.dump, fdRecSize, d.onFD); err != nil {
+		return nil, err
+	}
+	for _, tgid := range targets {
+		if !d.tasks[tgid] {
+			msg := fmt.Sprintf("pid %d holds no pipes or FIFOs", tgid)
+			if err := enc.WriteNote(format.Note{PID: tgid, Code: NoteNoPipes, Msg: msg}); err != nil {
+				return nil, fmt.Errorf("writing snapshot: %w", err)
+			}
+			d.report.Notes = append(d.report.Notes, msg)
+		}
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("writing snapshot: %w", err)
+	}
+	return d.report, nil
+}
+
+// Note codes pipesnap writes (format.Note.Code).
+const (
+	NoteNoPipes  = 1 // a requested process holds no pipes
+	NoteExcluded = 2 // a pipe left out on purpose
+	NoteLost     = 3 // the kernel copied a pipe but its records did not arrive
+)
+
+// dumper turns ps_fd records and ring data into the stream, assigning
+// objrefs: a file or pipe met the first time gets the next one and
+// carries its contents; later encounters carry only the objref.
+type dumper struct {
+	ctx      context.Context
+	it       *pipeIter
+	enc      *format.Encoder
+	pageSize uint32
+	exclude  uint64
+
+	files   map[fileKey]int32 // open file -> objref
+	pipes   map[uint64]int32  // inode -> objref
+	tasks   map[uint32]bool
+	nextRef int32
+	task    [2]uint32 // tgid, tid of the open task section
+	report  *Report
+	pending []format.Note
+}
+
+func (d *dumper) onFD(b []byte) error {
+	if err := d.ctx.Err(); err != nil {
+		return err
+	}
+	var r pipesPsFd
+	if err := decodeRec(b, &r); err != nil {
+		return err
+	}
+	comm := cString(r.Comm[:])
+	if d.task != [2]uint32{r.Tgid, r.Tid} {
+		d.task = [2]uint32{r.Tgid, r.Tid}
+		d.tasks[r.Tgid] = true
+		d.report.Tasks++
+		err := d.enc.WriteTask(format.Task{PID: r.Tgid, TID: r.Tid, StartNS: r.StartNs, UID: r.Uid, Comm: comm})
+		if err != nil {
+			return fmt.Errorf("writing snapshot: %w", err)
+		}
+	}
+	d.report.FDs++
+
+	key := fileKey{r.FileId, r.Ino}
+	fileRef, known := d.files[key]
+	if !known {
+		fileRef = d.newRef()
+		d.files[key] = fileRef
+	}
+	if err := d.enc.WriteFDEnt(format.FDEnt{FD: int32(r.Fd), FileRef: fileRef, Cloexec: r.Cloexec != 0}); err != nil {
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	if known {
+		return nil
+	}
+	pipeRef, known := d.pipes[r.Ino]
+	if !known {
+		pipeRef = d.newRef()
+		d.pipes[r.Ino] = pipeRef
+	}
+	err := d.enc.WriteFile(format.File{
+		Ref:     fileRef,
+		Type:    format.FileTypePipe,
+		Mode:    r.F_mode & (format.ModeRead | format.ModeWrite),
+		Flags:   r.F_flags,
+		PipeRef: pipeRef,
+	})
+	if err != nil {
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	if known {
+		return nil
+	}
+	return d.writePipe(&r, pipeRef, fmt.Sprintf("pid %d (%s) fd %d", r.Tgid, comm, r.Fd))
+}
+
+// fileKey identifies an open file during one walk. The inode guards
+// against a file freed and another allocated at the same address.
+type fileKey struct{ id, ino uint64 }
+
+func (d *dumper) newRef() int32 {
+	ref := d.nextRef
+	d.nextRef++
+	return ref
+}
+
+func (d *dumper) writePipe(r *pipesPsFd, ref int32, holder string) error {
+	c, err := d.it.takePipe(r.Ino, func(ino uint64) bool { _, ok := d.pipes[ino]; return ok && ino != r.Ino })
+	if err != nil {
+		return err
+	}
+	p := format.Pipe{Ref: ref, Ino: r.Ino, Kind: format.Kind(r.Kind), PageSize: d.pageSize}
+	var bufs []capturedBuf
+	switch {
+	case c == nil:
+		p.Status = format.StatusIncomplete
+		p.Reason = format.ReasonChannel
+		d.note(r.Tgid, NoteLost, fmt.Sprintf("pipe %d: the kernel's copy did not arrive", r.Ino))
+	default:
+		h := &c.hdr
+		p.Status = format.Status(h.Status)
+		p.Reason = format.Reason(h.Reason)
+		p.Attempts = h.Attempts
+		p.RingSize, p.MaxUsage, p.Capacity = h.RingSize, h.MaxUsage, h.MaxUsage*d.pageSize
+		p.Head, p.Tail = h.Head, h.Tail
+		p.Readers, p.Writers = h.Readers, h.Writers
+		p.Path = c.path
+		bufs = c.bufs
+		if c.lost {
+			p.Status |= format.StatusIncomplete
+			p.Reason = format.ReasonChannel
+		}
+	}
+	if r.Ino == d.exclude && d.exclude != 0 {
+		bufs = nil
+		p.Status = p.Status&^format.StatusTorn | format.StatusIncomplete
+		p.Reason = format.ReasonExcluded
+		d.note(r.Tgid, NoteExcluded, fmt.Sprintf("pipe %d is the snapshot's own output: left out", r.Ino))
+	}
+	for _, b := range bufs {
+		p.Bytes += uint64(len(b.data))
+	}
+	p.NrBufs = uint32(len(bufs))
+	if err := d.enc.WritePipe(p); err != nil {
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	for _, b := range bufs {
+		err := d.enc.WriteBuffer(format.Buffer{Index: b.index, Offset: b.offset, Len: uint32(len(b.data)), Flags: b.flags, Data: b.data})
+		if err != nil {
+			return fmt.Errorf("writing snapshot: %w", err)
+		}
+	}
+	if err := d.flushNotes(); err != nil {
+		return err
+	}
+	d.report.Pipes++
+	d.report.Bytes += p.Bytes
+	if p.Status&(format.StatusTorn|format.StatusIncomplete) != 0 {
+		d.report.Problems = append(d.report.Problems, Problem{
+			Ino: r.Ino, Status: p.Status, Reason: p.Reason, Attempts: p.Attempts, Holder: holder,
+		})
+	}
+	return nil
+}
+
+// note queues a note for the stream; flushNotes writes the queue where
+// the grammar allows a note (between fd entries).
+func (d *dumper) note(pid uint32, code uint32, msg string) {
+	d.report.Notes = append(d.report.Notes, msg)
+	d.pending = append(d.pending, format.Note{PID: pid, Code: code, Msg: msg})
+}
+
+func (d *dumper) flushNotes() error {
+	for _, n := range d.pending {
+		if err := d.enc.WriteNote(n); err != nil {
+			return fmt.Errorf("writing snapshot: %w", err)
+		}
+	}
+	d.pending = d.pending[:0]
+	return nil
+}
+
+// resolveTgids maps pids (or thread ids) to their processes.
+func resolveTgids(pids []int) ([]uint32, error) {
+	var out []uint32
+	seen := map[uint32]bool{}
+	for _, pid := range pids {
+		if pid <= 0 {
+			return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+		}
+		tgid := pid
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+				if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+					tgid = n
+				}
+			}
+		}
+		if !seen[uint32(tgid)] {
+			seen[uint32(tgid)] = true
+			out = append(out, uint32(tgid))
+		}
+	}
+	return out, nil
+}
+
+// scratchSlots is how many buffers of one pipe can be copied: enough for
+// the largest pipe an unprivileged user can make (pipe-max-size).
+func scratchSlots(pageSize uint32) uint32 {
+	slots := uint32(256)
+	if b, err := os.ReadFile("/proc/sys/fs/pipe-max-size"); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32); err == nil {
+			slots = max(slots, uint32(n)/pageSize)
+		}
+	}
+	return min(slots, 1<<16)
+}
+
+// ringBytes holds two of the largest pipes, so one waiting to be read
+// never blocks the copy of the next.
+func ringBytes(slots, pageSize uint32) uint32 {
+	need := uint64(slots)*uint64(pageSize+64)*2 + 64<<10
+	size := uint64(8 << 20)
+	for size < need {
+		size <<= 1
+	}
+	return uint32(size)
+}
+
+func kernelHeader() (format.Header, error) {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return format.Header{}, fmt.Errorf("uname: %w", err)
+	}
+	h := format.Header{
+		Arch:    format.ArchX86_64,
+		Time:    time.Now(),
+		Release: cString(u.Release[:]),
+		Version: cString(u.Version[:]),
+		Machine: cString(u.Machine[:]),
+	}
+	var nums [3]uint16
+	for i, part := range strings.SplitN(h.Release, ".", 3) {
+		digits := part
+		if j := strings.IndexFunc(part, func(r rune) bool { return r < '0' || r > '9' }); j >= 0 {
+			digits = part[:j] // "44-fc-v657" -> "44"
+		}
+		n, _ := strconv.Atoi(digits)
+		nums[i] = uint16(n)
+	}
+	h.Major, h.Minor, h.Patch = nums[0], nums[1], nums[2]
+	return h, nil
+}
+
+func cString[T ~int8 | ~uint8](b []T) string {
+	var buf bytes.Buffer
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		buf.WriteByte(byte(c))
+	}
+	return buf.String()
+}

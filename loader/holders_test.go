@@ -1,0 +1,286 @@
+package loader_test
+
+// Holders: child processes (this test binary run again) that put a pipe
+// in one of the states a snapshot must get right, report it on stdout as
+// one JSON line, and keep everything open until their stdin closes.
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+const holderEnv = "PIPESNAP_TEST_HOLDER"
+
+// holderReport is what a holder prints once its pipe is set up.
+type holderReport struct {
+	PIDs    []int  `json:"pids"`   // every process holding the pipe
+	ReadFD  int    `json:"readFD"` // a read end, in process ReadPID
+	ReadPID int    `json:"readPID"`
+	Ino     uint64 `json:"ino"`
+	Path    string `json:"path,omitempty"`
+}
+
+func TestMain(m *testing.M) {
+	if kind := os.Getenv(holderEnv); kind != "" {
+		if err := runHolder(kind); err != nil {
+			fmt.Fprintf(os.Stderr, "holder %s: %v\n", kind, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// pattern is the deterministic content holders write: n bytes that differ
+// per seed and per position, so a shifted or mixed-up copy shows.
+func pattern(seed byte, n int) []byte {
+	b := make([]byte, n)
+	x := uint32(seed)*2654435761 + 1
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = byte(x)
+	}
+	return b
+}
+
+func writeAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func inoOf(fd int) uint64 {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// spawnPeer starts a second holder that keeps the given fds (as 3, 4, ...)
+// and shares our stdin, so it exits with us.
+func spawnPeer(fds ...int) (int, error) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), holderEnv+"=peer")
+	cmd.Stdin = os.Stdin
+	cmd.Stderr = os.Stderr
+	for _, fd := range fds {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(fd), "peer"))
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	return cmd.Process.Pid, nil
+}
+
+// Kinds of pipe state (DESIGN.md), and what each holder writes.
+var holderKinds = []string{
+	"empty", "few", "full", "merged", "packet", "big", "spliced", "vmspliced",
+	"shared", "writer-closed", "split-ends", "fifo", "partly-read", "wrapped",
+}
+
+var packetSizes = []int{1, 100, 4096, 7, 300, 2048}
+
+func runHolder(kind string) error {
+	if kind == "peer" {
+		_, err := os.Stdin.Read(make([]byte, 1))
+		_ = err
+		return nil
+	}
+	var p [2]int
+	flags := unix.O_CLOEXEC
+	if kind == "packet" {
+		flags |= unix.O_DIRECT
+	}
+	rep := holderReport{PIDs: []int{os.Getpid()}, ReadPID: os.Getpid()}
+	if kind != "fifo" {
+		if err := unix.Pipe2(p[:], flags); err != nil {
+			return err
+		}
+		rep.ReadFD, rep.Ino = p[0], inoOf(p[0])
+	}
+	switch kind {
+	case "empty":
+	case "few":
+		if err := writeAll(p[1], []byte("hello, pipe\n")); err != nil {
+			return err
+		}
+	case "full":
+		unix.SetNonblock(p[1], true)
+		if err := writeAll(p[1], pattern(3, 65536)); err != nil {
+			return err
+		}
+		if _, err := unix.Write(p[1], []byte{0}); err != unix.EAGAIN {
+			return fmt.Errorf("pipe not full: %v", err)
+		}
+	case "merged":
+		data := pattern(4, 1000)
+		for i := 0; i < len(data); i += 10 {
+			if err := writeAll(p[1], data[i:i+10]); err != nil {
+				return err
+			}
+		}
+	case "packet":
+		data := pattern(5, 1<<16)
+		off := 0
+		for _, n := range packetSizes {
+			if _, err := unix.Write(p[1], data[off:off+n]); err != nil {
+				return err
+			}
+			off += n
+		}
+	case "big":
+		if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, 1<<20); err != nil {
+			return err
+		}
+		if err := writeAll(p[1], pattern(6, 1<<20)); err != nil {
+			return err
+		}
+	case "spliced":
+		f, err := os.CreateTemp("", "pipesnap-splice")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(f.Name())
+		if _, err := f.Write(pattern(7, 3*4096)); err != nil {
+			return err
+		}
+		off := int64(100)
+		if _, err := unix.Splice(int(f.Fd()), &off, p[1], nil, 5000, 0); err != nil {
+			return err
+		}
+	case "vmspliced":
+		mem, err := unix.Mmap(-1, 0, 2*4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+		if err != nil {
+			return err
+		}
+		copy(mem, pattern(8, len(mem)))
+		if _, err := unix.Vmsplice(p[1], []unix.Iovec{{Base: &mem[0], Len: uint64(len(mem))}}, 0); err != nil {
+			return err
+		}
+	case "shared":
+		if err := writeAll(p[1], pattern(9, 5000)); err != nil {
+			return err
+		}
+		pid, err := spawnPeer(p[0], p[1])
+		if err != nil {
+			return err
+		}
+		rep.PIDs = append(rep.PIDs, pid)
+	case "writer-closed":
+		if err := writeAll(p[1], pattern(10, 3000)); err != nil {
+			return err
+		}
+		unix.Close(p[1])
+	case "split-ends":
+		pid, err := spawnPeer(p[0])
+		if err != nil {
+			return err
+		}
+		unix.Close(p[0])
+		rep.PIDs = append(rep.PIDs, pid)
+		rep.ReadPID, rep.ReadFD = pid, 3
+		if err := writeAll(p[1], pattern(11, 2000)); err != nil {
+			return err
+		}
+	case "fifo":
+		rep.Path = filepath.Join(os.Getenv("PIPESNAP_TEST_DIR"), "fifo")
+		if err := unix.Mkfifo(rep.Path, 0o600); err != nil {
+			return err
+		}
+		rw, err := unix.Open(rep.Path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		wr, err := unix.Open(rep.Path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		rep.ReadFD, rep.Ino = rw, inoOf(rw)
+		if err := writeAll(wr, pattern(12, 777)); err != nil {
+			return err
+		}
+	case "partly-read":
+		if err := writeAll(p[1], pattern(13, 10000)); err != nil {
+			return err
+		}
+		if _, err := unix.Read(p[0], make([]byte, 3000)); err != nil {
+			return err
+		}
+	case "wrapped":
+		if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, 4*4096); err != nil {
+			return err
+		}
+		page := make([]byte, 4096)
+		for i := 0; i < 1000; i++ {
+			if err := writeAll(p[1], page); err != nil {
+				return err
+			}
+			if _, err := unix.Read(p[0], page); err != nil {
+				return err
+			}
+		}
+		if err := writeAll(p[1], pattern(14, 5000)); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("unknown kind %q", kind)
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
+		return err
+	}
+	_, _ = os.Stdin.Read(make([]byte, 1))
+	return nil
+}
+
+// holder is a running holder as the test sees it.
+type holder struct {
+	kind  string
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	rep   holderReport
+}
+
+func startHolder(t *testing.T, kind string) *holder {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), holderEnv+"="+kind, "PIPESNAP_TEST_DIR="+t.TempDir())
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h := &holder{kind: kind, cmd: cmd, stdin: stdin}
+	t.Cleanup(h.stop)
+	if err := json.NewDecoder(out).Decode(&h.rep); err != nil {
+		t.Fatalf("holder %s did not report: %v", kind, err)
+	}
+	return h
+}
+
+// stop closes the holder's stdin: it and its peers exit.
+func (h *holder) stop() {
+	h.stdin.Close()
+	h.cmd.Wait()
+}
