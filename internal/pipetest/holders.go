@@ -1,4 +1,7 @@
-package loader_test
+// Package pipetest puts real pipes in the states a snapshot must get
+// right, in child processes, for the tests of the packages that capture
+// and restore them.
+package pipetest
 
 // Holders: child processes (this test binary run again) that put a pipe
 // in one of the states a snapshot must get right, report it on stdout as
@@ -18,8 +21,8 @@ import (
 
 const holderEnv = "PIPESNAP_TEST_HOLDER"
 
-// holderReport is what a holder prints once its pipe is set up.
-type holderReport struct {
+// Report is what a holder prints once its pipe is set up.
+type Report struct {
 	PIDs    []int  `json:"pids"`   // every process holding the pipe
 	ReadFD  int    `json:"readFD"` // a read end, in process ReadPID
 	ReadPID int    `json:"readPID"`
@@ -27,7 +30,9 @@ type holderReport struct {
 	Path    string `json:"path,omitempty"`
 }
 
-func TestMain(m *testing.M) {
+// Main runs the tests, or a holder when this test binary was started as
+// one. Call it from TestMain.
+func Main(m *testing.M) {
 	if kind := os.Getenv(holderEnv); kind != "" {
 		if err := runHolder(kind); err != nil {
 			fmt.Fprintf(os.Stderr, "holder %s: %v\n", kind, err)
@@ -40,7 +45,7 @@ func TestMain(m *testing.M) {
 
 // pattern is the deterministic content holders write: n bytes that differ
 // per seed and per position, so a shifted or mixed-up copy shows.
-func pattern(seed byte, n int) []byte {
+func Pattern(seed byte, n int) []byte {
 	b := make([]byte, n)
 	x := uint32(seed)*2654435761 + 1
 	for i := range b {
@@ -88,12 +93,12 @@ func spawnPeer(fds ...int) (int, error) {
 }
 
 // Kinds of pipe state (DESIGN.md), and what each holder writes.
-var holderKinds = []string{
+var Kinds = []string{
 	"empty", "few", "full", "merged", "packet", "big", "spliced", "vmspliced",
 	"shared", "writer-closed", "split-ends", "fifo", "partly-read", "wrapped",
 }
 
-var packetSizes = []int{1, 100, 4096, 7, 300, 2048}
+var PacketSizes = []int{1, 100, 4096, 7, 300, 2048}
 
 func runHolder(kind string) error {
 	if kind == "peer" {
@@ -106,7 +111,7 @@ func runHolder(kind string) error {
 	if kind == "packet" {
 		flags |= unix.O_DIRECT
 	}
-	rep := holderReport{PIDs: []int{os.Getpid()}, ReadPID: os.Getpid()}
+	rep := Report{PIDs: []int{os.Getpid()}, ReadPID: os.Getpid()}
 	if kind != "fifo" {
 		if err := unix.Pipe2(p[:], flags); err != nil {
 			return err
@@ -121,23 +126,23 @@ func runHolder(kind string) error {
 		}
 	case "full":
 		unix.SetNonblock(p[1], true)
-		if err := writeAll(p[1], pattern(3, 65536)); err != nil {
+		if err := writeAll(p[1], Pattern(3, 65536)); err != nil {
 			return err
 		}
 		if _, err := unix.Write(p[1], []byte{0}); err != unix.EAGAIN {
 			return fmt.Errorf("pipe not full: %v", err)
 		}
 	case "merged":
-		data := pattern(4, 1000)
+		data := Pattern(4, 1000)
 		for i := 0; i < len(data); i += 10 {
 			if err := writeAll(p[1], data[i:i+10]); err != nil {
 				return err
 			}
 		}
 	case "packet":
-		data := pattern(5, 1<<16)
+		data := Pattern(5, 1<<16)
 		off := 0
-		for _, n := range packetSizes {
+		for _, n := range PacketSizes {
 			if _, err := unix.Write(p[1], data[off:off+n]); err != nil {
 				return err
 			}
@@ -147,7 +152,7 @@ func runHolder(kind string) error {
 		if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, 1<<20); err != nil {
 			return err
 		}
-		if err := writeAll(p[1], pattern(6, 1<<20)); err != nil {
+		if err := writeAll(p[1], Pattern(6, 1<<20)); err != nil {
 			return err
 		}
 	case "spliced":
@@ -156,7 +161,7 @@ func runHolder(kind string) error {
 			return err
 		}
 		defer os.Remove(f.Name())
-		if _, err := f.Write(pattern(7, 3*4096)); err != nil {
+		if _, err := f.Write(Pattern(7, 3*4096)); err != nil {
 			return err
 		}
 		off := int64(100)
@@ -168,12 +173,12 @@ func runHolder(kind string) error {
 		if err != nil {
 			return err
 		}
-		copy(mem, pattern(8, len(mem)))
+		copy(mem, Pattern(8, len(mem)))
 		if _, err := unix.Vmsplice(p[1], []unix.Iovec{{Base: &mem[0], Len: uint64(len(mem))}}, 0); err != nil {
 			return err
 		}
 	case "shared":
-		if err := writeAll(p[1], pattern(9, 5000)); err != nil {
+		if err := writeAll(p[1], Pattern(9, 5000)); err != nil {
 			return err
 		}
 		pid, err := spawnPeer(p[0], p[1])
@@ -182,7 +187,7 @@ func runHolder(kind string) error {
 		}
 		rep.PIDs = append(rep.PIDs, pid)
 	case "writer-closed":
-		if err := writeAll(p[1], pattern(10, 3000)); err != nil {
+		if err := writeAll(p[1], Pattern(10, 3000)); err != nil {
 			return err
 		}
 		unix.Close(p[1])
@@ -194,7 +199,7 @@ func runHolder(kind string) error {
 		unix.Close(p[0])
 		rep.PIDs = append(rep.PIDs, pid)
 		rep.ReadPID, rep.ReadFD = pid, 3
-		if err := writeAll(p[1], pattern(11, 2000)); err != nil {
+		if err := writeAll(p[1], Pattern(11, 2000)); err != nil {
 			return err
 		}
 	case "fifo":
@@ -211,11 +216,11 @@ func runHolder(kind string) error {
 			return err
 		}
 		rep.ReadFD, rep.Ino = rw, inoOf(rw)
-		if err := writeAll(wr, pattern(12, 777)); err != nil {
+		if err := writeAll(wr, Pattern(12, 777)); err != nil {
 			return err
 		}
 	case "partly-read":
-		if err := writeAll(p[1], pattern(13, 10000)); err != nil {
+		if err := writeAll(p[1], Pattern(13, 10000)); err != nil {
 			return err
 		}
 		if _, err := unix.Read(p[0], make([]byte, 3000)); err != nil {
@@ -234,7 +239,7 @@ func runHolder(kind string) error {
 				return err
 			}
 		}
-		if err := writeAll(p[1], pattern(14, 5000)); err != nil {
+		if err := writeAll(p[1], Pattern(14, 5000)); err != nil {
 			return err
 		}
 	default:
@@ -247,15 +252,16 @@ func runHolder(kind string) error {
 	return nil
 }
 
-// holder is a running holder as the test sees it.
-type holder struct {
-	kind  string
+// Holder is a running holder as the test sees it.
+type Holder struct {
+	Kind  string
+	Rep   Report
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
-	rep   holderReport
 }
 
-func startHolder(t *testing.T, kind string) *holder {
+// StartHolder starts a holder of the given kind; it stops with the test.
+func StartHolder(t testing.TB, kind string) *Holder {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), holderEnv+"="+kind, "PIPESNAP_TEST_DIR="+t.TempDir())
@@ -271,16 +277,16 @@ func startHolder(t *testing.T, kind string) *holder {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	h := &holder{kind: kind, cmd: cmd, stdin: stdin}
-	t.Cleanup(h.stop)
-	if err := json.NewDecoder(out).Decode(&h.rep); err != nil {
+	h := &Holder{Kind: kind, cmd: cmd, stdin: stdin}
+	t.Cleanup(h.Stop)
+	if err := json.NewDecoder(out).Decode(&h.Rep); err != nil {
 		t.Fatalf("holder %s did not report: %v", kind, err)
 	}
 	return h
 }
 
-// stop closes the holder's stdin: it and its peers exit.
-func (h *holder) stop() {
+// Stop closes the holder's stdin: it and its peers exit.
+func (h *Holder) Stop() {
 	h.stdin.Close()
 	h.cmd.Wait()
 }
