@@ -45,39 +45,15 @@ func (it *pipeIter) calibrate(pageSize uint32) (translation, error) {
 		return translation{}, fmt.Errorf("%w: size of struct page: %w", ErrCalibration, err)
 	}
 
-	var fds [2]int
-	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		return translation{}, fmt.Errorf("%w: probe pipe: %w", ErrCalibration, err)
-	}
-	defer unix.Close(fds[0])
-	defer unix.Close(fds[1])
-
-	// Two pages of fresh random bytes, one buffer each. Only their hash
-	// is kept, so no copy left in this process can pass for the probe.
-	pattern := make([]byte, 2*pageSize)
-	if _, err := rand.Read(pattern); err != nil {
-		return translation{}, err
-	}
-	want := sha256.Sum256(pattern)
-	var head [4]uint64
-	for i := range head {
-		head[i] = binary.NativeEndian.Uint64(pattern[8*i:])
-	}
-	for off := 0; off < len(pattern); off += int(pageSize) {
-		if _, err := unix.Write(fds[1], pattern[off:off+int(pageSize)]); err != nil {
-			return translation{}, fmt.Errorf("%w: filling probe pipe: %w", ErrCalibration, err)
-		}
-	}
-	clear(pattern)
-
-	var st unix.Stat_t
-	if err := unix.Fstat(fds[0], &st); err != nil {
+	pr, err := newProbe(pageSize)
+	if err != nil {
 		return translation{}, fmt.Errorf("%w: %w", ErrCalibration, err)
 	}
-	if err := it.objs.CalibIno.Set(st.Ino); err != nil {
+	defer pr.close()
+	if err := it.objs.CalibIno.Set(pr.ino); err != nil {
 		return translation{}, err
 	}
-	if err := it.objs.CalibPattern.Set(head); err != nil {
+	if err := it.objs.CalibPattern.Set(pr.head); err != nil {
 		return translation{}, err
 	}
 	var cands []pipesPsCalib
@@ -112,7 +88,7 @@ func (it *pipeIter) calibrate(pageSize uint32) (translation, error) {
 		if err := it.setTranslation(tr); err != nil {
 			return translation{}, err
 		}
-		ok, err := it.verifyProbe(st.Ino, pageSize, want)
+		ok, err := it.verifyProbe(pr)
 		if err != nil {
 			return translation{}, fmt.Errorf("%w: %w", ErrCalibration, err)
 		}
@@ -127,9 +103,56 @@ func (it *pipeIter) calibrate(pageSize uint32) (translation, error) {
 	return translation{}, fmt.Errorf("%w: %d candidate bases, none read back the probe pipe", ErrCalibration, len(cands))
 }
 
+// probe is a pipe of pipesnap's own holding two pages of fresh random
+// bytes, one buffer each. Only their hash is kept, so no copy left in this
+// process can pass for the probe's page.
+type probe struct {
+	fds      [2]int
+	ino      uint64
+	pageSize uint32
+	head     [4]uint64 // the first 32 bytes, for the kernel-side search
+	sum      [32]byte
+}
+
+func newProbe(pageSize uint32) (*probe, error) {
+	pr := &probe{pageSize: pageSize}
+	if err := unix.Pipe2(pr.fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil, fmt.Errorf("probe pipe: %w", err)
+	}
+	pattern := make([]byte, 2*pageSize)
+	if _, err := rand.Read(pattern); err != nil {
+		pr.close()
+		return nil, err
+	}
+	pr.sum = sha256.Sum256(pattern)
+	for i := range pr.head {
+		pr.head[i] = binary.NativeEndian.Uint64(pattern[8*i:])
+	}
+	for off := 0; off < len(pattern); off += int(pageSize) {
+		if _, err := unix.Write(pr.fds[1], pattern[off:off+int(pageSize)]); err != nil {
+			pr.close()
+			return nil, fmt.Errorf("filling probe pipe: %w", err)
+		}
+	}
+	clear(pattern)
+	var st unix.Stat_t
+	if err := unix.Fstat(pr.fds[0], &st); err != nil {
+		pr.close()
+		return nil, err
+	}
+	pr.ino = st.Ino
+	return pr, nil
+}
+
+func (pr *probe) close() {
+	unix.Close(pr.fds[0])
+	unix.Close(pr.fds[1])
+}
+
 // verifyProbe captures the probe pipe through the dump program and checks
 // every byte against the hash of what was written.
-func (it *pipeIter) verifyProbe(ino uint64, pageSize uint32, want [32]byte) (bool, error) {
+func (it *pipeIter) verifyProbe(pr *probe) (bool, error) {
+	ino, pageSize, want := pr.ino, pr.pageSize, pr.sum
 	if err := it.objs.OnlyIno.Set(ino); err != nil {
 		return false, err
 	}

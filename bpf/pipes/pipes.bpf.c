@@ -333,15 +333,22 @@ static __always_inline int capture(struct file *file, struct pipe_inode_info *pi
 			bpf_loop(nbufs, copy_one, &c, 0);
 		}
 		/*
-		 * Keep the copy only if nothing moved: same head, tail and
-		 * slots, and no slot was caught half set up.
+		 * Keep the copy only if what was copied did not move: same
+		 * tail, and every copied slot still holds the page, ops,
+		 * offset and len it had. A writer that only added buffers
+		 * after head changed nothing that was copied (a merge into
+		 * the last buffer changes its len), so head may move: the
+		 * copy is the pipe as it was when head was read. A slot that
+		 * failed may have been caught half set up by a writer: try
+		 * again, unless the pipe is simply too large.
 		 */
-		if (read_head(pipe) != head || read_tail(pipe) != tail ||
-		    bpf_loop(c.done, check_one, &c, 0) != c.done ||
-		    c.reason == PS_REASON_MOVED) {
+		if (read_tail(pipe) != tail ||
+		    bpf_loop(c.done, check_one, &c, 0) != c.done) {
 			c.reason = PS_REASON_MOVED;
 			continue;
 		}
+		if (c.reason != PS_REASON_NONE && c.reason != PS_REASON_TOO_LARGE)
+			continue;
 		break;
 	}
 	if (attempt > max_attempts)

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -91,6 +92,11 @@ func spawnPeer(fds ...int) (int, error) {
 	}
 	return cmd.Process.Pid, nil
 }
+
+// LiveByte is byte i of the "live" holder's stream: any run of bytes cut
+// from it consistently satisfies b[k+1] == LiveByte(i+1) where b[k] ==
+// LiveByte(i), so a torn copy shows.
+func LiveByte(i uint64) byte { return byte(i % 251) }
 
 // Kinds of pipe state (DESIGN.md), and what each holder writes.
 var Kinds = []string{
@@ -242,6 +248,36 @@ func runHolder(kind string) error {
 		if err := writeAll(p[1], Pattern(14, 5000)); err != nil {
 			return err
 		}
+	case "live":
+		// A producer at full speed and a consumer at a varying pace: the
+		// pipe never stands still. Byte i of the stream is LiveByte(i).
+		// A large ring makes a copy take long enough to race the consumer.
+		if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, 1<<20); err != nil {
+			return err
+		}
+		go func() {
+			buf := make([]byte, 64<<10)
+			for i := uint64(0); ; {
+				for k := range buf {
+					buf[k] = LiveByte(i + uint64(k))
+				}
+				if writeAll(p[1], buf) != nil {
+					return
+				}
+				i += uint64(len(buf))
+			}
+		}()
+		go func() {
+			buf := make([]byte, 64<<10)
+			for n := 0; ; n++ {
+				if _, err := unix.Read(p[0], buf[:1+(n*7919)%len(buf)]); err != nil {
+					return
+				}
+				if n%16 == 0 {
+					time.Sleep(time.Duration(n%5) * 200 * time.Microsecond)
+				}
+			}
+		}()
 	default:
 		return fmt.Errorf("unknown kind %q", kind)
 	}

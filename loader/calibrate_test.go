@@ -1,0 +1,100 @@
+package loader
+
+import (
+	"os"
+	"testing"
+
+	"github.com/pipesnap/pipesnap/internal/pipetest"
+)
+
+func testIter(t *testing.T) *pipeIter {
+	t.Helper()
+	pipetest.RequireBPF(t)
+	it, err := loadIter(iterConfig{
+		selfTgid: uint32(os.Getpid()), pageSize: 4096, scratchSlots: 256,
+		maxAttempts: 4, ringBytes: 8 << 20, copyData: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { it.Close() })
+	return it
+}
+
+// TestCalibrationVerifies checks that the verification step tells the
+// right translation from ones a GiB off, so a wrong candidate can never
+// be used to read pipes.
+func TestCalibrationVerifies(t *testing.T) {
+	it := testIter(t)
+	tr, err := it.calibrate(4096)
+	if err != nil {
+		t.Fatalf("calibrate: %v", err)
+	}
+	t.Logf("translation from %s: vmemmap %#x (+%#x), direct map %#x (+%#x)",
+		tr.source, tr.vmemmapStart, tr.vmemmapSpan, tr.directStart, tr.directSpan)
+	pr, err := newProbe(4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.close()
+
+	const gib = 1 << 30
+	for _, tc := range []struct {
+		name string
+		tr   translation
+		ok   bool
+	}{
+		{"calibrated", tr, true},
+		{"direct map a GiB low", translation{tr.vmemmapStart, tr.vmemmapSpan, tr.directStart - gib, tr.directSpan, ""}, false},
+		{"direct map a GiB high", translation{tr.vmemmapStart, tr.vmemmapSpan, tr.directStart + gib, tr.directSpan, ""}, false},
+		{"vmemmap a GiB low", translation{tr.vmemmapStart - gib, tr.vmemmapSpan, tr.directStart, tr.directSpan, ""}, false},
+		{"vmemmap range too short", translation{tr.vmemmapStart, 64, tr.directStart, tr.directSpan, ""}, false},
+		{"none", translation{}, false},
+	} {
+		if err := it.setTranslation(tc.tr); err != nil {
+			t.Fatal(err)
+		}
+		ok, err := it.verifyProbe(pr)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if ok != tc.ok {
+			t.Errorf("%s: probe verified = %v, want %v", tc.name, ok, tc.ok)
+		}
+	}
+}
+
+// TestWrongTranslationReadsNothing checks the kernel side refuses pages
+// outside the ranges: with no translation, a capture marks the pipe
+// incomplete (page out of range) and carries no bytes.
+func TestWrongTranslationReadsNothing(t *testing.T) {
+	it := testIter(t)
+	pr, err := newProbe(4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.close()
+	if err := it.setTranslation(translation{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := it.objs.OnlyIno.Set(pr.ino); err != nil {
+		t.Fatal(err)
+	}
+	if err := it.newRun(); err != nil {
+		t.Fatal(err)
+	}
+	var got *capturedPipe
+	err = it.read(it.dump, fdRecSize, func([]byte) error {
+		if got == nil {
+			got, err = it.takePipe(pr.ino, func(uint64) bool { return false })
+		}
+		return err
+	})
+	if err != nil || got == nil {
+		t.Fatalf("capture: %v, %v", got, err)
+	}
+	if len(got.bufs) != 0 || got.hdr.Bytes != 0 || got.hdr.Reason != 2 || got.hdr.Status&2 == 0 {
+		t.Errorf("with no translation: %d buffers, %d bytes, status %#x, reason %d; want none, incomplete, page out of range",
+			len(got.bufs), got.hdr.Bytes, got.hdr.Status, got.hdr.Reason)
+	}
+}
