@@ -22,6 +22,7 @@ import (
 var (
 	ErrNoProcess    = errors.New("no such process")
 	ErrNoBTF        = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux")
+	ErrPermission   = errors.New("dump needs root, or CAP_BPF and CAP_PERFMON")
 	ErrNotSupported = ebpf.ErrNotSupported
 )
 
@@ -62,20 +63,11 @@ type Report struct {
 // Dump walks the chosen tasks' pipes and FIFOs in the kernel and writes
 // the pipesnap stream to w, one pipe at a time.
 func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
-	if !opts.All && len(opts.PIDs) == 0 {
-		return nil, errors.New("nothing to dump: give pids or all")
-	}
-	targets, err := resolveTgids(opts.PIDs)
+	targets, err := Preflight(opts)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		return nil, fmt.Errorf("%w (pipesnap needs a kernel built with CONFIG_DEBUG_INFO_BTF)", ErrNoBTF)
-	}
 	pageSize := uint32(os.Getpagesize())
-	if runtime.GOARCH != "amd64" || pageSize != 4096 {
-		return nil, fmt.Errorf("page translation for %s with %d-byte pages: %w", runtime.GOARCH, pageSize, ErrNotSupported)
-	}
 	attempts := opts.MaxAttempts
 	if attempts <= 0 {
 		attempts = 4
@@ -138,6 +130,29 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 		return nil, fmt.Errorf("writing snapshot: %w", err)
 	}
 	return d.report, nil
+}
+
+// Preflight checks what a dump needs before anything is loaded or
+// written: something to dump, processes that exist, privileges, kernel
+// BTF, a supported architecture. It returns the processes to walk.
+func Preflight(opts Options) ([]uint32, error) {
+	if !opts.All && len(opts.PIDs) == 0 {
+		return nil, errors.New("nothing to dump: give pids or all")
+	}
+	targets, err := resolveTgids(opts.PIDs)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPrivileges(); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return nil, fmt.Errorf("%w (pipesnap needs a kernel built with CONFIG_DEBUG_INFO_BTF)", ErrNoBTF)
+	}
+	if pageSize := os.Getpagesize(); runtime.GOARCH != "amd64" || pageSize != 4096 {
+		return nil, fmt.Errorf("page translation for %s with %d-byte pages: %w", runtime.GOARCH, pageSize, ErrNotSupported)
+	}
+	return targets, nil
 }
 
 // Note codes pipesnap writes (format.Note.Code).
@@ -303,6 +318,21 @@ func (d *dumper) flushNotes() error {
 	}
 	d.pending = d.pending[:0]
 	return nil
+}
+
+// checkPrivileges fails early, with what is missing, where loading the
+// programs would fail with a bare EPERM.
+func checkPrivileges() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return nil // cannot tell: let the load say
+	}
+	has := func(c int) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	if has(unix.CAP_SYS_ADMIN) || has(unix.CAP_BPF) && has(unix.CAP_PERFMON) {
+		return nil
+	}
+	return fmt.Errorf("%w: run it as root (sudo)", ErrPermission)
 }
 
 // resolveTgids maps pids (or thread ids) to their processes.

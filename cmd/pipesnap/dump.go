@@ -71,6 +71,10 @@ func runDump(cfg dumpConfig) error {
 	defer stop()
 
 	opts := loader.Options{PIDs: cfg.pids, All: cfg.all}
+	// Say what is missing before creating any file.
+	if _, err := loader.Preflight(opts); err != nil {
+		return dumpError(err)
+	}
 	var report *loader.Report
 	write := func(w io.Writer) error {
 		var err error
@@ -111,8 +115,8 @@ func dumpError(err error) error {
 	switch {
 	case errors.Is(err, loader.ErrNoProcess):
 		return usageError{err}
-	case errors.Is(err, unix.EPERM) && os.Geteuid() != 0:
-		return fmt.Errorf("dump needs root: %w", err)
+	case errors.Is(err, loader.ErrPermission):
+		return err
 	case errors.Is(err, context.Canceled):
 		return errors.New("dump interrupted: no snapshot written")
 	}

@@ -252,3 +252,33 @@ func TestReorderArgs(t *testing.T) {
 func statIno(st os.FileInfo) uint64 {
 	return st.Sys().(*syscall.Stat_t).Ino
 }
+
+// TestDumpUnprivileged: without the capabilities, one line saying what
+// is missing and what to do, and no file.
+func TestDumpUnprivileged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to drop to another user")
+	}
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir), filepath.Dir(pipesnapBin)} {
+		if err := os.Chmod(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(dir, "x.snap")
+	cmd := exec.Command(pipesnapBin, "dump", "--all", "-o", out)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("unprivileged dump: %v, %q", err, stderr.String())
+	}
+	if msg := stderr.String(); !strings.Contains(msg, "CAP_BPF") || strings.Count(msg, "\n") != 1 {
+		t.Errorf("message %q, want one line naming the capabilities", msg)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+		t.Errorf("files left behind: %v", ents)
+	}
+}
