@@ -282,3 +282,81 @@ func TestDumpUnprivileged(t *testing.T) {
 		t.Errorf("files left behind: %v", ents)
 	}
 }
+
+// TestDumpIntoDumpedPipe: when stdout is a pipe that is itself being
+// dumped, that pipe is recorded without its bytes, with a note, rather
+// than snapshotting a stream that grows as it is written.
+func TestDumpIntoDumpedPipe(t *testing.T) {
+	requireBPF(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	holder := exec.Command("sleep", "60")
+	holder.Stdout = w // the holder keeps a write end of our output pipe
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	st, _ := r.Stat()
+
+	cmd := exec.Command(pipesnapBin, "dump", "--strict", "--pid", strconv.Itoa(holder.Process.Pid), "-o", "-")
+	cmd.Stdout = w
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	snap := filepath.Join(t.TempDir(), "s.snap")
+	done := make(chan error, 1)
+	go func() {
+		f, err := os.Create(snap)
+		if err == nil {
+			_, err = f.ReadFrom(r)
+			f.Close()
+		}
+		done <- err
+	}()
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("--strict dump with a left-out pipe: %v, want exit 1; stderr %q", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "own output") {
+		t.Errorf("no note about the left-out pipe: %q", stderr.String())
+	}
+	holder.Process.Kill()
+	holder.Wait()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := run(t, "inspect", "--json", snap)
+	if code != 0 {
+		t.Fatalf("inspect: %s", errOut)
+	}
+	var js struct {
+		Pipes []struct {
+			Ino      uint64 `json:"ino"`
+			Complete bool   `json:"complete"`
+			Reason   string `json:"reason"`
+			Bytes    int    `json:"bytes"`
+		} `json:"pipes"`
+	}
+	if err := json.Unmarshal([]byte(out), &js); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, p := range js.Pipes {
+		if p.Ino == statIno(st) {
+			found = true
+			if p.Complete || p.Reason != "excluded" || p.Bytes != 0 {
+				t.Errorf("output pipe recorded as %+v, want incomplete, excluded, no bytes", p)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("output pipe %d not in the snapshot", statIno(st))
+	}
+}
