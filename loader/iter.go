@@ -113,7 +113,7 @@ func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
 // explainLoad adds what to do to the errors a missing privilege gives.
 func explainLoad(err error) error {
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return fmt.Errorf("%w (run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE)", err)
+		return fmt.Errorf("%w (run as root, or with CAP_BPF and CAP_PERFMON)", err)
 	}
 	return err
 }

@@ -33,7 +33,7 @@ func dumpCommand() *cli.Command {
 iterator), and for every pipe or FIFO records who holds which end and
 the bytes in its buffers, without reading them out of the pipe and
 without stopping anyone. A pipe shared by several fds or processes is
-copied once. Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE) and a
+copied once. Needs root, or CAP_BPF and CAP_PERFMON, and a
 kernel with BTF.
 
 A pipe whose contents moved during every copy attempt is marked torn;

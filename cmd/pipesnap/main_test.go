@@ -253,33 +253,57 @@ func statIno(st os.FileInfo) uint64 {
 	return st.Sys().(*syscall.Stat_t).Ino
 }
 
-// TestDumpUnprivileged: without the capabilities, one line saying what
-// is missing and what to do, and no file.
-func TestDumpUnprivileged(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to drop to another user")
-	}
+// TestDumpPrivileges: CAP_BPF and CAP_PERFMON are enough, as any user;
+// without them, one line saying what is missing and what to do, and no
+// file.
+func TestDumpPrivileges(t *testing.T) {
+	requireBPF(t)
+	pid, _ := stuckReader(t, "x")
 	dir := t.TempDir()
 	for _, d := range []string{dir, filepath.Dir(dir), filepath.Dir(pipesnapBin)} {
 		if err := os.Chmod(d, 0o777); err != nil {
 			t.Fatal(err)
 		}
 	}
-	out := filepath.Join(dir, "x.snap")
-	cmd := exec.Command(pipesnapBin, "dump", "--all", "-o", out)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-		t.Fatalf("unprivileged dump: %v, %q", err, stderr.String())
-	}
-	if msg := stderr.String(); !strings.Contains(msg, "CAP_BPF") || strings.Count(msg, "\n") != 1 {
-		t.Errorf("message %q, want one line naming the capabilities", msg)
-	}
-	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
-		t.Errorf("files left behind: %v", ents)
+	const capBPF, capPerfmon = 39, 38 // linux/capability.h
+	for _, tc := range []struct {
+		name string
+		caps []uintptr
+		ok   bool
+	}{
+		{"CAP_BPF+CAP_PERFMON", []uintptr{capBPF, capPerfmon}, true},
+		{"CAP_BPF only", []uintptr{capBPF}, false},
+		{"no capabilities", nil, false},
+	} {
+		out := filepath.Join(dir, strings.ReplaceAll(tc.name, "+", "-")+".snap")
+		cmd := exec.Command(pipesnapBin, "dump", "--pid", strconv.Itoa(pid), "-o", out)
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Credential:  &syscall.Credential{Uid: 65534, Gid: 65534},
+			AmbientCaps: tc.caps,
+		}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		_, statErr := os.Stat(out)
+		if tc.ok {
+			if err != nil || statErr != nil {
+				t.Errorf("%s: %v, %q", tc.name, err, stderr.String())
+			}
+			continue
+		}
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("%s: %v, want exit 1; %q", tc.name, err, stderr.String())
+		}
+		if msg := stderr.String(); !strings.Contains(msg, "CAP_BPF and CAP_PERFMON") || strings.Count(msg, "\n") != 1 {
+			t.Errorf("%s: message %q, want one line naming the capabilities", tc.name, msg)
+		}
+		if statErr == nil {
+			t.Errorf("%s: a snapshot was written", tc.name)
+		}
+		if ents, _ := filepath.Glob(filepath.Join(dir, ".*")); len(ents) > 0 {
+			t.Errorf("%s: temporary files left: %v", tc.name, ents)
+		}
 	}
 }
 
