@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pipesnap/pipesnap/format"
+	"github.com/pipesnap/pipesnap/freeze"
 )
 
 // Sentinels for what stops a dump before it starts.
@@ -23,6 +24,7 @@ var (
 	ErrNoProcess    = errors.New("no such process")
 	ErrNoBTF        = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux")
 	ErrPermission   = errors.New("dump needs root, or CAP_BPF and CAP_PERFMON")
+	ErrFreezeAll    = errors.New("freezing every process would stop the machine: freeze takes pids")
 	ErrNotSupported = ebpf.ErrNotSupported
 )
 
@@ -32,6 +34,7 @@ type Options struct {
 	All         bool   // every task in pipesnap's pid namespace but pipesnap
 	ExcludeIno  uint64 // a pipe left out with a note: the snapshot's own output
 	MaxAttempts int    // copies of a pipe before it is marked torn; 0 means 4
+	Freeze      bool   // stop the processes (SIGSTOP) for the walk: a consistent cut
 }
 
 // Problem is a pipe that was not fully and consistently captured.
@@ -57,7 +60,8 @@ type Report struct {
 	Bytes             uint64
 	Problems          []Problem
 	Notes             []string
-	Translation       string // where the page translation came from
+	Translation       string        // where the page translation came from
+	Frozen            time.Duration // how long the processes were stopped
 }
 
 // Dump walks the chosen tasks' pipes and FIFOs in the kernel and writes
@@ -95,6 +99,9 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Freeze {
+		hdr.Flags |= format.HeaderFrozen
+	}
 	enc, err := format.NewEncoder(w, hdr)
 	if err != nil {
 		return nil, fmt.Errorf("writing snapshot: %w", err)
@@ -114,7 +121,25 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 	if err := it.newRun(); err != nil {
 		return nil, err
 	}
-	if err := it.read(it.dump, fdRecSize, d.onFD); err != nil {
+	if opts.Freeze {
+		// Stopped as late as possible, resumed as early as possible, and
+		// resumed on every way out (the deferred Thaw runs on errors and
+		// panics; signals reach the caller's context).
+		frozenAt := time.Now()
+		set, err := freeze.Stop(pidList(targets), 2*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		defer set.Thaw()
+		err = it.read(it.dump, fdRecSize, d.onFD)
+		d.report.Frozen = time.Since(frozenAt)
+		if thawErr := set.Thaw(); err == nil && thawErr != nil {
+			err = thawErr
+		}
+		if err != nil {
+			return nil, err
+		}
+	} else if err := it.read(it.dump, fdRecSize, d.onFD); err != nil {
 		return nil, err
 	}
 	for _, tgid := range targets {
@@ -138,6 +163,9 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 func Preflight(opts Options) ([]uint32, error) {
 	if !opts.All && len(opts.PIDs) == 0 {
 		return nil, errors.New("nothing to dump: give pids or all")
+	}
+	if opts.Freeze && opts.All {
+		return nil, ErrFreezeAll
 	}
 	targets, err := resolveTgids(opts.PIDs)
 	if err != nil {
@@ -361,6 +389,14 @@ func resolveTgids(pids []int) ([]uint32, error) {
 		}
 	}
 	return out, nil
+}
+
+func pidList(tgids []uint32) []int {
+	out := make([]int, len(tgids))
+	for i, t := range tgids {
+		out[i] = int(t)
+	}
+	return out
 }
 
 // scratchSlots is how many buffers of one pipe can be copied: enough for

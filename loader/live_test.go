@@ -3,6 +3,8 @@ package loader_test
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
 	"testing"
 
 	"github.com/pipesnap/pipesnap/format"
@@ -54,4 +56,65 @@ func TestDumpLivePipe(t *testing.T) {
 	if torn == runs {
 		t.Errorf("every dump was torn: the retry never got a consistent copy")
 	}
+}
+
+// TestDumpLivePipeFrozen: with Freeze, every dump of the live pipe is a
+// consistent cut, and the pipeline runs on afterwards.
+func TestDumpLivePipeFrozen(t *testing.T) {
+	pipetest.RequireBPF(t)
+	h := pipetest.StartHolder(t, "live")
+	var last []byte
+	changed := 0
+	runs := 20
+	for i := range runs {
+		var buf bytes.Buffer
+		report, err := loader.Dump(context.Background(), &buf, loader.Options{PIDs: h.Rep.PIDs, Freeze: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, err := snapshot.Read(&buf, snapshot.Options{Data: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if snap.Header.Flags&format.HeaderFrozen == 0 {
+			t.Error("frozen dump without the frozen flag in its header")
+		}
+		p, err := snap.Find(h.Rep.Ino)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !p.Complete() {
+			t.Fatalf("dump %d of a frozen pipe: status %#x (%s)", i, p.Status, p.Reason)
+		}
+		data := p.Data()
+		for k := 1; k < len(data); k++ {
+			if data[k] != byte((int(data[k-1])+1)%251) {
+				t.Fatalf("frozen capture not contiguous at byte %d", k)
+			}
+		}
+		if !bytes.Equal(data, last) {
+			changed++
+		}
+		last = data
+		if i == 0 {
+			t.Logf("processes stopped for %v", report.Frozen)
+		}
+		if stopped(t, h.Rep.PIDs[0]) {
+			t.Fatalf("holder still stopped after dump %d", i)
+		}
+	}
+	// The pipeline keeps moving between dumps.
+	if changed < runs/2 {
+		t.Errorf("pipe contents changed in only %d of %d dumps: the pipeline did not run on", changed, runs)
+	}
+}
+
+func stopped(t *testing.T, pid int) bool {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return b[i+2] == 'T'
 }

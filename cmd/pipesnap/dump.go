@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -22,6 +23,7 @@ type dumpConfig struct {
 	output string
 	strict bool
 	force  bool
+	freeze bool
 }
 
 func dumpCommand() *cli.Command {
@@ -38,7 +40,9 @@ kernel with BTF.
 
 A pipe whose contents moved during every copy attempt is marked torn;
 one that could not be fully read is marked incomplete. Both are listed
-on stderr and kept in the snapshot with their flags.
+on stderr and kept in the snapshot with their flags. --freeze stops the
+processes for the walk only (SIGSTOP, then SIGCONT; processes already
+stopped are left stopped), which makes every copy consistent.
 
 The snapshot is written to a temporary file next to FILE, mode 0600
 (pipe contents can be secrets), and renamed to FILE once complete.`,
@@ -48,18 +52,21 @@ The snapshot is written to a temporary file next to FILE, mode 0600
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the snapshot to `FILE` (- for stdout)"},
 			&cli.BoolFlag{Name: "strict", Usage: "exit with status 1 if any pipe is torn or incomplete"},
 			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "replace FILE if it exists"},
+			&cli.BoolFlag{Name: "freeze", Usage: "stop the processes (SIGSTOP) during the walk for a consistent cut; they are resumed on every way out"},
 		},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("dump takes no arguments (got %q): use --pid or --all, and -o FILE", c.Args().First())
 			}
-			cfg := dumpConfig{pids: c.IntSlice("pid"), all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force")}
+			cfg := dumpConfig{pids: c.IntSlice("pid"), all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force"), freeze: c.Bool("freeze")}
 			switch {
 			case cfg.all == (len(cfg.pids) > 0):
 				return usagef("dump needs either --pid PID (one or more) or --all")
 			case cfg.output == "":
 				return usagef("dump needs -o FILE (- for stdout)")
+			case cfg.freeze && cfg.all:
+				return usagef("--freeze takes --pid: freezing every process would stop the machine")
 			}
 			return runDump(cfg)
 		},
@@ -70,7 +77,7 @@ func runDump(cfg dumpConfig) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	opts := loader.Options{PIDs: cfg.pids, All: cfg.all}
+	opts := loader.Options{PIDs: cfg.pids, All: cfg.all, Freeze: cfg.freeze}
 	// Say what is missing before creating any file.
 	if _, err := loader.Preflight(opts); err != nil {
 		return dumpError(err)
@@ -101,6 +108,9 @@ func runDump(cfg dumpConfig) error {
 	where := cfg.output
 	if where == "-" {
 		where = "stdout"
+	}
+	if cfg.freeze {
+		fmt.Fprintf(os.Stderr, "pipesnap: processes stopped for %v\n", report.Frozen.Round(time.Microsecond))
 	}
 	fmt.Fprintf(os.Stderr, "pipesnap: wrote %s: %d processes, %d fds, %d pipes, %d bytes; %d torn or incomplete\n",
 		where, report.Tasks, report.FDs, report.Pipes, report.Bytes, len(report.Problems))
