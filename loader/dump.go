@@ -115,6 +115,7 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 		files:    map[fileKey]int32{},
 		pipes:    map[uint64]int32{},
 		tasks:    map[uint32]bool{},
+		starts:   startTimes(targets),
 		report:   &Report{Translation: tr.source},
 		nextRef:  1,
 	}
@@ -143,13 +144,17 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 		return nil, err
 	}
 	for _, tgid := range targets {
-		if !d.tasks[tgid] {
-			msg := fmt.Sprintf("pid %d holds no pipes or FIFOs", tgid)
-			if err := enc.WriteNote(format.Note{PID: tgid, Code: NoteNoPipes, Msg: msg}); err != nil {
-				return nil, fmt.Errorf("writing snapshot: %w", err)
-			}
-			d.report.Notes = append(d.report.Notes, msg)
+		if d.tasks[tgid] {
+			continue
 		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", tgid)); err != nil {
+			d.note(tgid, NoteExited, fmt.Sprintf("pid %d exited before its files were walked", tgid))
+		} else {
+			d.note(tgid, NoteNoPipes, fmt.Sprintf("pid %d holds no pipes or FIFOs", tgid))
+		}
+	}
+	if err := d.flushNotes(); err != nil {
+		return nil, err
 	}
 	if err := enc.Close(); err != nil {
 		return nil, fmt.Errorf("writing snapshot: %w", err)
@@ -188,6 +193,8 @@ const (
 	NoteNoPipes  = 1 // a requested process holds no pipes
 	NoteExcluded = 2 // a pipe left out on purpose
 	NoteLost     = 3 // the kernel copied a pipe but its records did not arrive
+	NoteExited   = 4 // a requested process exited before the walk reached it
+	NoteReused   = 5 // a requested pid now belongs to another process: left out
 )
 
 // dumper turns ps_fd records and ring data into the stream, assigning
@@ -203,6 +210,8 @@ type dumper struct {
 	files   map[fileKey]int32 // open file -> objref
 	pipes   map[uint64]int32  // inode -> objref
 	tasks   map[uint32]bool
+	starts  map[uint32]uint64 // requested tgid -> start time in clock ticks
+	skip    uint32            // tgid of a task section being left out
 	nextRef int32
 	task    [2]uint32 // tgid, tid of the open task section
 	report  *Report
@@ -218,6 +227,14 @@ func (d *dumper) onFD(b []byte) error {
 		return err
 	}
 	comm := cString(r.Comm[:])
+	if d.task != [2]uint32{r.Tgid, r.Tid} && d.reused(&r, comm) {
+		d.task = [2]uint32{r.Tgid, r.Tid}
+		d.skip = r.Tgid
+		return d.flushNotes()
+	}
+	if d.skip == r.Tgid && d.task == [2]uint32{r.Tgid, r.Tid} {
+		return nil
+	}
 	if d.task != [2]uint32{r.Tgid, r.Tid} {
 		d.task = [2]uint32{r.Tgid, r.Tid}
 		d.tasks[r.Tgid] = true
@@ -260,6 +277,45 @@ func (d *dumper) onFD(b []byte) error {
 		return nil
 	}
 	return d.writePipe(&r, pipeRef, fmt.Sprintf("pid %d (%s) fd %d", r.Tgid, comm, r.Fd))
+}
+
+// reused tells whether a requested pid now names another process than
+// the one asked for (it exited and the pid was given out again), and
+// notes it. Start times are compared in clock ticks, /proc's unit.
+func (d *dumper) reused(r *pipesPsFd, comm string) bool {
+	want, ok := d.starts[r.Tgid]
+	if !ok || r.StartNs/(1e9/clockTicks) == want {
+		return false
+	}
+	d.tasks[r.Tgid] = true
+	d.note(r.Tgid, NoteReused, fmt.Sprintf("pid %d now belongs to another process (%s, started later): left out", r.Tgid, comm))
+	return true
+}
+
+// clockTicks is USER_HZ, the unit of start times in /proc/PID/stat.
+const clockTicks = 100
+
+// startTimes reads when each process started, to tell pid reuse.
+func startTimes(tgids []uint32) map[uint32]uint64 {
+	out := map[uint32]uint64{}
+	for _, tgid := range tgids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", tgid))
+		if err != nil {
+			continue // gone already: noted after the walk
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		// Fields after the comm: state is field 3, starttime field 22.
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 19 {
+			if n, err := strconv.ParseUint(f[19], 10, 64); err == nil {
+				out[tgid] = n
+			}
+		}
+	}
+	return out
 }
 
 // fileKey identifies an open file during one walk. The inode guards

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"testing"
 
 	"github.com/pipesnap/pipesnap/format"
@@ -23,6 +24,18 @@ func TestDumpLivePipe(t *testing.T) {
 	if testing.Short() {
 		runs = 10
 	}
+	if n, err := strconv.Atoi(os.Getenv("PIPESNAP_LIVE_RUNS")); err == nil && n > 0 {
+		runs = n // scripts/stress.sh
+	}
+	progs, fds := ourPrograms(t), openFDs(t)
+	defer func() {
+		if n := ourPrograms(t); n != progs {
+			t.Errorf("%d pipesnap programs loaded after %d dumps, %d before", n, runs, progs)
+		}
+		if n := openFDs(t); n != fds {
+			t.Errorf("%d fds open after %d dumps, %d before", n, runs, fds)
+		}
+	}()
 	for range runs {
 		var buf bytes.Buffer
 		if _, err := loader.Dump(context.Background(), &buf, loader.Options{PIDs: h.Rep.PIDs}); err != nil {

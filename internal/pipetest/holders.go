@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -24,11 +25,12 @@ const holderEnv = "PIPESNAP_TEST_HOLDER"
 
 // Report is what a holder prints once its pipe is set up.
 type Report struct {
-	PIDs    []int  `json:"pids"`   // every process holding the pipe
-	ReadFD  int    `json:"readFD"` // a read end, in process ReadPID
-	ReadPID int    `json:"readPID"`
-	Ino     uint64 `json:"ino"`
-	Path    string `json:"path,omitempty"`
+	PIDs    []int    `json:"pids"`   // every process holding the pipe
+	ReadFD  int      `json:"readFD"` // a read end, in process ReadPID
+	ReadPID int      `json:"readPID"`
+	Ino     uint64   `json:"ino"`
+	Path    string   `json:"path,omitempty"`
+	Inos    []uint64 `json:"inos,omitempty"` // "many": every pipe, in order
 }
 
 // Main runs the tests, or a holder when this test binary was started as
@@ -92,6 +94,9 @@ func spawnPeer(fds ...int) (int, error) {
 	}
 	return cmd.Process.Pid, nil
 }
+
+// ManyData is what pipe i of the "many" holder holds.
+func ManyData(i int) []byte { return []byte(fmt.Sprintf("pipe %d\n", i)) }
 
 // LiveByte is byte i of the "live" holder's stream: any run of bytes cut
 // from it consistently satisfies b[k+1] == LiveByte(i+1) where b[k] ==
@@ -248,6 +253,32 @@ func runHolder(kind string) error {
 		if err := writeAll(p[1], Pattern(14, 5000)); err != nil {
 			return err
 		}
+	case "many":
+		// PIPESNAP_TEST_PIPES pipes; pipe i holds "pipe i\n".
+		n, err := strconv.Atoi(os.Getenv("PIPESNAP_TEST_PIPES"))
+		if err != nil {
+			return err
+		}
+		var lim unix.Rlimit
+		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			return err
+		}
+		if lim.Cur = uint64(2*n + 64); lim.Cur > lim.Max {
+			return fmt.Errorf("%d pipes need %d fds, the hard limit is %d", n, lim.Cur, lim.Max)
+		}
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			return fmt.Errorf("raising the fd limit to %d: %w", lim.Cur, err)
+		}
+		for i := range n {
+			var q [2]int
+			if err := unix.Pipe2(q[:], unix.O_CLOEXEC); err != nil {
+				return err
+			}
+			if err := writeAll(q[1], ManyData(i)); err != nil {
+				return err
+			}
+			rep.Inos = append(rep.Inos, inoOf(q[0]))
+		}
 	case "live":
 		// A producer at full speed and a consumer at a varying pace: the
 		// pipe never stands still. Byte i of the stream is LiveByte(i).
@@ -297,10 +328,11 @@ type Holder struct {
 }
 
 // StartHolder starts a holder of the given kind; it stops with the test.
-func StartHolder(t testing.TB, kind string) *Holder {
+func StartHolder(t testing.TB, kind string, env ...string) *Holder {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), holderEnv+"="+kind, "PIPESNAP_TEST_DIR="+t.TempDir())
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

@@ -1,0 +1,70 @@
+package loader_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/pipesnap/pipesnap/internal/pipetest"
+	"github.com/pipesnap/pipesnap/loader"
+	"github.com/pipesnap/pipesnap/snapshot"
+)
+
+// TestDumpManyPipes: 10,000 pipes (20,000 fds) in two processes, each
+// captured with its own bytes. (Two processes because the machines this
+// runs on cap a process at 20,000 fds and give no CAP_SYS_RESOURCE.)
+func TestDumpManyPipes(t *testing.T) {
+	pipetest.RequireBPF(t)
+	const perProc = 5000
+	var holders []*pipetest.Holder
+	var pids []int
+	for range 2 {
+		h := pipetest.StartHolder(t, "many", fmt.Sprintf("PIPESNAP_TEST_PIPES=%d", perProc))
+		holders = append(holders, h)
+		pids = append(pids, h.Rep.PIDs...)
+	}
+	var buf bytes.Buffer
+	start := time.Now()
+	report, err := loader.Dump(context.Background(), &buf, loader.Options{PIDs: pids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d pipes, %d fds: dump took %v, %d bytes of snapshot", report.Pipes, report.FDs, time.Since(start), buf.Len())
+	if len(report.Problems) > 0 {
+		t.Errorf("%d problems, first %v", len(report.Problems), report.Problems[0])
+	}
+	snap, err := snapshot.Read(&buf, snapshot.Options{Data: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byIno := map[uint64]*snapshot.Pipe{}
+	for _, p := range snap.Pipes {
+		byIno[p.Ino] = p
+	}
+	for _, h := range holders {
+		for i, ino := range h.Rep.Inos {
+			p := byIno[ino]
+			if p == nil {
+				t.Fatalf("pipe %d (ino %d) of pid %d missing", i, ino, h.Rep.PIDs[0])
+			}
+			if want := pipetest.ManyData(i); !bytes.Equal(p.Data(), want) || len(p.Holders) != 2 {
+				t.Fatalf("pipe %d: %q with %d holders, want %q with 2", i, p.Data(), len(p.Holders), want)
+			}
+		}
+	}
+}
+
+// BenchmarkDumpThousandPipes: one dump of 1,000 small pipes, end to end
+// (load, calibration, walk, encoding).
+func BenchmarkDumpThousandPipes(b *testing.B) {
+	pipetest.RequireBPF(b)
+	h := pipetest.StartHolder(b, "many", "PIPESNAP_TEST_PIPES=1000")
+	for b.Loop() {
+		if _, err := loader.Dump(context.Background(), io.Discard, loader.Options{PIDs: h.Rep.PIDs}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
