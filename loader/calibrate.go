@@ -161,7 +161,7 @@ func (it *pipeIter) verifyProbe(pr *probe) (bool, error) {
 		return false, err
 	}
 	var got *capturedPipe
-	err := it.read(it.dump, fdRecSize, func(b []byte) error {
+	err := it.walk([]uint32{uint32(os.Getpid())}, func(b []byte) error {
 		if got != nil {
 			return nil
 		}

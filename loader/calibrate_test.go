@@ -32,6 +32,10 @@ func TestCalibrationVerifies(t *testing.T) {
 	}
 	t.Logf("translation from %s: vmemmap %#x (+%#x), direct map %#x (+%#x)",
 		tr.source, tr.vmemmapStart, tr.vmemmapSpan, tr.directStart, tr.directSpan)
+	// The probe is read through a walk scoped to this process (Linux 6.1+).
+	if it.unscoped {
+		t.Error("pid-scoped task iterators unavailable: every walk covers the whole machine")
+	}
 	pr, err := newProbe(4096)
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +71,18 @@ func TestCalibrationVerifies(t *testing.T) {
 // TestWrongTranslationReadsNothing checks the kernel side refuses pages
 // outside the ranges: with no translation, a capture marks the pipe
 // incomplete (page out of range) and carries no bytes.
+// An exited process has nothing to walk: no records, not an error.
+func TestScopedWalkOfExitedPid(t *testing.T) {
+	it := testIter(t)
+	n := 0
+	if err := it.walk([]uint32{4194305}, func([]byte) error { n++; return nil }); err != nil {
+		t.Errorf("walk of an exited pid: %v", err)
+	}
+	if n != 0 || it.unscoped {
+		t.Errorf("walk of an exited pid: %d records, unscoped %v", n, it.unscoped)
+	}
+}
+
 func TestWrongTranslationReadsNothing(t *testing.T) {
 	it := testIter(t)
 	pr, err := newProbe(4096)

@@ -132,7 +132,7 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 			return nil, err
 		}
 		defer set.Thaw()
-		err = it.read(it.dump, fdRecSize, d.onFD)
+		err = it.walk(targets, d.onFD)
 		d.report.Frozen = time.Since(frozenAt)
 		if thawErr := set.Thaw(); err == nil && thawErr != nil {
 			err = thawErr
@@ -140,7 +140,7 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
-	} else if err := it.read(it.dump, fdRecSize, d.onFD); err != nil {
+	} else if err := it.walk(targets, d.onFD); err != nil {
 		return nil, err
 	}
 	for _, tgid := range targets {

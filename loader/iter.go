@@ -51,7 +51,8 @@ type pipeIter struct {
 	seq   []byte
 	gen   uint32
 
-	unread []byte // a ring record looked at but not taken
+	unread   []byte // a ring record looked at but not taken
+	unscoped bool   // the kernel cannot scope iterators to a process
 }
 
 func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
