@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 var pipesnapBin string
@@ -382,5 +384,47 @@ func TestDumpIntoDumpedPipe(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("output pipe %d not in the snapshot", statIno(st))
+	}
+}
+
+// TestDumpInterrupted: SIGINT or SIGTERM during a dump leaves no file,
+// temporary or final, and resumes frozen processes.
+func TestDumpInterrupted(t *testing.T) {
+	requireBPF(t)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		pid, _ := stuckReader(t, "data")
+		dir := t.TempDir()
+		cmd := exec.Command(pipesnapBin, "dump", "--freeze", "--pid", strconv.Itoa(pid), "-o", filepath.Join(dir, "s.snap"))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// The temporary file exists once the signal handler is in place
+		// and before the programs are loaded: interrupt right then.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(500 * time.Microsecond) {
+			if tmp, _ := filepath.Glob(filepath.Join(dir, ".*.tmp")); len(tmp) > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no temporary file appeared")
+			}
+		}
+		cmd.Process.Signal(sig)
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "interrupted") {
+			t.Errorf("%v: %v, stderr %q; want exit 1, interrupted", sig, err, stderr.String())
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+			t.Errorf("%v: files left: %v", sig, ents)
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.LastIndexByte(b, ')'); b[i+2] == 'T' {
+			t.Errorf("%v: process %d left stopped", sig, pid)
+		}
 	}
 }
