@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pipesnap/pipesnap/internal/pipetest"
 )
 
 var pipesnapBin string
@@ -51,22 +53,7 @@ func run(t *testing.T, args ...string) (string, string, int) {
 	return stdout.String(), stderr.String(), code
 }
 
-func requireBPF(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	} else if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		why = "needs kernel BTF"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s, and CI is set: the BPF tests must run", why)
-	}
-	t.Skip(why)
-}
+func requireBPF(t *testing.T) { t.Helper(); pipetest.RequireBPF(t) }
 
 // stuckReader starts a process whose stdin is a pipe holding data that
 // it never reads.
