@@ -30,7 +30,7 @@ func TestDumpLivePipe(t *testing.T) {
 	progs, fds := ourPrograms(t), openFDs(t)
 	defer func() {
 		if n := ourPrograms(t); n != progs {
-			t.Errorf("%d pipesnap programs loaded after %d dumps, %d before", n, runs, progs)
+			t.Errorf("%d BPF objects held after %d dumps, %d before", n, runs, progs)
 		}
 		if n := openFDs(t); n != fds {
 			t.Errorf("%d fds open after %d dumps, %d before", n, runs, fds)

@@ -12,7 +12,8 @@ import (
 )
 
 // RequireBPF skips where BPF cannot run, except under CI, where a skip
-// would hide that the BPF path never ran.
+// would hide that the BPF path never ran. Where BPF runs, it makes the
+// test wait for the BPF tests of other packages (see lockBPF).
 func RequireBPF(t testing.TB) {
 	t.Helper()
 	why := ""
@@ -22,6 +23,7 @@ func RequireBPF(t testing.TB) {
 		why = "needs kernel BTF"
 	}
 	if why == "" {
+		lockBPF(t)
 		return
 	}
 	if os.Getenv("CI") != "" {

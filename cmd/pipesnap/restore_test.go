@@ -1,0 +1,287 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pipesnap/pipesnap/format"
+	"github.com/pipesnap/pipesnap/internal/pipetest"
+)
+
+// TestRestoreStuckPipeline is the issue's "done when": a snapshot of a
+// stuck producer | consumer pair, replayed into a fresh consumer with one
+// command.
+func TestRestoreStuckPipeline(t *testing.T) {
+	requireBPF(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	producer := exec.Command("seq", "1", "100000") // 588895 bytes: more than a pipe holds
+	producer.Stdout = w
+	consumer := exec.Command("sleep", "60") // never reads
+	consumer.Stdin = r
+	for _, c := range []*exec.Cmd{producer, consumer} {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+	}
+	w.Close()
+	st, err := r.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ino := strconv.FormatUint(statIno(st), 10)
+	// Wait for seq to fill the pipe and block.
+	held := 0
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		n, err := unix.IoctlGetInt(int(r.Fd()), unix.TIOCINQ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == held && n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pipe never filled: %d bytes", n)
+		}
+		held = n
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.Close()
+	var all bytes.Buffer
+	for i := 1; i <= 100000; i++ {
+		all.WriteString(strconv.Itoa(i) + "\n")
+	}
+	want := all.String()[:held]
+
+	snap := filepath.Join(t.TempDir(), "stuck.snap")
+	if _, stderr, code := run(t, "dump", "--pid", strconv.Itoa(consumer.Process.Pid), "-o", snap); code != 0 {
+		t.Fatalf("dump: exit %d: %s", code, stderr)
+	}
+	out, stderr, code := run(t, "restore", "--ino", ino, snap, "--", "wc", "-c")
+	if code != 0 || strings.TrimSpace(out) != strconv.Itoa(held) {
+		t.Errorf("restore -- wc -c: exit %d, %q (want %d), stderr %q", code, out, held, stderr)
+	}
+	out, stderr, code = run(t, "restore", snap, "--ino", ino, "--", "cat")
+	if code != 0 || out != want {
+		t.Errorf("restore -- cat: exit %d, %d bytes, stderr %q; want the %d bytes seq wrote first", code, len(out), stderr, held)
+	}
+	if cat, _, _ := run(t, "cat", "--ino", ino, snap); cat != out {
+		t.Errorf("restore -- cat and cat --ino differ")
+	}
+	// The consumer's own fd table: its stdin is the pipe.
+	out, stderr, code = run(t, "restore", "--pid", strconv.Itoa(consumer.Process.Pid), snap, "--", "cat")
+	if code != 0 || out != want {
+		t.Errorf("restore --pid -- cat: exit %d, %d bytes, stderr %q", code, len(out), stderr)
+	}
+	// CMD's flags are CMD's.
+	out, _, code = run(t, "restore", snap, "--ino", ino, "--", "cat", "-n")
+	if code != 0 || !strings.HasPrefix(out, "     1\t1\n     2\t2\n") {
+		t.Errorf("restore -- cat -n: exit %d, %q", code, out[:min(len(out), 40)])
+	}
+}
+
+const (
+	rd = format.ModeRead
+	wr = format.ModeWrite
+)
+
+// handBuilt writes a snapshot made without BPF: task 100 reads pipe 1001
+// on fd 0 and packets on fd 5; task 200 holds a FIFO; task 300 a FIFO
+// whose path leaves any root; task 400 a torn pipe.
+func handBuilt(t *testing.T, dir string) string {
+	t.Helper()
+	text := &pipetest.SPipe{Ino: 1001, Bufs: [][]byte{[]byte("line one\n"), []byte("line two\n")}}
+	packets := &pipetest.SPipe{Ino: 1002, Packet: true, Bufs: [][]byte{[]byte("p1"), []byte("packet2")}}
+	fifo := &pipetest.SPipe{Ino: 1003, Kind: format.KindFIFO, Path: "/run/app/in.fifo", Bufs: [][]byte{[]byte("via fifo\n")}}
+	evil := &pipetest.SPipe{Ino: 1004, Kind: format.KindFIFO, Path: "/../../evil.fifo"}
+	torn := &pipetest.SPipe{Ino: 1005, Status: format.StatusTorn, Reason: format.ReasonMoved, Bufs: [][]byte{[]byte("torn\n")}}
+	b := pipetest.Stream(t,
+		pipetest.STask{PID: 100, Comm: "consumer", FDs: []pipetest.SFD{
+			{FD: 0, File: "text", Pipe: text, Mode: rd},
+			{FD: 5, File: "packets", Pipe: packets, Mode: rd},
+		}},
+		pipetest.STask{PID: 200, Comm: "fifo", FDs: []pipetest.SFD{{FD: 0, File: "fifo", Pipe: fifo, Mode: rd}}},
+		pipetest.STask{PID: 300, Comm: "evil", FDs: []pipetest.SFD{{FD: 0, File: "evil", Pipe: evil, Mode: rd}}},
+		pipetest.STask{PID: 400, Comm: "torn", FDs: []pipetest.SFD{{FD: 0, File: "torn", Pipe: torn, Mode: rd}}},
+	)
+	path := filepath.Join(dir, "hand.snap")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestRestoreHandBuilt(t *testing.T) {
+	dir := t.TempDir()
+	snap := handBuilt(t, dir)
+	root := filepath.Join(dir, "root")
+	if err := os.Mkdir(root, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		out    string
+		stderr string
+	}{
+		{[]string{"restore", "--ino", "1001", snap, "--", "cat"}, 0, "line one\nline two\n", ""},
+		{[]string{"restore", snap, "--ino", "1001", "--", "cat", "-n"}, 0, "     1\tline one\n     2\tline two\n", ""},
+		{[]string{"restore", "--ino", "1001", "--as", "fd:5", snap, "--", "sh", "-c", "cat <&5"}, 0, "line one\nline two\n", ""},
+		{[]string{"restore", "--ino=1001", "--as=fd:5", snap, "--", "sh", "-c", "cat <&5"}, 0, "line one\nline two\n", ""},
+		// Flags after -- are CMD's, pipesnap's own included.
+		{[]string{"restore", snap, "--ino", "1001", "--", "sh", "-c", `echo "$@"`, "sh", "--pid", "7", "-x"}, 0, "--pid 7 -x\n", ""},
+		{[]string{"restore", "--pid", "100", snap, "--", "sh", "-c", "cat; cat <&5; echo"}, 0, "line one\nline two\np1packet2\n", ""},
+		// EOF after the bytes, unless --keep-writer.
+		{[]string{"restore", "--ino", "1001", snap, "--", "sh", "-c", "head -c 18 >/dev/null; timeout 0.3 cat && echo EOF || echo NOEOF"}, 0, "EOF\n", ""},
+		{[]string{"restore", "--ino", "1001", "--keep-writer", snap, "--", "sh", "-c", "head -c 18 >/dev/null; timeout 0.3 cat && echo EOF || echo NOEOF"}, 0, "NOEOF\n", ""},
+		// CMD's status is pipesnap's, silently.
+		{[]string{"restore", "--ino", "1001", snap, "--", "sh", "-c", "exit 7"}, 7, "", ""},
+		{[]string{"restore", "--ino", "1001", snap, "--", "sh", "-c", "kill -TERM $$"}, 128 + int(syscall.SIGTERM), "", ""},
+		{[]string{"restore", "--ino", "1001", snap, "--", "pipesnap-no-such-command"}, 127, "", "not found"},
+		// FIFOs.
+		{[]string{"restore", "--pid", "200", snap, "--", "cat"}, 2, "", "--root DIR"},
+		{[]string{"restore", "--pid", "200", "--root", root, snap, "--", "sh", "-c", "cat; test -p " + root + "/run/app/in.fifo && echo fifo"}, 0, "via fifo\nfifo\n", ""},
+		{[]string{"restore", "--ino", "1003", snap, "--", "cat"}, 0, "via fifo\n", ""},
+		{[]string{"restore", "--pid", "300", "--root", root, snap, "--", "true"}, 1, "", "could lead out of the root directory: refusing"},
+		// Partial captures.
+		{[]string{"restore", "--pid", "400", snap, "--", "cat"}, 1, "", "--allow-partial"},
+		{[]string{"restore", "--ino", "1005", "--allow-partial", snap, "--", "cat"}, 0, "torn\n", "warning: pipe 1005 is torn"},
+		// Unknown pid or inode.
+		{[]string{"restore", "--pid", "999", snap, "--", "true"}, 2, "", "pid 999: no such process in the snapshot"},
+		{[]string{"restore", "--ino", "999", snap, "--", "true"}, 2, "", "pipe 999: no such pipe"},
+		// Usage.
+		{[]string{"restore", "--ino", "1001", snap, "cat"}, 2, "", "needs -- between FILE and the command"},
+		{[]string{"restore", "--ino", "1001", snap}, 2, "", "needs -- between"},
+		{[]string{"restore", "--ino", "1001", snap, "--"}, 2, "", "needs a command after --"},
+		{[]string{"restore", "--ino", "1001"}, 2, "", "needs FILE"},
+		{[]string{"restore", snap, "--", "cat"}, 2, "", "--pid PID or --ino"},
+		{[]string{"restore", "--pid", "100", "--ino", "1001", snap, "--", "cat"}, 2, "", "not both"},
+		{[]string{"restore", "--pid", "100", "--as", "fd:3", snap, "--", "cat"}, 2, "", "--as goes with --ino"},
+		{[]string{"restore", "--ino", "1001", "--keep-cloexec", snap, "--", "cat"}, 2, "", "--keep-cloexec goes with --pid"},
+		{[]string{"restore", "--ino", "1001", "--as", "stdout", snap, "--", "cat"}, 2, "", "want stdin or fd:K"},
+		{[]string{"restore", "--ino", "1001", "--as", "fd:-1", snap, "--", "cat"}, 2, "", "want stdin or fd:K"},
+		{[]string{"restore", "--pid", "-3", snap, "--", "cat"}, 2, "", "not a process id"},
+		{[]string{"restore", "--ino", "1001", filepath.Join(dir, "missing"), "--", "cat"}, 1, "", "no such file"},
+	} {
+		out, stderr, code := run(t, tc.args...)
+		if code != tc.code || out != tc.out || !strings.Contains(stderr, tc.stderr) || (tc.stderr == "" && stderr != "") {
+			t.Errorf("pipesnap %q:\nexit %d, stdout %q, stderr %q\nwant exit %d, stdout %q, stderr with %q", tc.args, code, out, stderr, tc.code, tc.out, tc.stderr)
+		}
+		if n := strings.Count(strings.TrimSpace(stderr), "\n"); n > 0 && tc.code != 0 {
+			t.Errorf("pipesnap %q: error on %d lines, want one: %q", tc.args, n+1, stderr)
+		}
+	}
+}
+
+func TestRestoreCorrupted(t *testing.T) {
+	dir := t.TempDir()
+	b, err := os.ReadFile(handBuilt(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.snap")
+	b[len(b)/2] ^= 0x40
+	os.WriteFile(bad, b, 0o600)
+	cut := filepath.Join(dir, "cut.snap")
+	os.WriteFile(cut, b[:len(b)/2], 0o600)
+	for _, f := range []string{bad, cut} {
+		out, stderr, code := run(t, "restore", "--ino", "1001", f, "--", "sh", "-c", "echo ran")
+		if code != 1 || out != "" || !strings.Contains(stderr, "offset ") || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit 1, one line naming the offset, and no command run", filepath.Base(f), code, out, stderr)
+		}
+	}
+}
+
+// TestRestoreSignals: SIGTERM to pipesnap reaches the command, and
+// pipesnap exits with the command's status.
+func TestRestoreSignals(t *testing.T) {
+	snap := handBuilt(t, t.TempDir())
+	cmd := exec.Command(pipesnapBin, "restore", "--ino", "1001", snap, "--", "sh", "-c", "trap 'exit 42' TERM; echo ready; while :; do sleep 0.05; done")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line := make([]byte, 6)
+	if _, err := io.ReadFull(out, line); err != nil || string(line) != "ready\n" {
+		t.Fatalf("the command did not start: %q, %v", line, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 42 {
+		t.Errorf("after SIGTERM: %v, want exit status 42 (the command's trap)", err)
+	}
+}
+
+// TestRestoreCapacityLimit runs restore without root on a pipe larger than
+// pipe-max-size: one line saying what to do, exit 1.
+func TestRestoreCapacityLimit(t *testing.T) {
+	limit, err := os.ReadFile("/proc/sys/fs/pipe-max-size")
+	if err != nil {
+		t.Skip(err)
+	}
+	max, _ := strconv.Atoi(strings.TrimSpace(string(limit)))
+	dir, err := os.MkdirTemp("", "pipesnap-cap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	big := &pipetest.SPipe{Ino: 7, Capacity: uint32(2 * max), Bufs: [][]byte{[]byte("x")}}
+	snap := filepath.Join(dir, "big.snap")
+	os.WriteFile(snap, pipetest.Stream(t, pipetest.STask{PID: 1, FDs: []pipetest.SFD{{FD: 0, File: "r", Pipe: big, Mode: rd}}}), 0o644)
+	bin := filepath.Join(dir, "pipesnap")
+	data, err := os.ReadFile(pipesnapBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(bin, data, 0o755)
+
+	cmd := exec.Command(bin, "restore", "--ino", "7", snap, "--", "true")
+	if os.Geteuid() == 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "pipe-max-size") ||
+		!strings.Contains(stderr.String(), "run as root") || strings.Count(strings.TrimSpace(stderr.String()), "\n") > 0 {
+		t.Errorf("capacity %d above %d, unprivileged: %v, stderr %q", 2*max, max, err, stderr.String())
+	}
+}
+
+func TestReorderRestoreArgs(t *testing.T) {
+	app := newApp()
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"p", "restore", "f", "--ino", "5", "--", "cat", "-n"}, []string{"p", "restore", "--ino", "5", "--", "f", "--", "cat", "-n"}},
+		{[]string{"p", "restore", "--ino", "5", "f", "--", "cat"}, []string{"p", "restore", "--ino", "5", "--", "f", "--", "cat"}},
+		{[]string{"p", "restore", "f", "--keep-writer", "--", "cat", "--keep-writer", "--ino", "9"}, []string{"p", "restore", "--keep-writer", "--", "f", "--", "cat", "--keep-writer", "--ino", "9"}},
+		{[]string{"p", "restore", "--pid", "3", "--root", "/r", "f", "--", "x"}, []string{"p", "restore", "--pid", "3", "--root", "/r", "--", "f", "--", "x"}},
+	} {
+		if got := reorderArgs(app, tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("reorderArgs(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

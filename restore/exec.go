@@ -1,0 +1,160 @@
+package restore
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Process is a command started by Set.Start.
+type Process struct {
+	Pid int
+
+	mu    sync.Mutex
+	pidfd int // -1 once waited for (or if the kernel gave none)
+	done  bool
+	set   *Set
+}
+
+// Start runs argv (argv[0] looked up in PATH) with env. The command gets
+// the set's fds at their numbers, without close-on-exec, fds that shared
+// an open file sharing it still; where the set has no fd 0, 1 or 2 it gets
+// the caller's. No other fd of the caller's reaches it, even one not
+// close-on-exec. Once the command runs, the restorer's copies are closed,
+// so it holds the only ones (but for the write ends KeepWriter keeps,
+// which Wait closes).
+func (s *Set) Start(argv, env []string) (*Process, error) {
+	if s.started {
+		return nil, errors.New("restore: the set was already handed to a command")
+	}
+	if len(argv) == 0 {
+		return nil, errors.New("restore: no command to run")
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return nil, err
+	}
+	pidfd := -1
+	attr := &syscall.ProcAttr{Env: env, Files: s.plan(), Sys: &syscall.SysProcAttr{PidFD: &pidfd}}
+	pid, err := syscall.ForkExec(path, argv, attr)
+	if err != nil {
+		return nil, &exec.Error{Name: argv[0], Err: err}
+	}
+	s.started = true
+	for _, fd := range slices.Clone(s.owned) {
+		if !slices.Contains(s.keep, fd) {
+			s.release(fd)
+		}
+	}
+	return &Process{Pid: pid, pidfd: pidfd, set: s}, nil
+}
+
+// plan is the command's fd table for syscall.ForkExec: entry i is the
+// restorer's fd that becomes fd i, or -1 to have i closed. ForkExec moves
+// sources out of the way before it dup2s (so a source that is some
+// other entry's target is safe) and clears close-on-exec on every entry.
+func (s *Set) plan() []uintptr {
+	const none = ^uintptr(0)
+	n := 3
+	targeted := map[int]bool{}
+	for _, fd := range s.fds {
+		n = max(n, fd.Num+1)
+		targeted[fd.Num] = true
+	}
+	// The caller's fds that an exec would pass on: listed as -1, the
+	// command gets them closed.
+	for _, fd := range inheritable() {
+		if fd >= 3 && !slices.Contains(s.owned, fd) {
+			n = max(n, fd+1)
+		}
+	}
+	files := make([]uintptr, n)
+	for i := range files {
+		files[i] = none
+	}
+	for i := 0; i < 3; i++ {
+		if !targeted[i] && !slices.Contains(s.owned, i) && isOpen(i) {
+			files[i] = uintptr(i)
+		}
+	}
+	for _, fd := range s.fds {
+		files[fd.Num] = uintptr(fd.src)
+	}
+	return files
+}
+
+// inheritable lists this process's fds that are not close-on-exec.
+func inheritable() []int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && fl&unix.FD_CLOEXEC == 0 {
+			fds = append(fds, fd)
+		}
+	}
+	return fds
+}
+
+func isOpen(fd int) bool {
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+	return err == nil
+}
+
+// Signal sends sig to the command, unless it has been waited for.
+func (p *Process) Signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.done:
+		return os.ErrProcessDone
+	case p.pidfd >= 0:
+		return unix.PidfdSendSignal(p.pidfd, sig, nil, 0)
+	}
+	return syscall.Kill(p.Pid, sig)
+}
+
+// Wait waits for the command to end, closes the write ends KeepWriter
+// kept, and returns its exit status: its exit code, or 128 plus the
+// number of the signal that killed it, as a shell reports it.
+func (p *Process) Wait() (int, error) {
+	var ws syscall.WaitStatus
+	for {
+		_, err := syscall.Wait4(p.Pid, &ws, 0, nil)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil {
+			return -1, fmt.Errorf("waiting for pid %d: %w", p.Pid, err)
+		}
+		break
+	}
+	p.mu.Lock()
+	p.done = true
+	if p.pidfd >= 0 {
+		unix.Close(p.pidfd)
+		p.pidfd = -1
+	}
+	p.mu.Unlock()
+	p.set.Close()
+	switch {
+	case ws.Exited():
+		return ws.ExitStatus(), nil
+	case ws.Signaled():
+		return 128 + int(ws.Signal()), nil
+	}
+	return -1, fmt.Errorf("pid %d: unexpected wait status %#x", p.Pid, uint32(ws))
+}
