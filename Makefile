@@ -27,6 +27,13 @@ test: deps check-generated
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 
+# Measures the BPF dump against the user-space tee path and a /proc walk
+# on workloads of its own (bench/README.md) and writes bench/results.md;
+# BENCH_QUICK=1 runs small sizes in under a minute. Needs root.
+.PHONY: bench
+bench:
+	GO=$(GO) scripts/bench.sh
+
 demo: build
 	scripts/demo.sh $(BIN)
 

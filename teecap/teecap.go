@@ -1,0 +1,789 @@
+// Package teecap is pipesnap's user-space capture path, for machines where
+// the BPF iterator cannot run (no BTF, no CAP_BPF, an old kernel): it
+// finds pipes with a /proc walk, takes one fd of each pipe with
+// pidfd_getfd, tee(2)s the pipe into a scratch pipe (which copies page
+// references, not bytes, and consumes nothing) and reads the scratch pipe
+// out. It writes the same stream as loader.Dump, with the same objrefs,
+// notes and report, and marks what user space cannot see as unknown:
+//
+//   - The ring is not visible: PS_PIPE ring_size, head and tail are 0
+//     (a real ring has at least one slot, so ring_size 0 says "not
+//     observed"), and one note at the head of the stream says so.
+//   - Buffers are read() chunks of the scratch pipe, not the kernel's
+//     buffers: offset 0, index k (the k-th chunk). A read of a pipe stops
+//     after a packet buffer (PIPE_BUF_FLAG_PACKET, which tee copies), so a
+//     read that returns less than was asked while bytes remain proves a
+//     packet boundary: that chunk gets PACKET and the pipe the packet
+//     status. The last chunk's packet flag cannot be proven this way; it
+//     is set when earlier chunks were packets or a write end in the walk
+//     is O_DIRECT (a packet writer). Chunks that are not packets may
+//     cover several kernel buffers (merged writes, page boundaries).
+//   - readers and writers are 0: the counts are not visible from user
+//     space (the holders in the stream are the ends the walk saw).
+//   - tee copies under both pipes' locks, so a pipe's bytes are one
+//     consistent instant: never torn, one attempt.
+//
+// The tee path needs a read end: it never opens a new end of a pipe
+// (that would add a reader, and on a FIFO could complete a writer's
+// blocked open). A pipe whose read ends are all outside the walked
+// processes is complete if FIONREAD (which works through any end) says
+// it is empty, and otherwise recorded without bytes, incomplete, with a
+// note.
+//
+// Tasks: one PS_TASK per process (tid = pid), from /proc/PID: comm, real
+// uid, and the start time with /proc's clock-tick precision (the BPF
+// path has nanoseconds).
+//
+// What it costs the pipes: nothing is read out of them, but tee takes
+// each pipe's mutex (as read and write do) for the time of one copy of
+// page references, and waits for it: a writer stuck inside write() with
+// the mutex held (faulting on userfaultfd- or FUSE-backed memory) blocks
+// the capture, uninterruptibly. The BPF path takes no lock.
+//
+// Privileges: pidfd_getfd needs ptrace access to the holder
+// (PTRACE_MODE_ATTACH_REALCREDS: root, CAP_SYS_PTRACE, or the same user
+// where Yama allows), kcmp ptrace read access. A pipe whose fd cannot be
+// taken is recorded without bytes, incomplete, with a note; a process
+// whose fds cannot be read (pid 1, even for root) gets a note.
+//
+// Open-file identity: /proc does not say which fds share one open file.
+// teecap groups fds by (inode, f_flags, mnt_id), which every fd of one
+// open file shares, and confirms each match with kcmp(KCMP_FILE); where
+// kcmp is refused, every fd counts as its own open file (sharing is not
+// invented).
+package teecap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pipesnap/pipesnap/format"
+	"github.com/pipesnap/pipesnap/freeze"
+	"github.com/pipesnap/pipesnap/loader"
+)
+
+// Note codes of the tee path, next to loader's (loader.NoteNoPipes ...,
+// which it also writes with the same meaning).
+const (
+	NoteTee        = 100 // stream-level: what this capture path cannot see
+	NoteUnreadable = 101 // a process whose fds could not be read (pid 1)
+	NoteNoReadEnd  = 102 // a pipe whose read ends are all outside the walk
+	NoteFailed     = 103 // a pipe the tee path could not copy
+)
+
+// Method is what Report.Translation says for a tee capture (there is no
+// page translation).
+const Method = "tee"
+
+// teeNote is written once, before the first task.
+const teeNote = "captured in user space (pidfd_getfd + tee): ring layout not observed " +
+	"(ring_size, head, tail 0); buffers are read() chunks at offset 0, a chunk ending " +
+	"early proves a packet, the last chunk's packet flag is inferred; readers/writers " +
+	"not visible (0); start times have clock-tick precision"
+
+// Preflight checks what a tee dump needs before anything is written:
+// something to dump, processes that exist. It returns the processes to
+// walk (empty with All).
+func Preflight(opts loader.Options) ([]uint32, error) {
+	if !opts.All && len(opts.PIDs) == 0 {
+		return nil, errors.New("nothing to dump: give pids or all")
+	}
+	if opts.Freeze && opts.All {
+		return nil, loader.ErrFreezeAll
+	}
+	return resolveTgids(opts.PIDs)
+}
+
+// Dump walks the chosen processes' pipes and FIFOs through /proc and
+// writes the pipesnap stream to w, one pipe at a time, as loader.Dump
+// does.
+func Dump(ctx context.Context, w io.Writer, opts loader.Options) (*loader.Report, error) {
+	targets, err := Preflight(opts)
+	if err != nil {
+		return nil, err
+	}
+	self := uint32(os.Getpid())
+	starts := map[uint32]uint64{}
+	for _, tgid := range targets {
+		if n, ok := readStartTicks(tgid); ok {
+			starts[tgid] = n
+		}
+	}
+	hdr, err := kernelHeader()
+	if err != nil {
+		return nil, err
+	}
+	if opts.Freeze {
+		hdr.Flags |= format.HeaderFrozen
+	}
+	enc, err := format.NewEncoder(w, hdr)
+	if err != nil {
+		return nil, fmt.Errorf("writing snapshot: %w", err)
+	}
+	d := &dumper{
+		ctx:      ctx,
+		enc:      enc,
+		pageSize: uint32(os.Getpagesize()),
+		exclude:  opts.ExcludeIno,
+		files:    map[fileKey][]fileEnt{},
+		pipes:    map[uint64]int32{},
+		seen:     map[uint32]bool{},
+		report:   &loader.Report{Translation: Method},
+		nextRef:  1,
+		scratch:  [2]int{-1, -1},
+	}
+	defer d.close()
+	if err := enc.WriteNote(format.Note{Code: NoteTee, Msg: teeNote}); err != nil {
+		return nil, fmt.Errorf("writing snapshot: %w", err)
+	}
+
+	var thaw func() error
+	var frozenAt time.Time
+	if opts.Freeze {
+		frozenAt = time.Now()
+		set, err := freeze.Stop(pidList(targets), 2*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		defer set.Thaw()
+		thaw = set.Thaw
+	}
+	err = d.run(targets, opts.All, self, starts)
+	if thaw != nil {
+		d.report.Frozen = time.Since(frozenAt)
+		if thawErr := thaw(); err == nil && thawErr != nil {
+			err = thawErr
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, tgid := range targets {
+		if d.seen[tgid] {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", tgid)); err != nil {
+			d.note(tgid, loader.NoteExited, fmt.Sprintf("pid %d exited before its files were walked", tgid))
+		} else {
+			d.note(tgid, loader.NoteNoPipes, fmt.Sprintf("pid %d holds no pipes or FIFOs", tgid))
+		}
+	}
+	if err := d.flushNotes(); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("writing snapshot: %w", err)
+	}
+	return d.report, nil
+}
+
+// dumper writes the walked tasks as the stream and copies each pipe at
+// its first encounter.
+type dumper struct {
+	ctx      context.Context
+	enc      *format.Encoder
+	pageSize uint32
+	exclude  uint64
+
+	tasks   []*task
+	readEnd map[uint64][]endRef // inode -> readable fds, in walk order
+	direct  map[uint64]bool     // inode -> a write end is O_DIRECT
+	files   map[fileKey][]fileEnt
+	pipes   map[uint64]int32 // inode -> objref
+	seen    map[uint32]bool  // tgids written (or noted)
+	nextRef int32
+	report  *loader.Report
+	pending []format.Note
+
+	pidfd    int // of the task being written, -1 if not open
+	pidfdFor uint32
+	scratch  [2]int // read, write end of the scratch pipe
+	scrSize  int    // its capacity
+	buf      []byte // a pipe's bytes, read out of the scratch pipe
+	noKcmp   bool   // kcmp refused once: every fd is its own file
+}
+
+type endRef struct {
+	pid uint32
+	fd  int32
+}
+
+// fileKey groups the fds that may share an open file: one open file has
+// one inode, one f_flags and one mount.
+type fileKey struct {
+	ino   uint64
+	flags uint32
+	mnt   uint64
+}
+
+type fileEnt struct {
+	pid uint32
+	fd  int32
+	ref int32
+}
+
+func (d *dumper) close() {
+	d.closePidfd()
+	for _, fd := range d.scratch {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
+// run walks the processes, then writes them in pid order. The walk comes
+// first so that a pipe met through its write end can be copied through a
+// read end another process holds.
+func (d *dumper) run(targets []uint32, all bool, self uint32, starts map[uint32]uint64) error {
+	pids := targets
+	if all {
+		var err error
+		if pids, err = allPIDs(self); err != nil {
+			return err
+		}
+	} else {
+		pids = make([]uint32, 0, len(targets))
+		for _, p := range targets {
+			if p != self { // as the BPF path: pipesnap never dumps itself
+				pids = append(pids, p)
+			}
+		}
+	}
+	w := newWalker()
+	d.readEnd = map[uint64][]endRef{}
+	d.direct = map[uint64]bool{}
+	for _, pid := range pids {
+		if err := d.ctx.Err(); err != nil {
+			return err
+		}
+		t := w.task(pid)
+		if t.err == errExited && all {
+			continue // gone: the kernel's walk would not have met it either
+		}
+		d.tasks = append(d.tasks, t)
+		for _, f := range t.fds {
+			if f.mode()&format.ModeRead != 0 {
+				d.readEnd[f.ino] = append(d.readEnd[f.ino], endRef{t.pid, f.fd})
+			}
+			if f.mode()&format.ModeWrite != 0 && f.flags&unix.O_DIRECT != 0 {
+				d.direct[f.ino] = true
+			}
+		}
+	}
+	d.pidfd = -1
+	for _, t := range d.tasks {
+		if err := d.writeTask(t, starts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *dumper) writeTask(t *task, starts map[uint32]uint64) error {
+	defer d.closePidfd()
+	switch {
+	case t.err == errExited:
+		return nil // noted after the walk, as the BPF path does
+	case t.err != nil:
+		d.seen[t.pid] = true
+		d.note(t.pid, NoteUnreadable, fmt.Sprintf("pid %d: %v", t.pid, t.err))
+		return d.flushNotes()
+	case len(t.fds) == 0:
+		return nil
+	}
+	if want, ok := starts[t.pid]; ok && want != t.ticks {
+		d.seen[t.pid] = true
+		d.note(t.pid, loader.NoteReused, fmt.Sprintf("pid %d now belongs to another process (%s, started later): left out", t.pid, t.comm))
+		return d.flushNotes()
+	}
+	d.seen[t.pid] = true
+	d.report.Tasks++
+	err := d.enc.WriteTask(format.Task{PID: t.pid, TID: t.pid, StartNS: t.startNS, UID: t.uid, Comm: t.comm})
+	if err != nil {
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	for i := range t.fds {
+		if err := d.ctx.Err(); err != nil {
+			return err
+		}
+		if err := d.writeFD(t, &t.fds[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *dumper) writeFD(t *task, f *fdInfo) error {
+	d.report.FDs++
+	fileRef, known := d.fileRef(t.pid, f)
+	if err := d.enc.WriteFDEnt(format.FDEnt{FD: f.fd, FileRef: fileRef, Cloexec: f.cloexec}); err != nil {
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	if known {
+		return nil
+	}
+	pipeRef, known := d.pipes[f.ino]
+	if !known {
+		pipeRef = d.newRef()
+		d.pipes[f.ino] = pipeRef
+	}
+	err := d.enc.WriteFile(format.File{
+		Ref:     fileRef,
+		Type:    format.FileTypePipe,
+		Mode:    f.mode(),
+		Flags:   f.flags,
+		Pos:     f.pos,
+		PipeRef: pipeRef,
+	})
+	if err != nil {
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	if known {
+		return nil
+	}
+	return d.writePipe(t, f, pipeRef)
+}
+
+// fileRef finds the objref of the open file fd f of pid refers to, or
+// makes a new one.
+func (d *dumper) fileRef(pid uint32, f *fdInfo) (int32, bool) {
+	key := fileKey{f.ino, f.flags, f.mntID}
+	for _, e := range d.files[key] {
+		if d.sameFile(e.pid, e.fd, pid, f.fd) {
+			return e.ref, true
+		}
+	}
+	ref := d.newRef()
+	d.files[key] = append(d.files[key], fileEnt{pid, f.fd, ref})
+	return ref, false
+}
+
+func (d *dumper) sameFile(pid1 uint32, fd1 int32, pid2 uint32, fd2 int32) bool {
+	if d.noKcmp {
+		return false
+	}
+	r, _, errno := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), kcmpFile, uintptr(fd1), uintptr(fd2), 0)
+	switch {
+	case errno == unix.ENOSYS || errno == unix.EPERM || errno == unix.EACCES:
+		d.noKcmp = true
+		d.note(0, NoteTee, fmt.Sprintf("kcmp refused (%v): every fd is recorded as its own open file", errno))
+		return false
+	case errno != 0:
+		return false // a process or fd gone since the walk
+	}
+	return r == 0
+}
+
+const kcmpFile = 0 // KCMP_FILE
+
+func (d *dumper) newRef() int32 {
+	ref := d.nextRef
+	d.nextRef++
+	return ref
+}
+
+// writePipe copies pipe f.ino and writes it with its buffers.
+func (d *dumper) writePipe(t *task, f *fdInfo, ref int32) error {
+	p := format.Pipe{Ref: ref, Ino: f.ino, Kind: f.kind, Path: f.path, PageSize: d.pageSize}
+	var c capture
+	if f.ino == d.exclude && d.exclude != 0 {
+		c = d.capacityOnly(t, f)
+		p.Status = format.StatusIncomplete
+		p.Reason = format.ReasonExcluded
+		d.note(t.pid, loader.NoteExcluded, fmt.Sprintf("pipe %d is the snapshot's own output: left out", f.ino))
+	} else {
+		c = d.capture(t, f)
+		p.Attempts = c.attempts
+		if c.reason != format.ReasonNone {
+			p.Status, p.Reason = format.StatusIncomplete, c.reason
+			d.note(t.pid, c.noteCode, fmt.Sprintf("pipe %d: %s", f.ino, c.why))
+		}
+	}
+	p.Capacity = c.capacity
+	p.MaxUsage = c.capacity / d.pageSize
+	p.Bytes = uint64(len(c.data))
+	p.NrBufs = uint32(len(c.chunks))
+	for _, ch := range c.chunks {
+		if ch.packet {
+			p.Status |= format.StatusPacket
+		}
+	}
+	if err := d.enc.WritePipe(p); err != nil {
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	off := 0
+	for k, ch := range c.chunks {
+		b := format.Buffer{Index: uint32(k), Len: uint32(ch.n), Data: c.data[off : off+ch.n]}
+		if ch.packet {
+			b.Flags = format.BufPacket
+		}
+		if err := d.enc.WriteBuffer(b); err != nil {
+			return fmt.Errorf("writing snapshot: %w", err)
+		}
+		off += ch.n
+	}
+	if err := d.flushNotes(); err != nil {
+		return err
+	}
+	d.report.Pipes++
+	d.report.Bytes += p.Bytes
+	if p.Status&(format.StatusTorn|format.StatusIncomplete) != 0 {
+		d.report.Problems = append(d.report.Problems, loader.Problem{
+			Ino: f.ino, Status: p.Status, Reason: p.Reason, Attempts: p.Attempts,
+			Holder: fmt.Sprintf("pid %d (%s) fd %d", t.pid, t.comm, f.fd),
+		})
+	}
+	return nil
+}
+
+// capture is one pipe's copy.
+type capture struct {
+	capacity uint32
+	attempts uint32
+	data     []byte // valid until the next capture
+	chunks   []chunk
+	reason   format.Reason // ReasonNone: complete
+	queued   int           // capacityOnly: FIONREAD, -1 if unknown
+	noteCode uint32
+	why      string
+}
+
+type chunk struct {
+	n      int
+	packet bool
+}
+
+// capture copies the pipe through the first read end the walk found,
+// the fd at hand first.
+func (d *dumper) capture(t *task, f *fdInfo) capture {
+	ends := d.readEnd[f.ino]
+	if f.mode()&format.ModeRead != 0 {
+		ends = append([]endRef{{t.pid, f.fd}}, ends...)
+	}
+	var last error
+	for _, e := range ends {
+		fd, err := d.grab(e.pid, e.fd, f.ino)
+		if err != nil {
+			last = err
+			continue
+		}
+		c := d.tee(fd, f.ino)
+		unix.Close(fd)
+		return c
+	}
+	// No read end: FIONREAD works through any end, so an empty pipe (the
+	// common case: a write end whose reader is outside the walk) is still
+	// captured whole.
+	c := d.capacityOnly(t, f)
+	if c.queued == 0 {
+		c.attempts = 1
+		return c
+	}
+	c.reason = format.ReasonNotCaptured
+	held := "bytes"
+	if c.queued > 0 {
+		held = fmt.Sprintf("its %d bytes", c.queued)
+	}
+	if len(ends) == 0 {
+		c.noteCode = NoteNoReadEnd
+		c.why = fmt.Sprintf("no read end in the walked processes (tee needs one): %s not captured", held)
+	} else {
+		c.noteCode = NoteFailed
+		c.why = fmt.Sprintf("no read end could be taken (%v): %s not captured", last, held)
+	}
+	return c
+}
+
+// capacityOnly reads the capacity and the bytes queued (FIONREAD)
+// through any fd of the pipe; queued is -1 if unknown.
+func (d *dumper) capacityOnly(t *task, f *fdInfo) capture {
+	c := capture{queued: -1}
+	if fd, err := d.grab(t.pid, f.fd, f.ino); err == nil {
+		if n, err := unix.FcntlInt(uintptr(fd), unix.F_GETPIPE_SZ, 0); err == nil {
+			c.capacity = uint32(n)
+		}
+		if n, err := unix.IoctlGetInt(fd, unix.TIOCINQ); err == nil {
+			c.queued = n
+		}
+		unix.Close(fd)
+	}
+	return c
+}
+
+// grab duplicates fd of pid into this process (pidfd_getfd) and checks it
+// still is pipe ino.
+func (d *dumper) grab(pid uint32, fd int32, ino uint64) (int, error) {
+	pidfd, own, err := d.pidfdOf(pid)
+	if err != nil {
+		return -1, err
+	}
+	if own {
+		defer unix.Close(pidfd)
+	}
+	got, err := unix.PidfdGetfd(pidfd, int(fd), 0)
+	if err != nil {
+		return -1, fmt.Errorf("pidfd_getfd pid %d fd %d: %w", pid, fd, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(got, &st); err != nil || st.Ino != ino || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		unix.Close(got)
+		return -1, fmt.Errorf("pid %d fd %d no longer refers to pipe %d", pid, fd, ino)
+	}
+	return got, nil
+}
+
+// pidfdOf returns a pidfd for pid: the current task's is kept until its
+// section ends; others' are the caller's to close (own).
+func (d *dumper) pidfdOf(pid uint32) (fd int, own bool, err error) {
+	if d.pidfd >= 0 && d.pidfdFor == pid {
+		return d.pidfd, false, nil
+	}
+	fd, err = unix.PidfdOpen(int(pid), 0)
+	if err != nil {
+		return -1, false, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	if d.pidfd < 0 {
+		d.pidfd, d.pidfdFor = fd, pid
+		return fd, false, nil
+	}
+	return fd, true, nil
+}
+
+func (d *dumper) closePidfd() {
+	if d.pidfd >= 0 {
+		unix.Close(d.pidfd)
+		d.pidfd = -1
+	}
+}
+
+const maxAttempts = 4
+
+// tee copies the pipe src refers to: tee(2) into the scratch pipe, sized
+// to at least the source's capacity so that one call takes every buffer,
+// then read() the scratch out chunk by chunk.
+func (d *dumper) tee(src int, ino uint64) capture {
+	c := capture{}
+	fail := func(msg string, args ...any) capture {
+		c.reason, c.noteCode, c.why = format.ReasonFault, NoteFailed, fmt.Sprintf(msg, args...)
+		c.chunks, c.data = nil, nil
+		return c
+	}
+	for c.attempts = 1; c.attempts <= maxAttempts; c.attempts++ {
+		size, err := unix.FcntlInt(uintptr(src), unix.F_GETPIPE_SZ, 0)
+		if err != nil {
+			return fail("F_GETPIPE_SZ: %v", err)
+		}
+		c.capacity = uint32(size)
+		if err := d.ensureScratch(size); err != nil {
+			c.reason, c.noteCode = format.ReasonTooLarge, NoteFailed
+			c.why = fmt.Sprintf("scratch pipe of %d bytes: %v", size, err)
+			return c
+		}
+		n, err := teeAll(src, d.scratch[1])
+		if err != nil {
+			return fail("tee: %v", err)
+		}
+		if n > len(d.buf) {
+			d.buf = make([]byte, max(n, 64<<10))
+		}
+		if err := d.readScratch(&c, n); err != nil {
+			d.resetScratch()
+			return fail("reading the scratch pipe: %v", err)
+		}
+		// A capacity changed under us may have left buffers behind (the
+		// scratch pipe had fewer slots): copy again.
+		if after, err := unix.FcntlInt(uintptr(src), unix.F_GETPIPE_SZ, 0); err != nil || after <= d.scrSize {
+			if n > 0 && !c.chunks[len(c.chunks)-1].packet && (packetsSeen(c.chunks) || d.direct[ino]) {
+				c.chunks[len(c.chunks)-1].packet = true
+			}
+			return c
+		}
+	}
+	c.attempts = maxAttempts
+	c.reason, c.noteCode, c.why = format.ReasonMoved, NoteFailed, "capacity changed during every copy"
+	c.chunks, c.data = nil, nil
+	return c
+}
+
+func packetsSeen(chunks []chunk) bool {
+	for _, ch := range chunks {
+		if ch.packet {
+			return true
+		}
+	}
+	return false
+}
+
+// teeAll tees everything src holds into dst. An empty pipe gives EAGAIN
+// (SPLICE_F_NONBLOCK: without it tee waits for a writer) or 0 (no
+// writers left).
+func teeAll(src, dst int) (int, error) {
+	for {
+		n, err := unix.Tee(src, dst, 1<<30, unix.SPLICE_F_NONBLOCK)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return 0, nil
+		case err != nil:
+			return 0, err
+		}
+		return int(n), nil
+	}
+}
+
+// readScratch reads the n bytes the scratch pipe holds into d.buf, one
+// chunk per read. A read stops after a packet buffer, so one that gives
+// less than asked while bytes remain ends at a packet boundary.
+func (d *dumper) readScratch(c *capture, n int) error {
+	c.chunks = c.chunks[:0]
+	off := 0
+	for off < n {
+		want := min(n-off, format.MaxBuffer)
+		m, err := unix.Read(d.scratch[0], d.buf[off:off+want])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if m <= 0 {
+			return fmt.Errorf("read %d bytes of %d", off, n)
+		}
+		off += m
+		c.chunks = append(c.chunks, chunk{n: m, packet: m < want})
+	}
+	c.data = d.buf[:n]
+	return nil
+}
+
+// ensureScratch makes the scratch pipe hold at least size bytes (as many
+// slots as the source has). It only grows.
+func (d *dumper) ensureScratch(size int) error {
+	if d.scratch[0] < 0 {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+			return err
+		}
+		d.scratch = p
+		n, err := unix.FcntlInt(uintptr(p[1]), unix.F_GETPIPE_SZ, 0)
+		if err != nil {
+			return err
+		}
+		d.scrSize = n
+	}
+	if d.scrSize >= size {
+		return nil
+	}
+	n, err := unix.FcntlInt(uintptr(d.scratch[1]), unix.F_SETPIPE_SZ, size)
+	if err != nil {
+		return err
+	}
+	d.scrSize = n
+	return nil
+}
+
+func (d *dumper) resetScratch() {
+	for i, fd := range d.scratch {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		d.scratch[i] = -1
+	}
+	d.scrSize = 0
+}
+
+// note queues a note; flushNotes writes the queue where the grammar
+// allows (between fd entries).
+func (d *dumper) note(pid uint32, code uint32, msg string) {
+	d.report.Notes = append(d.report.Notes, msg)
+	d.pending = append(d.pending, format.Note{PID: pid, Code: code, Msg: msg})
+}
+
+func (d *dumper) flushNotes() error {
+	for _, n := range d.pending {
+		if err := d.enc.WriteNote(n); err != nil {
+			return fmt.Errorf("writing snapshot: %w", err)
+		}
+	}
+	d.pending = d.pending[:0]
+	return nil
+}
+
+// resolveTgids maps pids (or thread ids) to their processes, as
+// loader.Preflight does.
+func resolveTgids(pids []int) ([]uint32, error) {
+	var out []uint32
+	seen := map[uint32]bool{}
+	for _, pid := range pids {
+		if pid <= 0 {
+			return nil, fmt.Errorf("pid %d: %w", pid, loader.ErrNoProcess)
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			return nil, fmt.Errorf("pid %d: %w", pid, loader.ErrNoProcess)
+		}
+		tgid := pid
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+				if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+					tgid = n
+				}
+			}
+		}
+		if !seen[uint32(tgid)] {
+			seen[uint32(tgid)] = true
+			out = append(out, uint32(tgid))
+		}
+	}
+	return out, nil
+}
+
+func pidList(tgids []uint32) []int {
+	out := make([]int, len(tgids))
+	for i, t := range tgids {
+		out[i] = int(t)
+	}
+	return out
+}
+
+// kernelHeader describes the running kernel. Unlike the BPF path, the
+// tee path runs on any architecture.
+func kernelHeader() (format.Header, error) {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return format.Header{}, fmt.Errorf("uname: %w", err)
+	}
+	h := format.Header{
+		Time:    time.Now(),
+		Release: unix.ByteSliceToString(u.Release[:]),
+		Version: unix.ByteSliceToString(u.Version[:]),
+		Machine: unix.ByteSliceToString(u.Machine[:]),
+	}
+	switch runtime.GOARCH {
+	case "amd64":
+		h.Arch = format.ArchX86_64
+	case "arm64":
+		h.Arch = format.ArchARM64
+	}
+	var nums [3]uint16
+	for i, part := range strings.SplitN(h.Release, ".", 3) {
+		digits := part
+		if j := strings.IndexFunc(part, func(r rune) bool { return r < '0' || r > '9' }); j >= 0 {
+			digits = part[:j]
+		}
+		n, _ := strconv.Atoi(digits)
+		nums[i] = uint16(n)
+	}
+	h.Major, h.Minor, h.Patch = nums[0], nums[1], nums[2]
+	return h, nil
+}
