@@ -29,35 +29,100 @@ type translation struct {
 }
 
 // calibrate finds the translation and verifies it before any pipe is read.
-// It fills a probe pipe of its own with random bytes, lets the kernel
-// report candidate bases that read back the first 32 of them (kallsyms
-// first where the kernel lists vmemmap_base/page_offset_base, else a search
-// over 1 GiB steps below the probe's own pointers), then captures the probe
-// with each candidate through the real dump path and keeps the first whose
-// every byte matches.
+// It fills a probe pipe of its own with random bytes and lets the kernel
+// report candidate bases that read back the first 32 of them: first a
+// search over 1 GiB steps below the probe's own pointers (the bases are
+// randomized at 1 GiB granularity), then, only if no candidate verifies,
+// the values of vmemmap_base and page_offset_base where /proc/kallsyms
+// lists them (reading kallsyms costs more than the rest of a dump). Each
+// candidate is verified by capturing the probe through the real dump path:
+// the first whose every byte matches is kept.
 func (it *pipeIter) calibrate(pageSize uint32) (translation, error) {
 	maxPFN, err := readMaxPFN()
 	if err != nil {
 		return translation{}, fmt.Errorf("%w: %w", ErrCalibration, err)
 	}
-	pageStruct, err := kernelTypeSize("page")
+	pageStruct, err := it.kernelTypeSize("page")
 	if err != nil {
 		return translation{}, fmt.Errorf("%w: size of struct page: %w", ErrCalibration, err)
 	}
-
 	pr, err := newProbe(pageSize)
 	if err != nil {
 		return translation{}, fmt.Errorf("%w: %w", ErrCalibration, err)
 	}
 	defer pr.close()
-	if err := it.objs.CalibIno.Set(pr.ino); err != nil {
+	// The probe's pipe_inode_info sits at most all of RAM above the base.
+	steps := uint32(maxPFN*uint64(pageSize)>>30) + 2
+	if err := it.objs.CalibSteps.Set(steps); err != nil {
 		return translation{}, err
 	}
-	if err := it.objs.CalibPattern.Set(pr.head); err != nil {
+
+	tried := 0
+	for _, useKallsyms := range []bool{false, true} {
+		if useKallsyms {
+			vm, po, ok := kallsymsBases()
+			if !ok {
+				break
+			}
+			if err := it.setKallsyms(vm, po); err != nil {
+				return translation{}, err
+			}
+		}
+		cands, err := it.candidates(pr)
+		if err != nil {
+			return translation{}, fmt.Errorf("%w: %w", ErrCalibration, err)
+		}
+		for _, c := range cands {
+			if useKallsyms && c.Source != sourceKallsyms {
+				continue // the search's candidates failed already
+			}
+			tried++
+			tr := translation{
+				vmemmapStart: c.VmemmapStart,
+				vmemmapSpan:  maxPFN * pageStruct,
+				directStart:  c.DirectStart,
+				directSpan:   maxPFN * uint64(pageSize),
+				source:       sourceName[c.Source],
+			}
+			if err := it.setTranslation(tr); err != nil {
+				return translation{}, err
+			}
+			ok, err := it.verifyProbe(pr)
+			if err != nil {
+				return translation{}, fmt.Errorf("%w: %w", ErrCalibration, err)
+			}
+			if ok {
+				return tr, nil
+			}
+		}
+	}
+	// Leave nothing usable behind: with zero spans the program reads nothing.
+	if err := it.setTranslation(translation{}); err != nil {
 		return translation{}, err
+	}
+	return translation{}, fmt.Errorf("%w: %d candidate bases, none read back the probe pipe", ErrCalibration, tried)
+}
+
+// Where a candidate came from (ps_calib.source).
+const (
+	sourceKallsyms = 1
+	sourceSearch   = 2
+)
+
+var sourceName = map[uint32]string{sourceKallsyms: "kallsyms", sourceSearch: "search"}
+
+// candidates runs the calibration program over the probe: the base pairs
+// that read back its first 32 bytes, kallsyms' first when it was set.
+func (it *pipeIter) candidates(pr *probe) ([]pipesPsCalib, error) {
+	if err := it.objs.CalibIno.Set(pr.ino); err != nil {
+		return nil, err
+	}
+	defer it.objs.CalibIno.Set(uint64(0))
+	if err := it.objs.CalibPattern.Set(pr.head); err != nil {
+		return nil, err
 	}
 	var cands []pipesPsCalib
-	err = it.read(it.calib, calibRecSize, func(b []byte) error {
+	err := it.read(it.calib, calibRecSize, func(b []byte) error {
 		var c pipesPsCalib
 		if err := decodeRec(b, &c); err != nil {
 			return err
@@ -70,37 +135,49 @@ func (it *pipeIter) calibrate(pageSize uint32) (translation, error) {
 		cands = append(cands, c)
 		return nil
 	})
-	if err != nil {
-		return translation{}, fmt.Errorf("%w: %w", ErrCalibration, err)
-	}
-	if err := it.objs.CalibIno.Set(uint64(0)); err != nil {
-		return translation{}, err
-	}
+	return cands, err
+}
 
-	for _, c := range cands {
-		tr := translation{
-			vmemmapStart: c.VmemmapStart,
-			vmemmapSpan:  maxPFN * pageStruct,
-			directStart:  c.DirectStart,
-			directSpan:   maxPFN * uint64(pageSize),
-			source:       map[uint32]string{1: "kallsyms", 2: "search"}[c.Source],
+func (it *pipeIter) setKallsyms(vmemmapBase, pageOffsetBase uint64) error {
+	if err := it.objs.KsymVmemmapBase.Set(vmemmapBase); err != nil {
+		return err
+	}
+	return it.objs.KsymPageOffsetBase.Set(pageOffsetBase)
+}
+
+// kallsymsBases returns the addresses of the kernel variables vmemmap_base
+// and page_offset_base, where /proc/kallsyms lists them (most distribution
+// kernels; not kernels without data symbols, and not with kptr_restrict
+// hiding addresses).
+func kallsymsBases() (vmemmapBase, pageOffsetBase uint64, ok bool) {
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		return 0, 0, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() && (vmemmapBase == 0 || pageOffsetBase == 0) {
+		// "ffffffff82a0f6a8 D vmemmap_base"
+		line := sc.Bytes()
+		sp := bytes.LastIndexByte(line, ' ')
+		if sp < 0 {
+			continue
 		}
-		if err := it.setTranslation(tr); err != nil {
-			return translation{}, err
+		name := string(line[sp+1:])
+		if name != "vmemmap_base" && name != "page_offset_base" {
+			continue
 		}
-		ok, err := it.verifyProbe(pr)
+		addr, err := strconv.ParseUint(string(line[:bytes.IndexByte(line, ' ')]), 16, 64)
 		if err != nil {
-			return translation{}, fmt.Errorf("%w: %w", ErrCalibration, err)
+			continue
 		}
-		if ok {
-			return tr, nil
+		if name == "vmemmap_base" {
+			vmemmapBase = addr
+		} else {
+			pageOffsetBase = addr
 		}
 	}
-	// Leave nothing usable behind: with zero spans the program reads nothing.
-	if err := it.setTranslation(translation{}); err != nil {
-		return translation{}, err
-	}
-	return translation{}, fmt.Errorf("%w: %d candidate bases, none read back the probe pipe", ErrCalibration, len(cands))
+	return vmemmapBase, pageOffsetBase, vmemmapBase != 0 && pageOffsetBase != 0
 }
 
 // probe is a pipe of pipesnap's own holding two pages of fresh random
@@ -242,9 +319,10 @@ func readMaxPFN() (uint64, error) {
 	return max, nil
 }
 
-// kernelTypeSize is the running kernel's sizeof(struct name), from BTF.
-func kernelTypeSize(name string) (uint64, error) {
-	spec, err := btf.LoadKernelSpec()
+// kernelTypeSize is the running kernel's sizeof(struct name), from the
+// BTF already parsed to load the programs.
+func (it *pipeIter) kernelTypeSize(name string) (uint64, error) {
+	spec, err := it.btf.Kernel()
 	if err != nil {
 		return 0, err
 	}

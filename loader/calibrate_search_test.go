@@ -2,18 +2,18 @@ package loader
 
 import "testing"
 
-// TestCalibrationSearch runs the search alone, ignoring kallsyms: it must
-// find a translation that verifies, and where kallsyms lists the bases
-// (Debian's kernels) the very pair kallsyms gives. calibrate prefers
-// kallsyms, so without this test the search would only ever run on
-// kernels without those symbols.
-func TestCalibrationSearch(t *testing.T) {
+// TestCalibrationSources checks both sources of candidates on their own:
+// the search must find a translation that verifies, and where kallsyms
+// lists the bases (Debian's kernels), kallsyms must give the very pair
+// the search verified. calibrate reads kallsyms only when the search
+// fails, so without this test that path would never run.
+func TestCalibrationSources(t *testing.T) {
 	it := testIter(t)
 	maxPFN, err := readMaxPFN()
 	if err != nil {
 		t.Fatal(err)
 	}
-	pageStruct, err := kernelTypeSize("page")
+	pageStruct, err := it.kernelTypeSize("page")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,36 +22,19 @@ func TestCalibrationSearch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pr.close()
-	if err := it.objs.CalibIno.Set(pr.ino); err != nil {
-		t.Fatal(err)
-	}
-	if err := it.objs.CalibPattern.Set(pr.head); err != nil {
-		t.Fatal(err)
-	}
-	var fromKallsyms *pipesPsCalib
-	var search []pipesPsCalib
-	err = it.read(it.calib, calibRecSize, func(b []byte) error {
-		var c pipesPsCalib
-		if err := decodeRec(b, &c); err != nil {
-			return err
-		}
-		switch c.Source {
-		case 1:
-			fromKallsyms = &c
-		case 2:
-			search = append(search, c)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := it.objs.CalibIno.Set(uint64(0)); err != nil {
+	if err := it.objs.CalibSteps.Set(uint32(maxPFN*4096>>30) + 2); err != nil {
 		t.Fatal(err)
 	}
 
+	search, err := it.candidates(pr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var found *translation
 	for _, c := range search {
+		if c.Source != sourceSearch {
+			t.Errorf("candidate from source %d with no kallsyms set", c.Source)
+		}
 		tr := translation{c.VmemmapStart, maxPFN * pageStruct, c.DirectStart, maxPFN * 4096, "search"}
 		if err := it.setTranslation(tr); err != nil {
 			t.Fatal(err)
@@ -69,12 +52,24 @@ func TestCalibrationSearch(t *testing.T) {
 		t.Fatalf("search: %d candidates read back the first bytes, none verified", len(search))
 	}
 	t.Logf("search verified vmemmap %#x, direct map %#x (%d candidates)", found.vmemmapStart, found.directStart, len(search))
-	if fromKallsyms == nil {
+
+	vm, po, ok := kallsymsBases()
+	if !ok {
 		t.Logf("kallsyms gives no bases on this kernel")
 		return
 	}
-	if fromKallsyms.VmemmapStart != found.vmemmapStart || fromKallsyms.DirectStart != found.directStart {
+	if err := it.setKallsyms(vm, po); err != nil {
+		t.Fatal(err)
+	}
+	cands, err := it.candidates(pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cands) == 0 || cands[0].Source != sourceKallsyms {
+		t.Fatalf("kallsyms lists the bases at %#x, %#x, but gave no candidate that reads the probe", vm, po)
+	}
+	if cands[0].VmemmapStart != found.vmemmapStart || cands[0].DirectStart != found.directStart {
 		t.Errorf("kallsyms gives vmemmap %#x, direct map %#x; the search verified %#x, %#x",
-			fromKallsyms.VmemmapStart, fromKallsyms.DirectStart, found.vmemmapStart, found.directStart)
+			cands[0].VmemmapStart, cands[0].DirectStart, found.vmemmapStart, found.directStart)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
@@ -51,8 +52,9 @@ type pipeIter struct {
 	seq   []byte
 	gen   uint32
 
-	unread   []byte // a ring record looked at but not taken
-	unscoped bool   // the kernel cannot scope iterators to a process
+	btf      *btf.Cache // the kernel's BTF, parsed once per run
+	unread   []byte     // a ring record looked at but not taken
+	unscoped bool       // the kernel cannot scope iterators to a process
 }
 
 func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
@@ -77,8 +79,8 @@ func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
 		}
 	}
 
-	it := &pipeIter{seq: make([]byte, 64<<10)}
-	if err := spec.LoadAndAssign(&it.objs, nil); err != nil {
+	it := &pipeIter{seq: make([]byte, 64<<10), btf: btf.NewCache()}
+	if err := spec.LoadAndAssign(&it.objs, &ebpf.CollectionOptions{Cache: it.btf}); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("loading BPF programs: verifier refused them: %+v", verr)

@@ -84,32 +84,35 @@ type pipesSlot struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	pipesMapPipeScratch   = "pipe_scratch"
-	pipesMapRing          = "ring"
-	pipesMapScratch       = "scratch"
-	pipesMapSeen          = "seen"
-	pipesMapSlots         = "slots"
-	pipesMapTargets       = "targets"
-	pipesProgCalibrate    = "calibrate"
-	pipesProgDumpPipes    = "dump_pipes"
-	pipesVarCalibIno      = "calib_ino"
-	pipesVarCalibPattern  = "calib_pattern"
-	pipesVarCopyData      = "copy_data"
-	pipesVarDirectSpan    = "direct_span"
-	pipesVarDirectStart   = "direct_start"
-	pipesVarFilterTgids   = "filter_tgids"
-	pipesVarMaxAttempts   = "max_attempts"
-	pipesVarOnlyIno       = "only_ino"
-	pipesVarPageSize      = "page_size"
-	pipesVarRunGen        = "run_gen"
-	pipesVarScratchSlots  = "scratch_slots"
-	pipesVarSelfTgid      = "self_tgid"
-	pipesVarUnusedPsBuf   = "unused_ps_buf"
-	pipesVarUnusedPsCalib = "unused_ps_calib"
-	pipesVarUnusedPsFd    = "unused_ps_fd"
-	pipesVarUnusedPsPipe  = "unused_ps_pipe"
-	pipesVarVmemmapSpan   = "vmemmap_span"
-	pipesVarVmemmapStart  = "vmemmap_start"
+	pipesMapPipeScratch        = "pipe_scratch"
+	pipesMapRing               = "ring"
+	pipesMapScratch            = "scratch"
+	pipesMapSeen               = "seen"
+	pipesMapSlots              = "slots"
+	pipesMapTargets            = "targets"
+	pipesProgCalibrate         = "calibrate"
+	pipesProgDumpPipes         = "dump_pipes"
+	pipesVarCalibIno           = "calib_ino"
+	pipesVarCalibPattern       = "calib_pattern"
+	pipesVarCalibSteps         = "calib_steps"
+	pipesVarCopyData           = "copy_data"
+	pipesVarDirectSpan         = "direct_span"
+	pipesVarDirectStart        = "direct_start"
+	pipesVarFilterTgids        = "filter_tgids"
+	pipesVarKsymPageOffsetBase = "ksym_page_offset_base"
+	pipesVarKsymVmemmapBase    = "ksym_vmemmap_base"
+	pipesVarMaxAttempts        = "max_attempts"
+	pipesVarOnlyIno            = "only_ino"
+	pipesVarPageSize           = "page_size"
+	pipesVarRunGen             = "run_gen"
+	pipesVarScratchSlots       = "scratch_slots"
+	pipesVarSelfTgid           = "self_tgid"
+	pipesVarUnusedPsBuf        = "unused_ps_buf"
+	pipesVarUnusedPsCalib      = "unused_ps_calib"
+	pipesVarUnusedPsFd         = "unused_ps_fd"
+	pipesVarUnusedPsPipe       = "unused_ps_pipe"
+	pipesVarVmemmapSpan        = "vmemmap_span"
+	pipesVarVmemmapStart       = "vmemmap_start"
 )
 
 // loadPipes returns the embedded CollectionSpec for pipes.
@@ -174,24 +177,27 @@ type pipesMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pipesVariableSpecs struct {
-	CalibIno      *ebpf.VariableSpec `ebpf:"calib_ino"`
-	CalibPattern  *ebpf.VariableSpec `ebpf:"calib_pattern"`
-	CopyData      *ebpf.VariableSpec `ebpf:"copy_data"`
-	DirectSpan    *ebpf.VariableSpec `ebpf:"direct_span"`
-	DirectStart   *ebpf.VariableSpec `ebpf:"direct_start"`
-	FilterTgids   *ebpf.VariableSpec `ebpf:"filter_tgids"`
-	MaxAttempts   *ebpf.VariableSpec `ebpf:"max_attempts"`
-	OnlyIno       *ebpf.VariableSpec `ebpf:"only_ino"`
-	PageSize      *ebpf.VariableSpec `ebpf:"page_size"`
-	RunGen        *ebpf.VariableSpec `ebpf:"run_gen"`
-	ScratchSlots  *ebpf.VariableSpec `ebpf:"scratch_slots"`
-	SelfTgid      *ebpf.VariableSpec `ebpf:"self_tgid"`
-	UnusedPsBuf   *ebpf.VariableSpec `ebpf:"unused_ps_buf"`
-	UnusedPsCalib *ebpf.VariableSpec `ebpf:"unused_ps_calib"`
-	UnusedPsFd    *ebpf.VariableSpec `ebpf:"unused_ps_fd"`
-	UnusedPsPipe  *ebpf.VariableSpec `ebpf:"unused_ps_pipe"`
-	VmemmapSpan   *ebpf.VariableSpec `ebpf:"vmemmap_span"`
-	VmemmapStart  *ebpf.VariableSpec `ebpf:"vmemmap_start"`
+	CalibIno           *ebpf.VariableSpec `ebpf:"calib_ino"`
+	CalibPattern       *ebpf.VariableSpec `ebpf:"calib_pattern"`
+	CalibSteps         *ebpf.VariableSpec `ebpf:"calib_steps"`
+	CopyData           *ebpf.VariableSpec `ebpf:"copy_data"`
+	DirectSpan         *ebpf.VariableSpec `ebpf:"direct_span"`
+	DirectStart        *ebpf.VariableSpec `ebpf:"direct_start"`
+	FilterTgids        *ebpf.VariableSpec `ebpf:"filter_tgids"`
+	KsymPageOffsetBase *ebpf.VariableSpec `ebpf:"ksym_page_offset_base"`
+	KsymVmemmapBase    *ebpf.VariableSpec `ebpf:"ksym_vmemmap_base"`
+	MaxAttempts        *ebpf.VariableSpec `ebpf:"max_attempts"`
+	OnlyIno            *ebpf.VariableSpec `ebpf:"only_ino"`
+	PageSize           *ebpf.VariableSpec `ebpf:"page_size"`
+	RunGen             *ebpf.VariableSpec `ebpf:"run_gen"`
+	ScratchSlots       *ebpf.VariableSpec `ebpf:"scratch_slots"`
+	SelfTgid           *ebpf.VariableSpec `ebpf:"self_tgid"`
+	UnusedPsBuf        *ebpf.VariableSpec `ebpf:"unused_ps_buf"`
+	UnusedPsCalib      *ebpf.VariableSpec `ebpf:"unused_ps_calib"`
+	UnusedPsFd         *ebpf.VariableSpec `ebpf:"unused_ps_fd"`
+	UnusedPsPipe       *ebpf.VariableSpec `ebpf:"unused_ps_pipe"`
+	VmemmapSpan        *ebpf.VariableSpec `ebpf:"vmemmap_span"`
+	VmemmapStart       *ebpf.VariableSpec `ebpf:"vmemmap_start"`
 }
 
 // pipesObjects contains all objects after they have been loaded into the kernel.
@@ -237,24 +243,27 @@ func (m *pipesMaps) Close() error {
 //
 // It can be passed to loadPipesObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pipesVariables struct {
-	CalibIno      *ebpf.Variable `ebpf:"calib_ino"`
-	CalibPattern  *ebpf.Variable `ebpf:"calib_pattern"`
-	CopyData      *ebpf.Variable `ebpf:"copy_data"`
-	DirectSpan    *ebpf.Variable `ebpf:"direct_span"`
-	DirectStart   *ebpf.Variable `ebpf:"direct_start"`
-	FilterTgids   *ebpf.Variable `ebpf:"filter_tgids"`
-	MaxAttempts   *ebpf.Variable `ebpf:"max_attempts"`
-	OnlyIno       *ebpf.Variable `ebpf:"only_ino"`
-	PageSize      *ebpf.Variable `ebpf:"page_size"`
-	RunGen        *ebpf.Variable `ebpf:"run_gen"`
-	ScratchSlots  *ebpf.Variable `ebpf:"scratch_slots"`
-	SelfTgid      *ebpf.Variable `ebpf:"self_tgid"`
-	UnusedPsBuf   *ebpf.Variable `ebpf:"unused_ps_buf"`
-	UnusedPsCalib *ebpf.Variable `ebpf:"unused_ps_calib"`
-	UnusedPsFd    *ebpf.Variable `ebpf:"unused_ps_fd"`
-	UnusedPsPipe  *ebpf.Variable `ebpf:"unused_ps_pipe"`
-	VmemmapSpan   *ebpf.Variable `ebpf:"vmemmap_span"`
-	VmemmapStart  *ebpf.Variable `ebpf:"vmemmap_start"`
+	CalibIno           *ebpf.Variable `ebpf:"calib_ino"`
+	CalibPattern       *ebpf.Variable `ebpf:"calib_pattern"`
+	CalibSteps         *ebpf.Variable `ebpf:"calib_steps"`
+	CopyData           *ebpf.Variable `ebpf:"copy_data"`
+	DirectSpan         *ebpf.Variable `ebpf:"direct_span"`
+	DirectStart        *ebpf.Variable `ebpf:"direct_start"`
+	FilterTgids        *ebpf.Variable `ebpf:"filter_tgids"`
+	KsymPageOffsetBase *ebpf.Variable `ebpf:"ksym_page_offset_base"`
+	KsymVmemmapBase    *ebpf.Variable `ebpf:"ksym_vmemmap_base"`
+	MaxAttempts        *ebpf.Variable `ebpf:"max_attempts"`
+	OnlyIno            *ebpf.Variable `ebpf:"only_ino"`
+	PageSize           *ebpf.Variable `ebpf:"page_size"`
+	RunGen             *ebpf.Variable `ebpf:"run_gen"`
+	ScratchSlots       *ebpf.Variable `ebpf:"scratch_slots"`
+	SelfTgid           *ebpf.Variable `ebpf:"self_tgid"`
+	UnusedPsBuf        *ebpf.Variable `ebpf:"unused_ps_buf"`
+	UnusedPsCalib      *ebpf.Variable `ebpf:"unused_ps_calib"`
+	UnusedPsFd         *ebpf.Variable `ebpf:"unused_ps_fd"`
+	UnusedPsPipe       *ebpf.Variable `ebpf:"unused_ps_pipe"`
+	VmemmapSpan        *ebpf.Variable `ebpf:"vmemmap_span"`
+	VmemmapStart       *ebpf.Variable `ebpf:"vmemmap_start"`
 }
 
 // pipesPrograms contains all programs after they have been loaded into the kernel.

@@ -57,10 +57,16 @@ __u64 only_ino = 0;
 /* Calibration: the probe pipe's inode and the first 32 bytes it holds. */
 __u64 calib_ino = 0;
 __u64 calib_pattern[4] = {};
-
-/* Present in kallsyms on most distribution kernels, absent here: then 0. */
-extern void vmemmap_base __ksym __weak;
-extern void page_offset_base __ksym __weak;
+/* GiB steps below the probe's pipe pointer to try as direct-map base. */
+__u32 calib_steps = 64;
+/*
+ * Addresses of the kernel's vmemmap_base and page_offset_base variables,
+ * where the loader found them in /proc/kallsyms; 0 otherwise. (Read by
+ * the loader only when the search fails: parsing kallsyms costs more than
+ * the rest of a dump.)
+ */
+__u64 ksym_vmemmap_base = 0;
+__u64 ksym_page_offset_base = 0;
 
 struct slot {
 	__u64 page;
@@ -477,7 +483,7 @@ static __always_inline int try_pair(struct calib_ctx *c, __u64 vm, __u64 dm)
 
 static long try_candidate(__u32 i, struct calib_ctx *c)
 {
-	/* vmemmap: the page's GiB or the one below; direct map: 64 GiB down. */
+	/* vmemmap: the page's GiB or the one below; direct map: calib_steps GiB down. */
 	__u64 vm = (c->page & ~(GIB - 1)) - (__u64)(i & 1) * GIB;
 	__u64 dm = (c->pipe & ~(GIB - 1)) - (__u64)(i >> 1) * GIB;
 	struct ps_calib rec = {};
@@ -521,11 +527,11 @@ int calibrate(struct bpf_iter__task_file *ctx)
 	c.pipe = (__u64)pipe;
 	c.seq = ctx->meta->seq;
 
-	if (&vmemmap_base && &page_offset_base) {
+	if (ksym_vmemmap_base && ksym_page_offset_base) {
 		__u64 vm = 0, dm = 0;
 
-		bpf_probe_read_kernel(&vm, sizeof(vm), &vmemmap_base);
-		bpf_probe_read_kernel(&dm, sizeof(dm), &page_offset_base);
+		bpf_probe_read_kernel(&vm, sizeof(vm), (void *)ksym_vmemmap_base);
+		bpf_probe_read_kernel(&dm, sizeof(dm), (void *)ksym_page_offset_base);
 		if (try_pair(&c, vm, dm)) {
 			struct ps_calib rec = {
 				.vmemmap_start = vm,
@@ -538,6 +544,6 @@ int calibrate(struct bpf_iter__task_file *ctx)
 			bpf_seq_write(c.seq, &rec, sizeof(rec));
 		}
 	}
-	bpf_loop(128, try_candidate, &c, 0);
+	bpf_loop(2 * calib_steps, try_candidate, &c, 0);
 	return 0;
 }
