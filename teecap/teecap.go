@@ -100,8 +100,34 @@ func Preflight(opts loader.Options) ([]uint32, error) {
 	if opts.Freeze && opts.All {
 		return nil, loader.ErrFreezeAll
 	}
-	return resolveTgids(opts.PIDs)
+	targets, err := resolveTgids(opts.PIDs)
+	if err != nil {
+		return nil, err
+	}
+	// A process asked for by pid must be readable: with --all an
+	// unreadable one is a note, here it would be a silent gap.
+	for _, tgid := range targets {
+		pidfd, err := unix.PidfdOpen(int(tgid), 0)
+		if err == nil {
+			var fd int
+			fd, err = unix.PidfdGetfd(pidfd, 0, 0)
+			if err == nil {
+				unix.Close(fd)
+			} else if errors.Is(err, unix.EBADF) {
+				err = nil // fd 0 is closed: the right to take fds is what counts
+			}
+			unix.Close(pidfd)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("pid %d: taking its fds: %w (%w)", tgid, err, ErrNotPermitted)
+		}
+	}
+	return targets, nil
 }
+
+// ErrNotPermitted means a requested process's fds cannot be taken: the
+// tee method needs to be that process's user, or CAP_SYS_PTRACE.
+var ErrNotPermitted = errors.New("the tee method needs root, CAP_SYS_PTRACE or the same user")
 
 // Dump walks the chosen processes' pipes and FIFOs through /proc and
 // writes the pipesnap stream to w, one pipe at a time, as loader.Dump

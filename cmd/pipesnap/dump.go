@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pipesnap/pipesnap/loader"
+	"github.com/pipesnap/pipesnap/teecap"
 )
 
 type dumpConfig struct {
@@ -24,6 +25,7 @@ type dumpConfig struct {
 	strict bool
 	force  bool
 	freeze bool
+	method string
 }
 
 func dumpCommand() *cli.Command {
@@ -52,6 +54,7 @@ The snapshot is written to a temporary file next to FILE, mode 0600
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the snapshot to `FILE` (- for stdout)"},
 			&cli.BoolFlag{Name: "strict", Usage: "exit with status 1 if any pipe is torn or incomplete"},
 			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "replace FILE if it exists"},
+			&cli.StringFlag{Name: "method", Value: "auto", Usage: "`METHOD` of capture: bpf (kernel iterator), tee (user space: pidfd_getfd + tee(2); sees no buffer offsets, ring or counts), or auto (bpf, falling back to tee when BPF is unavailable)"},
 			&cli.BoolFlag{Name: "freeze", Usage: "stop the processes (SIGSTOP) during the walk for a consistent cut; they are resumed on every way out"},
 		},
 		OnUsageError: onUsageError,
@@ -59,12 +62,14 @@ The snapshot is written to a temporary file next to FILE, mode 0600
 			if c.NArg() > 0 {
 				return usagef("dump takes no arguments (got %q): use --pid or --all, and -o FILE", c.Args().First())
 			}
-			cfg := dumpConfig{pids: c.IntSlice("pid"), all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force"), freeze: c.Bool("freeze")}
+			cfg := dumpConfig{pids: c.IntSlice("pid"), all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force"), freeze: c.Bool("freeze"), method: c.String("method")}
 			switch {
 			case cfg.all == (len(cfg.pids) > 0):
 				return usagef("dump needs either --pid PID (one or more) or --all")
 			case cfg.output == "":
 				return usagef("dump needs -o FILE (- for stdout)")
+			case cfg.method != "auto" && cfg.method != "bpf" && cfg.method != "tee":
+				return usagef("--method is bpf, tee or auto, not %q", cfg.method)
 			case cfg.freeze && cfg.all:
 				return usagef("--freeze takes --pid: freezing every process would stop the machine")
 			}
@@ -79,16 +84,26 @@ func runDump(cfg dumpConfig) error {
 
 	opts := loader.Options{PIDs: cfg.pids, All: cfg.all, Freeze: cfg.freeze}
 	// Say what is missing before creating any file.
-	if _, err := loader.Preflight(opts); err != nil {
+	method, err := chooseMethod(cfg.method, opts)
+	if err != nil {
 		return dumpError(err)
 	}
 	var report *loader.Report
 	write := func(w io.Writer) error {
 		var err error
-		report, err = loader.Dump(ctx, w, opts)
+		if method == "bpf" {
+			cw := &countingWriter{w: w}
+			report, err = loader.Dump(ctx, cw, opts)
+			if err == nil || cfg.method != "auto" || cw.n > 0 || ctx.Err() != nil {
+				return err
+			}
+			// Nothing written yet (loading or calibration failed): the
+			// user-space method can still take the snapshot.
+			fmt.Fprintf(os.Stderr, "pipesnap: the BPF method failed (%v): using the tee method\n", err)
+		}
+		report, err = teecap.Dump(ctx, w, opts)
 		return err
 	}
-	var err error
 	if cfg.output == "-" {
 		opts.ExcludeIno = pipeIno(os.Stdout)
 		err = write(os.Stdout)
@@ -118,6 +133,39 @@ func runDump(cfg dumpConfig) error {
 		return exitStatus{1, fmt.Errorf("%d pipes torn or incomplete (--strict)", len(report.Problems))}
 	}
 	return nil
+}
+
+// chooseMethod checks what the method needs and, for auto, picks bpf
+// where it can run and tee otherwise, saying so.
+func chooseMethod(method string, opts loader.Options) (string, error) {
+	if method == "tee" {
+		_, err := teecap.Preflight(opts)
+		return "tee", err
+	}
+	_, err := loader.Preflight(opts)
+	if err == nil || method == "bpf" {
+		return "bpf", err
+	}
+	if errors.Is(err, loader.ErrPermission) || errors.Is(err, loader.ErrNoBTF) || errors.Is(err, loader.ErrNotSupported) {
+		if _, teeErr := teecap.Preflight(opts); teeErr != nil {
+			return "", err
+		}
+		fmt.Fprintf(os.Stderr, "pipesnap: BPF unavailable (%v): using the tee method\n", err)
+		return "tee", nil
+	}
+	return "", err
+}
+
+// countingWriter tells whether anything was written.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // dumpError says what to do about the failures people meet first.

@@ -415,3 +415,57 @@ func TestDumpInterrupted(t *testing.T) {
 		}
 	}
 }
+
+// TestDumpMethods: --method tee takes the same bytes from user space, and
+// auto falls back to it, saying so, where BPF is not allowed (here: a
+// user without capabilities dumping a process of its own).
+func TestDumpMethods(t *testing.T) {
+	requireBPF(t)
+	const data = "bytes for the tee method\n"
+	pid, ino := stuckReader(t, data)
+	snap := filepath.Join(t.TempDir(), "tee.snap")
+	if _, stderr, code := run(t, "dump", "--method", "tee", "--pid", strconv.Itoa(pid), "-o", snap); code != 0 {
+		t.Fatalf("dump --method tee: exit %d, %q", code, stderr)
+	}
+	out, stderr, code := run(t, "cat", "--ino", strconv.FormatUint(ino, 10), snap)
+	if code != 0 || out != data {
+		t.Errorf("cat of a tee snapshot: exit %d, %q, %q", code, out, stderr)
+	}
+	if _, stderr, code := run(t, "dump", "--method", "nope", "--all", "-o", snap); code != 2 || !strings.Contains(stderr, "bpf, tee or auto") {
+		t.Errorf("--method nope: exit %d, %q", code, stderr)
+	}
+
+	// A process of uid 65534, dumped by uid 65534 without capabilities.
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir), filepath.Dir(pipesnapBin)} {
+		if err := os.Chmod(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.WriteString(data)
+	w.Close()
+	sleeper := exec.Command("sleep", "60")
+	sleeper.Stdin, sleeper.SysProcAttr = r, nobody
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	own := filepath.Join(dir, "own.snap")
+	cmd := exec.Command(pipesnapBin, "dump", "--pid", strconv.Itoa(sleeper.Process.Pid), "-o", own)
+	cmd.SysProcAttr = nobody
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Run(); err != nil || !strings.Contains(errb.String(), "using the tee method") {
+		t.Fatalf("auto without BPF: %v, %q", err, errb.String())
+	}
+	out, _, _ = run(t, "inspect", "--json", own)
+	if !strings.Contains(out, fmt.Sprintf(`"bytes": %d`, len(data))) {
+		t.Errorf("auto fallback snapshot lacks the %d bytes:\n%s", len(data), out)
+	}
+}
