@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/pipesnap
 
-.PHONY: all build deps generate check-generated test demo fuzz clean
+.PHONY: all build deps generate check-generated test test-kernels demo fuzz clean
 
 all: build
 
@@ -13,10 +13,11 @@ deps:
 	scripts/deps.sh
 
 # Regenerates bpf/vmlinux.h (from the running kernel) and the bpf2go
-# outputs in loader/ (Go bindings and the BPF object). Commit the result.
+# outputs (Go bindings and BPF objects) of every BPF component: loader/
+# (bpf/pipes) and pipestate/ (bpf/pipestate). Commit the result.
 generate: deps
 	scripts/gen-vmlinux.sh
-	cd loader && $(GO) generate ./...
+	$(GO) generate ./loader/... ./pipestate/...
 
 check-generated: deps
 	scripts/check-generated.sh
@@ -26,6 +27,12 @@ check-generated: deps
 test: deps check-generated
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+
+# The loader's BPF tests on Debian's 6.1 and 6.12 kernels in QEMU (no KVM
+# needed), one VM per config; KERNELS=6.12 runs a subset. Needs root to
+# install qemu-system-x86, busybox-static and cpio when they are missing.
+test-kernels:
+	GO=$(GO) scripts/test-kernels.sh $(KERNELS)
 
 # Measures the BPF dump against the user-space tee path and a /proc walk
 # on workloads of its own (bench/README.md) and writes bench/results.md;

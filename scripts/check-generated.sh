@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fails when the committed BPF outputs (bpf/vmlinux.h, loader/pipes_bpfel.*)
-# are not what `make generate` produces from the committed sources.
+# Fails when the committed BPF outputs (bpf/vmlinux.h and every bpf2go
+# output, *_bpfel.go and *_bpfel.o, wherever it lives) are not what
+# `make generate` produces from the committed sources.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
@@ -20,12 +21,33 @@ else
 	echo "check-generated: bpf/vmlinux.h was made on Linux $made_on, this is $(uname -r): not compared" >&2
 fi
 
-cp loader/pipes_bpfel.go loader/pipes_bpfel.o "$tmp/"
-(cd loader && go generate ./...)
-for f in pipes_bpfel.go pipes_bpfel.o; do
-	if ! cmp -s "$tmp/$f" "loader/$f"; then
-		echo "check-generated: loader/$f is stale: run make generate and commit it" >&2
-		cp "$tmp/$f" "loader/$f"
+# Every bpf2go output in the tree (tracked, or new and not ignored), and
+# every package that generates some: a component whose outputs were
+# never added is caught too.
+mapfile -t outputs < <(git ls-files --cached --others --exclude-standard -- '*_bpfel.go' '*_bpfel.o')
+mapfile -t dirs < <({
+	for f in "${outputs[@]}"; do dirname "$f"; done
+	git grep -l --untracked -e 'go:generate go tool bpf2go' -- '*.go' | xargs -r -n1 dirname
+} | sort -u)
+if [ ${#dirs[@]} -eq 0 ]; then
+	echo "check-generated: no bpf2go component found" >&2
+	exit 1
+fi
+for f in "${outputs[@]}"; do
+	mkdir -p "$tmp/committed/$(dirname "$f")"
+	cp "$f" "$tmp/committed/$f"
+done
+for d in "${dirs[@]}"; do
+	(cd "$d" && go generate .)
+done
+mapfile -t made < <(git ls-files --cached --others --exclude-standard -- '*_bpfel.go' '*_bpfel.o')
+for f in "${made[@]}"; do
+	if [ ! -e "$tmp/committed/$f" ]; then
+		echo "check-generated: $f was missing: run make generate and commit it" >&2
+		status=1
+	elif ! cmp -s "$tmp/committed/$f" "$f"; then
+		echo "check-generated: $f is stale: run make generate and commit it" >&2
+		cp "$tmp/committed/$f" "$f"
 		status=1
 	fi
 done

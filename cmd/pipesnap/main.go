@@ -32,7 +32,13 @@ Examples:
    pipesnap dump --all -o - | gzip > all.gz  # every process's pipes
    pipesnap inspect stuck.snap               # who holds what, how full
    pipesnap cat --ino 4711 stuck.snap | hexdump -C`,
-		Commands:        []*cli.Command{dumpCommand(), inspectCommand(), catCommand(), restoreCommand()},
+		Commands: []*cli.Command{
+			dumpCommand(), inspectCommand(), catCommand(), restoreCommand(),
+			lsCommand(),
+			diagnoseCommand(),
+			watchCommand(),
+			serveCommand(),
+		},
 		OnUsageError:    onUsageError,
 		ExitErrHandler:  func(*cli.Context, error) {}, // main decides the exit status
 		HideHelpCommand: true,

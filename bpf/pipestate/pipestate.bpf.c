@@ -1,0 +1,386 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * pipestate.bpf.c: walk the open files of tasks (iter/task_file), keep
+ * pipes and FIFOs, and report each (task, fd) with the pipe's state:
+ * head, tail, how many bytes the buffers hold, who waits on its two wait
+ * queues. Metadata only: no page is ever read, so a walk is cheap enough
+ * to run every second.
+ *
+ * Blocked or not comes from the kernel, not from a guess. A task that
+ * sleeps in pipe_read (or splice) waiting for data is on pipe->rd_wait,
+ * one waiting for room in pipe_write on pipe->wr_wait, with an entry whose
+ * private is its task_struct. So each entry of both queues (bounded) is
+ * compared with the threads of the process whose fd is visited: the
+ * iterator visits one task per files table, and the thread that sleeps
+ * may be any thread of the process, so the process's thread list is
+ * walked (bounded). A match is a blocked thread; poll/select and epoll
+ * entries are told apart by their wake function and reported as such,
+ * never as blocked.
+ */
+#include "../vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "pipestate.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define S_IFMT 00170000
+#define S_IFIFO 0010000
+#define PIPEFS_MAGIC 0x50495045
+
+/* Configuration, fixed at load time. */
+const volatile __u32 self_tgid = 0;		/* pipesnap itself: never reported */
+const volatile bool filter_tgids = false;	/* only tgids in the targets map */
+const volatile __u32 max_threads = 4096;	/* threads compared per (task, fd) */
+const volatile __u32 max_attempts = 3;		/* reads of a moving pipe */
+
+/*
+ * Wake functions, from kallsyms (0 where missing). A task sleeping in
+ * wait_event*() has autoremove_wake_function; poll/select entries have
+ * pollwake, epoll's ep_poll_callback. Without them, only entries whose
+ * private is one of the process's threads are known for what they are.
+ */
+extern void autoremove_wake_function __ksym __weak;
+extern void default_wake_function __ksym __weak;
+extern void woken_wake_function __ksym __weak;
+extern void pollwake __ksym __weak;
+extern void ep_poll_callback __ksym __weak;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} targets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pst_fd);
+} rec_scratch SEC(".maps");
+
+/*
+ * Counters of a walk of the waiters, kept in a map value rather than on
+ * the stack: the verifier does not follow their exact values, so the
+ * loops below verify once instead of once per possible count.
+ */
+struct work {
+	__u64 node;	/* the thread_node list_head of the next thread */
+	__u64 head;	/* &signal->thread_head: the end of the list */
+	__u32 left;	/* candidates not matched yet */
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct work);
+} work_scratch SEC(".maps");
+
+/* Referenced so the record types are in BTF for bpf2go -type. */
+const struct pst_fd *unused_pst_fd __attribute__((unused));
+const struct pst_waiter *unused_pst_waiter __attribute__((unused));
+const struct pst_slot *unused_pst_slot __attribute__((unused));
+
+/* The kind of an entry still to be compared with the process's threads. */
+#define W_CANDIDATE 0
+
+static __always_inline struct pst_fd *scratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&rec_scratch, &zero);
+}
+
+static __always_inline struct work *work(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&work_scratch, &zero);
+}
+
+static __always_inline __u32 read_head(struct pipe_inode_info *pipe)
+{
+	return BPF_CORE_READ_BITFIELD_PROBED(pipe, head);
+}
+
+static __always_inline __u32 read_tail(struct pipe_inode_info *pipe)
+{
+	return BPF_CORE_READ_BITFIELD_PROBED(pipe, tail);
+}
+
+struct sum_ctx {
+	struct pipe_buffer *bufs;
+	__u64 bytes;
+	__u32 tail;
+	__u32 mask;
+};
+
+/* sum_one adds buffer i (ring index tail+i) and keeps the first slots. */
+static long sum_one(__u32 i, struct sum_ctx *c)
+{
+	struct pipe_buffer *b = (void *)c->bufs +
+		(__u64)((c->tail + i) & c->mask) * bpf_core_type_size(struct pipe_buffer);
+	__u32 len = BPF_CORE_READ(b, len);
+	struct pst_fd *r;
+
+	c->bytes += len;
+	if (i < PST_SLOTS) {
+		r = scratch();
+		if (!r)
+			return 1;
+		r->slots[i].offset = BPF_CORE_READ(b, offset);
+		r->slots[i].len = len;
+	}
+	return 0;
+}
+
+/* read_ring fills head, tail, bytes and slots, again while they move. */
+static __always_inline void read_ring(struct pst_fd *r, struct pipe_inode_info *pipe)
+{
+	struct sum_ctx c = {};
+	__u32 attempt, head = 0, tail = 0, nbufs, ring_size;
+
+	c.bufs = BPF_CORE_READ(pipe, bufs);
+	ring_size = BPF_CORE_READ(pipe, ring_size);
+	c.mask = ring_size - 1;
+	for (attempt = 1; attempt <= 8; attempt++) {
+		if (attempt > max_attempts)
+			break;
+		r->attempts = attempt;
+		r->status &= ~(PST_STATUS_MOVED | PST_STATUS_BAD_RING);
+		head = read_head(pipe);
+		tail = read_tail(pipe);
+		nbufs = head - tail;
+		c.tail = tail;
+		c.bytes = 0;
+		if (!ring_size || nbufs > ring_size || ring_size & (ring_size - 1)) {
+			r->status |= PST_STATUS_BAD_RING;
+			nbufs = 0;
+		} else {
+			bpf_loop(nbufs, sum_one, &c, 0);
+		}
+		r->head = head;
+		r->tail = tail;
+		r->nbufs = nbufs;
+		r->bytes = c.bytes;
+		if (read_head(pipe) == head && read_tail(pipe) == tail)
+			break;
+		r->status |= PST_STATUS_MOVED;
+	}
+}
+
+static __always_inline bool is_fn(__u64 fn, void *sym)
+{
+	return sym && fn == (__u64)sym;
+}
+
+static __always_inline void fill_task(struct pst_waiter *w, struct task_struct *t)
+{
+	w->tid = BPF_CORE_READ(t, pid);
+	w->tgid = BPF_CORE_READ(t, tgid);
+	w->state = BPF_CORE_READ(t, __state);
+	BPF_CORE_READ_STR_INTO(&w->comm, t, comm);
+}
+
+struct queue_ctx {
+	__u64 head;	/* &wq->head: the end of the list */
+	__u64 pos;	/* the next entry's list_head */
+	__u8 queue;
+};
+
+/*
+ * queue_entry records one entry of a wait queue, classified by its wake
+ * function where kallsyms told them. An entry that may be a sleeping
+ * task is left as a candidate for the comparison with the threads.
+ */
+static long queue_entry(__u32 i, struct queue_ctx *c)
+{
+	bool known = &autoremove_wake_function != 0;
+	struct wait_queue_entry *e;
+	struct pst_waiter *w;
+	struct pst_fd *r;
+	struct work *k;
+	__u64 priv, fn;
+	__u32 n;
+
+	if (!c->pos || c->pos == c->head)
+		return 1;
+	r = scratch();
+	k = work();
+	if (!r || !k)
+		return 1;
+	n = r->nwaiters;
+	if (n >= PST_MAX_WAITERS) {
+		r->status |= PST_STATUS_WAITERS_TRUNC;
+		return 1;
+	}
+	w = &r->waiters[n];
+	e = (void *)c->pos - bpf_core_field_offset(struct wait_queue_entry, entry);
+	priv = (__u64)BPF_CORE_READ(e, private);
+	fn = (__u64)BPF_CORE_READ(e, func);
+	w->entry = (__u64)e;
+	w->private = priv;
+	w->flags = BPF_CORE_READ(e, flags);
+	w->queue = c->queue;
+	w->tid = 0;
+	w->tgid = 0;
+	w->state = 0;
+	w->comm[0] = 0;
+	if (is_fn(fn, &ep_poll_callback)) {
+		w->kind = PST_W_EPOLL;
+	} else if (priv && is_fn(fn, &pollwake)) {
+		struct poll_wqueues *pq = (void *)priv;
+
+		w->kind = PST_W_POLL;
+		fill_task(w, BPF_CORE_READ(pq, polling_task));
+	} else if (priv && (!known || is_fn(fn, &autoremove_wake_function) ||
+			    is_fn(fn, &default_wake_function) ||
+			    is_fn(fn, &woken_wake_function))) {
+		w->kind = W_CANDIDATE;
+		k->left++;
+	} else {
+		w->kind = PST_W_OTHER;
+	}
+	r->nwaiters = n + 1;
+	c->pos = (__u64)BPF_CORE_READ(e, entry.next);
+	return 0;
+}
+
+/* walk_queue records the entries of one wait queue. */
+static __always_inline void walk_queue(struct wait_queue_head *wq, __u8 queue)
+{
+	struct queue_ctx c = {
+		.head = (__u64)&wq->head,
+		.pos = (__u64)BPF_CORE_READ(wq, head.next),
+		.queue = queue,
+	};
+
+	bpf_loop(PST_MAX_WAITERS + 1, queue_entry, &c, 0);
+}
+
+/* match_thread compares one thread of the process with the candidates. */
+static long match_thread(__u32 i, void *unused)
+{
+	struct task_struct *t;
+	struct pst_fd *r = scratch();
+	struct work *k = work();
+	__u32 j;
+
+	if (!r || !k || !k->node || k->node == k->head || !k->left)
+		return 1;
+	t = (void *)k->node - bpf_core_field_offset(struct task_struct, thread_node);
+	for (j = 0; j < PST_MAX_WAITERS; j++) {
+		struct pst_waiter *w = &r->waiters[j];
+
+		if (w->kind != W_CANDIDATE || w->private != (__u64)t || j >= r->nwaiters)
+			continue;
+		w->kind = PST_W_THREAD;
+		fill_task(w, t);
+		k->left--;
+	}
+	k->node = (__u64)BPF_CORE_READ(t, thread_node.next);
+	return 0;
+}
+
+/*
+ * read_waiters walks both wait queues, then the process's threads to find
+ * which candidates are its own blocked threads. What is left is a task of
+ * another process (when its wake function says it is a task) or unknown.
+ */
+static __always_inline void read_waiters(struct pst_fd *r, struct pipe_inode_info *pipe,
+					 struct task_struct *task)
+{
+	struct signal_struct *sig = BPF_CORE_READ(task, signal);
+	bool known = &autoremove_wake_function != 0;
+	struct work *k = work();
+	__u32 j;
+
+	if (!k)
+		return;
+	k->left = 0;
+	walk_queue(&pipe->rd_wait, PST_QUEUE_READ);
+	walk_queue(&pipe->wr_wait, PST_QUEUE_WRITE);
+	if (!k->left)
+		return;
+	k->head = (__u64)&sig->thread_head;
+	k->node = (__u64)BPF_CORE_READ(sig, thread_head.next);
+	bpf_loop(max_threads, match_thread, NULL, 0);
+	if (k->left && k->node && k->node != k->head)
+		r->status |= PST_STATUS_THREADS_TRUNC;
+	for (j = 0; j < PST_MAX_WAITERS; j++) {
+		struct pst_waiter *w = &r->waiters[j];
+
+		if (w->kind != W_CANDIDATE || j >= r->nwaiters)
+			continue;
+		if (known) {
+			w->kind = PST_W_TASK;
+			fill_task(w, (struct task_struct *)w->private);
+		} else {
+			w->kind = PST_W_OTHER;
+		}
+	}
+}
+
+SEC("iter/task_file")
+int pipe_state(struct bpf_iter__task_file *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct pipe_inode_info *pipe;
+	struct inode *inode;
+	struct pst_fd *r;
+	__u32 tgid;
+
+	if (!task || !file)
+		return 0;
+	tgid = task->tgid;
+	if (tgid == self_tgid)
+		return 0;
+	if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
+		return 0;
+	inode = BPF_CORE_READ(file, f_inode);
+	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFIFO)
+		return 0;
+	pipe = BPF_CORE_READ(inode, i_pipe);
+	if (!pipe)
+		return 0;
+	r = scratch();
+	if (!r)
+		return 0;
+
+	r->tgid = tgid;
+	r->tid = task->pid;
+	r->start_ns = BPF_CORE_READ(task, start_boottime);
+	r->ino = BPF_CORE_READ(inode, i_ino);
+	r->file_id = (__u64)file;
+	r->fd = ctx->fd;
+	r->f_flags = BPF_CORE_READ(file, f_flags);
+	r->f_mode = BPF_CORE_READ(file, f_mode);
+	r->kind = BPF_CORE_READ(inode, i_sb, s_magic) == PIPEFS_MAGIC ? PST_KIND_PIPE : PST_KIND_FIFO;
+	r->task_state = BPF_CORE_READ(task, group_leader, __state);
+	r->nr_threads = BPF_CORE_READ(task, signal, nr_threads);
+	r->ring_size = BPF_CORE_READ(pipe, ring_size);
+	r->max_usage = BPF_CORE_READ(pipe, max_usage);
+	r->readers = BPF_CORE_READ(pipe, readers);
+	r->writers = BPF_CORE_READ(pipe, writers);
+	r->status = 0;
+	r->nwaiters = 0;
+	r->path_len = 0;
+	r->path[0] = 0;
+	__builtin_memset(r->slots, 0, sizeof(r->slots));
+	bpf_probe_read_kernel_str(r->comm, sizeof(r->comm), task->comm);
+	if (r->kind == PST_KIND_FIFO) {
+		long n = bpf_d_path((struct path *)&file->f_path, r->path, sizeof(r->path));
+
+		if (n > 0)
+			r->path_len = n - 1;
+	}
+	read_ring(r, pipe);
+	read_waiters(r, pipe, task);
+	bpf_seq_write(seq, r, sizeof(*r));
+	return 0;
+}

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Record layouts shared by pipestate.bpf.c and the Go package pipestate
+ * (bpf2go -type). Metadata only: nothing here carries a page's bytes.
+ */
+#ifndef PIPESNAP_PIPESTATE_H
+#define PIPESNAP_PIPESTATE_H
+
+#define PST_COMM_LEN 16
+#define PST_PATH_LEN 256
+/* Wait queue entries reported per record, both queues together. */
+#define PST_MAX_WAITERS 16
+/* Buffers whose offset and length are reported, from the tail on. */
+#define PST_SLOTS 16
+
+enum pst_kind {
+	PST_KIND_PIPE = 1,
+	PST_KIND_FIFO = 2,
+};
+
+/* Which wait queue of the pipe an entry sleeps on. */
+enum pst_queue {
+	PST_QUEUE_READ = 0,	/* pipe->rd_wait: waiting for data */
+	PST_QUEUE_WRITE = 1,	/* pipe->wr_wait: waiting for room */
+};
+
+/* What a wait queue entry is. */
+enum pst_wkind {
+	/* private is a thread of the record's own process: it is blocked on
+	 * this pipe (pipe_read, pipe_write, splice). */
+	PST_W_THREAD = 1,
+	/* private is a task of another process, sleeping (task wake function). */
+	PST_W_TASK = 2,
+	/* poll(2)/select(2): private is the poller's poll_wqueues. */
+	PST_W_POLL = 3,
+	/* an epoll instance watches the pipe (no task behind it). */
+	PST_W_EPOLL = 4,
+	/* anything else: an unknown wake function. */
+	PST_W_OTHER = 5,
+};
+
+enum pst_status {
+	PST_STATUS_MOVED = 1,		/* head/tail moved during every read */
+	PST_STATUS_WAITERS_TRUNC = 2,	/* more wait entries than reported */
+	PST_STATUS_THREADS_TRUNC = 4,	/* the thread list was not walked to its end */
+	PST_STATUS_BAD_RING = 8,	/* head/tail/ring_size not a ring we know */
+};
+
+struct pst_waiter {
+	__u64 entry;	/* the wait_queue_entry: its identity across records */
+	__u64 private;	/* the entry's private; compared, never shown */
+	__u32 tid;	/* the task's thread id, when there is a task */
+	__u32 tgid;
+	__u32 state;	/* the task's __state */
+	__u8 queue;	/* enum pst_queue */
+	__u8 kind;	/* enum pst_wkind */
+	__u16 flags;	/* the entry's flags (WQ_FLAG_EXCLUSIVE...) */
+	char comm[PST_COMM_LEN];
+};
+
+struct pst_slot {
+	__u32 offset;
+	__u32 len;
+};
+
+/* struct pst_fd: one (task, fd) holding a pipe or FIFO, with the pipe's state. */
+struct pst_fd {
+	__u32 tgid;
+	__u32 tid;		/* the task the iterator visited for this files table */
+	__u64 start_ns;		/* its start time (boot clock) */
+	__u64 ino;
+	__u64 file_id;		/* the struct file: fds sharing it share an open file */
+	__u32 fd;
+	__u32 f_flags;
+	__u32 f_mode;
+	__u32 kind;		/* enum pst_kind */
+	__u32 task_state;	/* the thread group leader's __state */
+	__u32 nr_threads;
+	__u32 head;
+	__u32 tail;
+	__u32 ring_size;
+	__u32 max_usage;
+	__u32 readers;
+	__u32 writers;
+	__u32 nbufs;		/* head - tail */
+	__u32 status;		/* enum pst_status bits */
+	__u32 attempts;
+	__u32 nwaiters;		/* entries in waiters[] */
+	__u64 bytes;		/* sum of the buffers' lengths: bytes queued */
+	__u32 path_len;		/* 0 for anonymous pipes */
+	__u32 _pad;
+	char comm[PST_COMM_LEN];
+	struct pst_slot slots[PST_SLOTS];	/* buffers tail, tail+1, ... */
+	struct pst_waiter waiters[PST_MAX_WAITERS];
+	char path[PST_PATH_LEN];
+};
+
+#endif

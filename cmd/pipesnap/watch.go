@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/pipesnap/pipesnap/pipestate"
+)
+
+func watchCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "watch",
+		Usage:     "a refreshing view of ls, sorted by fill, with throughput per pipe",
+		ArgsUsage: " ",
+		Description: `Walks the pipes every --interval (default 1s) and shows the ls table,
+fullest pipes first (pipes with blocked tasks before others at equal
+fill), with what went through each pipe since the previous frame: IN/s
+bytes written, OUT/s bytes read. The kernel keeps no byte counters: the
+rates come from the ring's head and tail movement and the lengths of the
+buffers seen in the two frames. A buffer written and read whole between
+two frames counts at the mean fill of the buffers that were seen; such an
+estimate is marked with ~.
+
+On a terminal the screen is redrawn and the rows fit it; otherwise frames
+are printed one after another, separated by a blank line. --iterations N
+stops after N frames (0, the default: until interrupted).
+
+` + scopeHelp,
+		Flags: append(scopeFlags(),
+			&cli.DurationFlag{Name: "interval", Aliases: []string{"i"}, Value: time.Second, Usage: "walk every `DURATION`"},
+			&cli.IntFlag{Name: "iterations", Aliases: []string{"n"}, Usage: "stop after `N` frames (0: until interrupted)"},
+		),
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			interval, n := c.Duration("interval"), c.Int("iterations")
+			if interval <= 0 {
+				return usagef("--interval must be positive")
+			}
+			if n < 0 {
+				return usagef("--iterations must not be negative")
+			}
+			s, err := openSampler(c, "watch")
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			return runWatch(s, interval, n)
+		},
+	}
+}
+
+func runWatch(s *pipestate.Sampler, interval time.Duration, iterations int) error {
+	ctx, stop := signalContext()
+	defer stop()
+	out := bufio.NewWriter(os.Stdout)
+	term := isTerminal(os.Stdout)
+	var prev *pipestate.Sample
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for frame := 1; ; frame++ {
+		cur, err := s.Sample(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // interrupted: a normal way out
+			}
+			return stateError("watch", err)
+		}
+		opt := tableOptions{bar: term, rates: map[uint64]pipestate.Flow{}, order: byFill}
+		if prev != nil {
+			opt.dt = cur.Time.Sub(prev.Time).Seconds()
+			for _, p := range cur.Pipes {
+				if q := prev.Find(p.Ino); q != nil {
+					opt.rates[p.Ino] = pipestate.FlowBetween(q, p, cur.PageSize)
+				}
+			}
+		}
+		blocked := 0
+		for _, p := range cur.Pipes {
+			blocked += len(p.Blocked("read")) + len(p.Blocked("write"))
+		}
+		if term {
+			fmt.Fprint(out, "\x1b[H\x1b[2J")
+			if ws, err := unix.IoctlGetWinsize(int(os.Stdout.Fd()), unix.TIOCGWINSZ); err == nil && ws.Row > 4 {
+				opt.rows = int(ws.Row) - 4
+			}
+		} else if frame > 1 {
+			fmt.Fprintln(out)
+		}
+		fmt.Fprintf(out, "%s  %d pipes, %d blocked tasks, walk %v, every %v\n",
+			cur.Time.Format("15:04:05"), len(cur.Pipes), blocked, cur.Took.Round(time.Microsecond), interval)
+		if term {
+			fmt.Fprintln(out)
+		}
+		if err := writeStateTable(out, cur, opt); err != nil {
+			return err
+		}
+		if err := out.Flush(); err != nil {
+			return err
+		}
+		if iterations > 0 && frame >= iterations {
+			return nil
+		}
+		prev = cur
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// byFill orders pipes fullest first; at equal fill, those with blocked
+// tasks first, then by inode.
+func byFill(pipes []*pipestate.Pipe) []*pipestate.Pipe {
+	out := slices.Clone(pipes)
+	fill := func(p *pipestate.Pipe) float64 {
+		if p.Capacity == 0 {
+			return 0
+		}
+		return float64(p.Bytes) / float64(p.Capacity)
+	}
+	blocked := func(p *pipestate.Pipe) int { return len(p.Blocked("read")) + len(p.Blocked("write")) }
+	slices.SortStableFunc(out, func(a, b *pipestate.Pipe) int {
+		switch {
+		case fill(a) != fill(b):
+			if fill(a) > fill(b) {
+				return -1
+			}
+			return 1
+		case blocked(a) != blocked(b):
+			return blocked(b) - blocked(a)
+		case a.Ino < b.Ino:
+			return -1
+		case a.Ino > b.Ino:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
