@@ -276,7 +276,7 @@ func (d *dumper) onFD(b []byte) error {
 	if known {
 		return nil
 	}
-	return d.writePipe(&r, pipeRef, fmt.Sprintf("pid %d (%s) fd %d", r.Tgid, comm, r.Fd))
+	return d.writePipe(&r, pipeRef, comm)
 }
 
 // reused tells whether a requested pid now names another process than
@@ -328,7 +328,7 @@ func (d *dumper) newRef() int32 {
 	return ref
 }
 
-func (d *dumper) writePipe(r *pipesPsFd, ref int32, holder string) error {
+func (d *dumper) writePipe(r *pipesPsFd, ref int32, comm string) error {
 	c, err := d.it.takePipe(r.Ino, func(ino uint64) bool { _, ok := d.pipes[ino]; return ok && ino != r.Ino })
 	if err != nil {
 		return err
@@ -381,7 +381,8 @@ func (d *dumper) writePipe(r *pipesPsFd, ref int32, holder string) error {
 	d.report.Bytes += p.Bytes
 	if p.Status&(format.StatusTorn|format.StatusIncomplete) != 0 {
 		d.report.Problems = append(d.report.Problems, Problem{
-			Ino: r.Ino, Status: p.Status, Reason: p.Reason, Attempts: p.Attempts, Holder: holder,
+			Ino: r.Ino, Status: p.Status, Reason: p.Reason, Attempts: p.Attempts,
+			Holder: fmt.Sprintf("pid %d (%s) fd %d", r.Tgid, comm, r.Fd),
 		})
 	}
 	return nil

@@ -54,7 +54,9 @@ type pipeIter struct {
 
 	btf      *btf.Cache // the kernel's BTF, parsed once per run
 	unread   []byte     // a ring record looked at but not taken
-	unscoped bool       // the kernel cannot scope iterators to a process
+	cur      capturedPipe
+	arena    []byte // bytes of cur's buffers
+	unscoped bool   // the kernel cannot scope iterators to a process
 }
 
 func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
@@ -253,13 +255,18 @@ func (it *pipeIter) takePipe(ino uint64, taken func(uint64) bool) (*capturedPipe
 			return nil, nil // left for its own fd
 		}
 		it.unread = nil
-		p := &capturedPipe{}
+		// One capturedPipe and one byte arena serve every pipe of a run:
+		// the caller is done with the previous pipe before asking again.
+		p := &it.cur
+		*p = capturedPipe{bufs: p.bufs[:0]}
+		it.arena = it.arena[:0]
 		if err := decodePrefix(raw[:pipeHdrSize], &p.hdr, pipeHdrSize); err != nil {
 			return nil, err
 		}
 		if n := int(p.hdr.PathLen); n > 0 && pipeHdrSize+n <= len(raw) {
 			p.path = string(raw[pipeHdrSize : pipeHdrSize+n])
 		}
+		var ends []int
 		for i := uint32(0); i < p.hdr.Nbufs; i++ {
 			b, err := it.takeBuf(recIno)
 			if err != nil {
@@ -270,6 +277,13 @@ func (it *pipeIter) takePipe(ino uint64, taken func(uint64) bool) (*capturedPipe
 				break
 			}
 			p.bufs = append(p.bufs, *b)
+			ends = append(ends, len(it.arena))
+		}
+		// The arena may have moved while growing: slice it only now.
+		start := 0
+		for i, end := range ends {
+			p.bufs[i].data = it.arena[start:end]
+			start = end
 		}
 		if recIno == ino {
 			return p, nil
@@ -291,11 +305,11 @@ func (it *pipeIter) takeBuf(ino uint64) (*capturedBuf, error) {
 	if int(n) != len(raw)-bufHdrSize {
 		return nil, fmt.Errorf("ring buffer record says %d bytes and carries %d", n, len(raw)-bufHdrSize)
 	}
+	it.arena = append(it.arena, raw[bufHdrSize:]...)
 	return &capturedBuf{
 		index:  binary.NativeEndian.Uint32(raw[4:]),
 		offset: binary.NativeEndian.Uint32(raw[8:]),
 		flags:  binary.NativeEndian.Uint32(raw[16:]),
-		data:   append([]byte(nil), raw[bufHdrSize:]...),
 	}, nil
 }
 

@@ -3,57 +3,11 @@ package loader
 import (
 	"errors"
 	"fmt"
-	"runtime"
-	"unsafe"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/pipesnap/pipesnap/internal/taskiter"
 )
-
-// errNoScopedIter means the kernel cannot scope a task iterator to one
-// process (before Linux 6.1): walk every task and filter in the program.
-var errNoScopedIter = errors.New("task iterators cannot be scoped to a process")
-
-// attachProcessIter attaches prog as a task iterator that visits only the
-// tasks of process pid (union bpf_iter_link_info.task.pid, Linux 6.1).
-// cilium/ebpf v0.22 has no option for it: this is the raw BPF_LINK_CREATE.
-func attachProcessIter(prog *ebpf.Program, pid uint32) (*link.Iter, error) {
-	const bpfLinkCreate = 28
-	// union bpf_iter_link_info: task {tid, pid, pid_fd}, padded to the
-	// union's 16 bytes. On the heap, so it stays put during the call.
-	info := new([4]uint32)
-	info[1] = pid
-	attr := struct {
-		progFD, targetFD, attachType, flags uint32
-		iterInfo                            uint64
-		iterInfoLen                         uint32
-		_                                   uint32
-	}{
-		progFD:      uint32(prog.FD()),
-		attachType:  uint32(ebpf.AttachTraceIter),
-		iterInfo:    uint64(uintptr(unsafe.Pointer(info))),
-		iterInfoLen: uint32(unsafe.Sizeof(*info)),
-	}
-	fd, _, errno := unix.Syscall(unix.SYS_BPF, bpfLinkCreate, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
-	runtime.KeepAlive(info)
-	switch {
-	case errno == unix.EINVAL || errno == unix.E2BIG:
-		return nil, fmt.Errorf("%w: %w", errNoScopedIter, errno)
-	case errno != 0:
-		return nil, errno
-	}
-	l, err := link.NewFromFD(int(fd))
-	if err != nil {
-		return nil, err
-	}
-	iter, ok := l.(*link.Iter)
-	if !ok {
-		l.Close()
-		return nil, fmt.Errorf("link of type %T, want an iterator", l)
-	}
-	return iter, nil
-}
 
 // walk runs the dump program over the given processes: one scoped walk
 // per process where the kernel allows it, so the cost follows their fds,
@@ -64,9 +18,9 @@ func (it *pipeIter) walk(targets []uint32, fn func([]byte) error) error {
 		return it.read(it.dump, fdRecSize, fn)
 	}
 	for _, tgid := range targets {
-		l, err := attachProcessIter(it.objs.DumpPipes, tgid)
+		l, err := taskiter.AttachProcess(it.objs.DumpPipes, tgid)
 		switch {
-		case errors.Is(err, errNoScopedIter):
+		case errors.Is(err, taskiter.ErrNoScope):
 			it.unscoped = true
 			return it.read(it.dump, fdRecSize, fn)
 		case errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT):

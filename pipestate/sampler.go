@@ -21,6 +21,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/pipesnap/pipesnap/internal/taskiter"
 )
 
 // Sentinels for what stops a sampler before it starts.
@@ -147,9 +149,9 @@ func (s *Sampler) walk(ctx context.Context, fn func(*pipestatePstFd) error) erro
 		return s.read(ctx, s.all, fn)
 	}
 	for _, tgid := range s.targets {
-		l, err := attachProcessIter(s.objs.PipeState, tgid)
+		l, err := taskiter.AttachProcess(s.objs.PipeState, tgid)
 		switch {
-		case errors.Is(err, errNoScopedIter):
+		case errors.Is(err, taskiter.ErrNoScope):
 			s.unscoped = true
 			return s.read(ctx, s.all, fn)
 		case errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT):

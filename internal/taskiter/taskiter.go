@@ -1,4 +1,5 @@
-package pipestate
+// Package taskiter attaches BPF task iterators scoped to one process.
+package taskiter
 
 import (
 	"errors"
@@ -11,17 +12,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// This file copies loader/scoped.go's attachProcessIter, which loader does
-// not export. Keep the two in step until it moves to a shared package.
-
-// errNoScopedIter means the kernel cannot scope a task iterator to one
+// ErrNoScope means the kernel cannot scope a task iterator to one
 // process (before Linux 6.1): walk every task and filter in the program.
-var errNoScopedIter = errors.New("task iterators cannot be scoped to a process")
+var ErrNoScope = errors.New("task iterators cannot be scoped to a process")
 
-// attachProcessIter attaches prog as a task iterator that visits only the
+// AttachProcess attaches prog as a task iterator that visits only the
 // tasks of process pid (union bpf_iter_link_info.task.pid, Linux 6.1).
 // cilium/ebpf v0.22 has no option for it: this is the raw BPF_LINK_CREATE.
-func attachProcessIter(prog *ebpf.Program, pid uint32) (*link.Iter, error) {
+func AttachProcess(prog *ebpf.Program, pid uint32) (*link.Iter, error) {
 	const bpfLinkCreate = 28
 	// union bpf_iter_link_info: task {tid, pid, pid_fd}, padded to the
 	// union's 16 bytes. On the heap, so it stays put during the call.
@@ -42,7 +40,7 @@ func attachProcessIter(prog *ebpf.Program, pid uint32) (*link.Iter, error) {
 	runtime.KeepAlive(info)
 	switch {
 	case errno == unix.EINVAL || errno == unix.E2BIG:
-		return nil, fmt.Errorf("%w: %w", errNoScopedIter, errno)
+		return nil, fmt.Errorf("%w: %w", ErrNoScope, errno)
 	case errno != 0:
 		return nil, errno
 	}
