@@ -83,6 +83,9 @@ func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
 
 	it := &pipeIter{seq: make([]byte, 64<<10), btf: btf.NewCache()}
 	if err := spec.LoadAndAssign(&it.objs, &ebpf.CollectionOptions{Cache: it.btf}); err != nil {
+		if missing := explainMissing(it.btf); missing != nil {
+			return nil, fmt.Errorf("loading BPF programs: %w", missing)
+		}
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("loading BPF programs: verifier refused them: %+v", verr)
