@@ -13,15 +13,15 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/pipesnap/pipesnap/format"
 	"github.com/pipesnap/pipesnap/freeze"
+	"github.com/pipesnap/pipesnap/internal/host"
 )
 
 // Sentinels for what stops a dump before it starts.
 var (
-	ErrNoProcess    = errors.New("no such process")
+	ErrNoProcess    = host.ErrNoProcess
 	ErrNoBTF        = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux")
 	ErrPermission   = errors.New("dump needs root, or CAP_BPF and CAP_PERFMON")
 	ErrFreezeAll    = errors.New("freezing every process would stop the machine: freeze takes pids")
@@ -95,7 +95,7 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	hdr, err := kernelHeader()
+	hdr, err := host.KernelHeader()
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +115,7 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 		files:    map[fileKey]int32{},
 		pipes:    map[uint64]int32{},
 		tasks:    map[uint32]bool{},
-		starts:   startTimes(targets),
+		starts:   host.StartTimes(targets),
 		report:   &Report{Translation: tr.source},
 		nextRef:  1,
 	}
@@ -127,7 +127,7 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 		// resumed on every way out (the deferred Thaw runs on errors and
 		// panics; signals reach the caller's context).
 		frozenAt := time.Now()
-		set, err := freeze.Stop(pidList(targets), 2*time.Second)
+		set, err := freeze.Stop(host.PIDs(targets), 2*time.Second)
 		if err != nil {
 			return nil, err
 		}
@@ -172,12 +172,12 @@ func Preflight(opts Options) ([]uint32, error) {
 	if opts.Freeze && opts.All {
 		return nil, ErrFreezeAll
 	}
-	targets, err := resolveTgids(opts.PIDs)
+	targets, err := host.Resolve(opts.PIDs)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkPrivileges(); err != nil {
-		return nil, err
+	if !host.CanLoadBPF() {
+		return nil, fmt.Errorf("%w: run it as root (sudo)", ErrPermission)
 	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return nil, fmt.Errorf("%w (pipesnap needs a kernel built with CONFIG_DEBUG_INFO_BTF)", ErrNoBTF)
@@ -284,38 +284,12 @@ func (d *dumper) onFD(b []byte) error {
 // notes it. Start times are compared in clock ticks, /proc's unit.
 func (d *dumper) reused(r *pipesPsFd, comm string) bool {
 	want, ok := d.starts[r.Tgid]
-	if !ok || r.StartNs/(1e9/clockTicks) == want {
+	if !ok || r.StartNs/(1e9/host.ClockTicks) == want {
 		return false
 	}
 	d.tasks[r.Tgid] = true
 	d.note(r.Tgid, NoteReused, fmt.Sprintf("pid %d now belongs to another process (%s, started later): left out", r.Tgid, comm))
 	return true
-}
-
-// clockTicks is USER_HZ, the unit of start times in /proc/PID/stat.
-const clockTicks = 100
-
-// startTimes reads when each process started, to tell pid reuse.
-func startTimes(tgids []uint32) map[uint32]uint64 {
-	out := map[uint32]uint64{}
-	for _, tgid := range tgids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", tgid))
-		if err != nil {
-			continue // gone already: noted after the walk
-		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		// Fields after the comm: state is field 3, starttime field 22.
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) > 19 {
-			if n, err := strconv.ParseUint(f[19], 10, 64); err == nil {
-				out[tgid] = n
-			}
-		}
-	}
-	return out
 }
 
 // fileKey identifies an open file during one walk. The inode guards
@@ -405,57 +379,6 @@ func (d *dumper) flushNotes() error {
 	return nil
 }
 
-// checkPrivileges fails early, with what is missing, where loading the
-// programs would fail with a bare EPERM.
-func checkPrivileges() error {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return nil // cannot tell: let the load say
-	}
-	has := func(c int) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
-	if has(unix.CAP_SYS_ADMIN) || has(unix.CAP_BPF) && has(unix.CAP_PERFMON) {
-		return nil
-	}
-	return fmt.Errorf("%w: run it as root (sudo)", ErrPermission)
-}
-
-// resolveTgids maps pids (or thread ids) to their processes.
-func resolveTgids(pids []int) ([]uint32, error) {
-	var out []uint32
-	seen := map[uint32]bool{}
-	for _, pid := range pids {
-		if pid <= 0 {
-			return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
-			return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
-		}
-		tgid := pid
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
-				if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
-					tgid = n
-				}
-			}
-		}
-		if !seen[uint32(tgid)] {
-			seen[uint32(tgid)] = true
-			out = append(out, uint32(tgid))
-		}
-	}
-	return out, nil
-}
-
-func pidList(tgids []uint32) []int {
-	out := make([]int, len(tgids))
-	for i, t := range tgids {
-		out[i] = int(t)
-	}
-	return out
-}
-
 // scratchSlots is how many buffers of one pipe can be copied: enough for
 // the largest pipe an unprivileged user can make (pipe-max-size).
 func scratchSlots(pageSize uint32) uint32 {
@@ -477,31 +400,6 @@ func ringBytes(slots, pageSize uint32) uint32 {
 		size <<= 1
 	}
 	return uint32(size)
-}
-
-func kernelHeader() (format.Header, error) {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return format.Header{}, fmt.Errorf("uname: %w", err)
-	}
-	h := format.Header{
-		Arch:    format.ArchX86_64,
-		Time:    time.Now(),
-		Release: cString(u.Release[:]),
-		Version: cString(u.Version[:]),
-		Machine: cString(u.Machine[:]),
-	}
-	var nums [3]uint16
-	for i, part := range strings.SplitN(h.Release, ".", 3) {
-		digits := part
-		if j := strings.IndexFunc(part, func(r rune) bool { return r < '0' || r > '9' }); j >= 0 {
-			digits = part[:j] // "44-fc-v657" -> "44"
-		}
-		n, _ := strconv.Atoi(digits)
-		nums[i] = uint16(n)
-	}
-	h.Major, h.Minor, h.Patch = nums[0], nums[1], nums[2]
-	return h, nil
 }
 
 func cString[T ~int8 | ~uint8](b []T) string {

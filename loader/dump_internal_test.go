@@ -3,22 +3,24 @@ package loader
 import (
 	"os"
 	"testing"
+
+	"github.com/pipesnap/pipesnap/internal/host"
 )
 
 // A requested pid whose process started at another time than when it was
 // resolved was reused: its task is left out with a note.
 func TestReusedPid(t *testing.T) {
 	self := uint32(os.Getpid())
-	starts := startTimes([]uint32{self})
+	starts := host.StartTimes([]uint32{self})
 	if starts[self] == 0 {
 		t.Fatalf("no start time read for pid %d", self)
 	}
 	d := &dumper{starts: starts, tasks: map[uint32]bool{}, report: &Report{}}
-	same := pipesPsFd{Tgid: self, StartNs: starts[self]*(1e9/clockTicks) + 1234}
+	same := pipesPsFd{Tgid: self, StartNs: starts[self]*(1e9/host.ClockTicks) + 1234}
 	if d.reused(&same, "me") {
 		t.Errorf("the same process taken for a reused pid")
 	}
-	later := pipesPsFd{Tgid: self, StartNs: (starts[self] + 1) * (1e9 / clockTicks)}
+	later := pipesPsFd{Tgid: self, StartNs: (starts[self] + 1) * (1e9 / host.ClockTicks)}
 	if !d.reused(&later, "other") || len(d.report.Notes) != 1 || len(d.pending) != 1 || d.pending[0].Code != NoteReused {
 		t.Errorf("a process started later not taken for a reused pid: notes %v", d.report.Notes)
 	}

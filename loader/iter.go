@@ -14,6 +14,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
+
+	"github.com/pipesnap/pipesnap/internal/host"
 )
 
 // Record sizes, fixed by bpf/pipes/pipes.h.
@@ -90,7 +92,7 @@ func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("loading BPF programs: verifier refused them: %+v", verr)
 		}
-		return nil, fmt.Errorf("loading BPF programs: %w", explainLoad(err))
+		return nil, fmt.Errorf("loading BPF programs: %w", host.ExplainPermission(err))
 	}
 	defer func() {
 		if err != nil {
@@ -104,10 +106,10 @@ func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
 		}
 	}
 	if it.dump, err = link.AttachIter(link.IterOptions{Program: it.objs.DumpPipes}); err != nil {
-		return nil, fmt.Errorf("attaching iterator: %w", explainLoad(err))
+		return nil, fmt.Errorf("attaching iterator: %w", host.ExplainPermission(err))
 	}
 	if it.calib, err = link.AttachIter(link.IterOptions{Program: it.objs.Calibrate}); err != nil {
-		return nil, fmt.Errorf("attaching calibration iterator: %w", explainLoad(err))
+		return nil, fmt.Errorf("attaching calibration iterator: %w", host.ExplainPermission(err))
 	}
 	if it.ring, err = ringbuf.NewReader(it.objs.Ring); err != nil {
 		return nil, fmt.Errorf("opening ring buffer: %w", err)
@@ -116,14 +118,6 @@ func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
 	// never wait on it.
 	it.ring.SetDeadline(time.Unix(1, 0))
 	return it, nil
-}
-
-// explainLoad adds what to do to the errors a missing privilege gives.
-func explainLoad(err error) error {
-	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return fmt.Errorf("%w (run as root, or with CAP_BPF and CAP_PERFMON)", err)
-	}
-	return err
 }
 
 // Close releases programs, maps, links and the ring reader.

@@ -7,14 +7,11 @@
 package pipestate
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 	"unsafe"
 
@@ -22,12 +19,13 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/pipesnap/pipesnap/internal/host"
 	"github.com/pipesnap/pipesnap/internal/taskiter"
 )
 
 // Sentinels for what stops a sampler before it starts.
 var (
-	ErrNoProcess  = errors.New("no such process")
+	ErrNoProcess  = host.ErrNoProcess
 	ErrNoBTF      = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux")
 	ErrPermission = errors.New("reading pipe state needs root, or CAP_BPF and CAP_PERFMON")
 )
@@ -83,7 +81,7 @@ func Open(opts Options) (_ *Sampler, err error) {
 	}
 	s := &Sampler{
 		targets:  targets,
-		starts:   startTimes(targets),
+		starts:   host.StartTimes(targets),
 		pageSize: uint64(os.Getpagesize()),
 		seq:      make([]byte, 64<<10),
 	}
@@ -92,7 +90,7 @@ func Open(opts Options) (_ *Sampler, err error) {
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("loading BPF program: verifier refused it: %+v", verr)
 		}
-		return nil, fmt.Errorf("loading BPF program: %w", explainLoad(err))
+		return nil, fmt.Errorf("loading BPF program: %w", host.ExplainPermission(err))
 	}
 	defer func() {
 		if err != nil {
@@ -105,7 +103,7 @@ func Open(opts Options) (_ *Sampler, err error) {
 		}
 	}
 	if s.all, err = link.AttachIter(link.IterOptions{Program: s.objs.PipeState}); err != nil {
-		return nil, fmt.Errorf("attaching iterator: %w", explainLoad(err))
+		return nil, fmt.Errorf("attaching iterator: %w", host.ExplainPermission(err))
 	}
 	return s, nil
 }
@@ -226,12 +224,12 @@ func Preflight(opts Options) ([]uint32, error) {
 	var targets []uint32
 	if !opts.All {
 		var err error
-		if targets, err = resolveTgids(opts.PIDs); err != nil {
+		if targets, err = host.Resolve(opts.PIDs); err != nil {
 			return nil, err
 		}
 	}
-	if err := checkPrivileges(); err != nil {
-		return nil, err
+	if !host.CanLoadBPF() {
+		return nil, fmt.Errorf("%w: run it as root (sudo)", ErrPermission)
 	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return nil, fmt.Errorf("%w (pipesnap needs a kernel built with CONFIG_DEBUG_INFO_BTF)", ErrNoBTF)
@@ -239,89 +237,12 @@ func Preflight(opts Options) ([]uint32, error) {
 	return targets, nil
 }
 
-func explainLoad(err error) error {
-	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return fmt.Errorf("%w (run as root, or with CAP_BPF and CAP_PERFMON)", err)
-	}
-	return err
-}
-
-func checkPrivileges() error {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return nil // cannot tell: let the load say
-	}
-	has := func(c int) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
-	if has(unix.CAP_SYS_ADMIN) || has(unix.CAP_BPF) && has(unix.CAP_PERFMON) {
-		return nil
-	}
-	return fmt.Errorf("%w: run it as root (sudo)", ErrPermission)
-}
-
-// resolveTgids maps pids (or thread ids) to their processes.
-func resolveTgids(pids []int) ([]uint32, error) {
-	var out []uint32
-	seen := map[uint32]bool{}
-	for _, pid := range pids {
-		if pid <= 0 {
-			return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
-			return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
-		}
-		tgid := pid
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
-				if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
-					tgid = n
-				}
-			}
-		}
-		if !seen[uint32(tgid)] {
-			seen[uint32(tgid)] = true
-			out = append(out, uint32(tgid))
-		}
-	}
-	return out, nil
-}
-
 // clockTicks is USER_HZ, the unit of start times in /proc/PID/stat.
 const clockTicks = 100
-
-// startTimes reads when each process started, to tell pid reuse.
-func startTimes(tgids []uint32) map[uint32]uint64 {
-	out := map[uint32]uint64{}
-	for _, tgid := range tgids {
-		if n, ok := startTime(tgid); ok {
-			out[tgid] = n
-		}
-	}
-	return out
-}
-
-func startTime(tgid uint32) (uint64, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", tgid))
-	if err != nil {
-		return 0, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, false
-	}
-	// Fields after the comm: state is field 3, starttime field 22.
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) <= 19 {
-		return 0, false
-	}
-	n, err := strconv.ParseUint(f[19], 10, 64)
-	return n, err == nil
-}
 
 // processAlive tells whether tgid still names the process that started
 // at start (clock ticks; 0: unknown, any process will do).
 func processAlive(tgid uint32, start uint64) bool {
-	now, ok := startTime(tgid)
+	now, ok := host.StartTicks(tgid)
 	return ok && (start == 0 || now == start)
 }

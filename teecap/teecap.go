@@ -59,15 +59,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/pipesnap/pipesnap/format"
 	"github.com/pipesnap/pipesnap/freeze"
+	"github.com/pipesnap/pipesnap/internal/host"
 	"github.com/pipesnap/pipesnap/loader"
 )
 
@@ -100,7 +98,7 @@ func Preflight(opts loader.Options) ([]uint32, error) {
 	if opts.Freeze && opts.All {
 		return nil, loader.ErrFreezeAll
 	}
-	targets, err := resolveTgids(opts.PIDs)
+	targets, err := host.Resolve(opts.PIDs)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +142,7 @@ func Dump(ctx context.Context, w io.Writer, opts loader.Options) (*loader.Report
 			starts[tgid] = n
 		}
 	}
-	hdr, err := kernelHeader()
+	hdr, err := host.KernelHeader()
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +174,7 @@ func Dump(ctx context.Context, w io.Writer, opts loader.Options) (*loader.Report
 	var frozenAt time.Time
 	if opts.Freeze {
 		frozenAt = time.Now()
-		set, err := freeze.Stop(pidList(targets), 2*time.Second)
+		set, err := freeze.Stop(host.PIDs(targets), 2*time.Second)
 		if err != nil {
 			return nil, err
 		}
@@ -743,73 +741,4 @@ func (d *dumper) flushNotes() error {
 	}
 	d.pending = d.pending[:0]
 	return nil
-}
-
-// resolveTgids maps pids (or thread ids) to their processes, as
-// loader.Preflight does.
-func resolveTgids(pids []int) ([]uint32, error) {
-	var out []uint32
-	seen := map[uint32]bool{}
-	for _, pid := range pids {
-		if pid <= 0 {
-			return nil, fmt.Errorf("pid %d: %w", pid, loader.ErrNoProcess)
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
-			return nil, fmt.Errorf("pid %d: %w", pid, loader.ErrNoProcess)
-		}
-		tgid := pid
-		for line := range strings.SplitSeq(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
-				if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
-					tgid = n
-				}
-			}
-		}
-		if !seen[uint32(tgid)] {
-			seen[uint32(tgid)] = true
-			out = append(out, uint32(tgid))
-		}
-	}
-	return out, nil
-}
-
-func pidList(tgids []uint32) []int {
-	out := make([]int, len(tgids))
-	for i, t := range tgids {
-		out[i] = int(t)
-	}
-	return out
-}
-
-// kernelHeader describes the running kernel. Unlike the BPF path, the
-// tee path runs on any architecture.
-func kernelHeader() (format.Header, error) {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return format.Header{}, fmt.Errorf("uname: %w", err)
-	}
-	h := format.Header{
-		Time:    time.Now(),
-		Release: unix.ByteSliceToString(u.Release[:]),
-		Version: unix.ByteSliceToString(u.Version[:]),
-		Machine: unix.ByteSliceToString(u.Machine[:]),
-	}
-	switch runtime.GOARCH {
-	case "amd64":
-		h.Arch = format.ArchX86_64
-	case "arm64":
-		h.Arch = format.ArchARM64
-	}
-	var nums [3]uint16
-	for i, part := range strings.SplitN(h.Release, ".", 3) {
-		digits := part
-		if j := strings.IndexFunc(part, func(r rune) bool { return r < '0' || r > '9' }); j >= 0 {
-			digits = part[:j]
-		}
-		n, _ := strconv.Atoi(digits)
-		nums[i] = uint16(n)
-	}
-	h.Major, h.Minor, h.Patch = nums[0], nums[1], nums[2]
-	return h, nil
 }

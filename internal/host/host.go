@@ -1,0 +1,147 @@
+// Package host reads what pipesnap needs to know about the machine it runs
+// on: which processes a pid names and when they started, whether BPF is
+// allowed, and the running kernel's identity for a snapshot's header.
+package host
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pipesnap/pipesnap/format"
+)
+
+// ErrNoProcess is returned for a pid no process has.
+var ErrNoProcess = errors.New("no such process")
+
+// Resolve maps pids, or thread ids, to their processes (tgids), once each.
+func Resolve(pids []int) ([]uint32, error) {
+	var out []uint32
+	seen := map[uint32]bool{}
+	for _, pid := range pids {
+		if pid <= 0 {
+			return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			return nil, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
+		}
+		tgid := pid
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+				if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+					tgid = n
+				}
+			}
+		}
+		if !seen[uint32(tgid)] {
+			seen[uint32(tgid)] = true
+			out = append(out, uint32(tgid))
+		}
+	}
+	return out, nil
+}
+
+// PIDs converts tgids to ints.
+func PIDs(tgids []uint32) []int {
+	out := make([]int, len(tgids))
+	for i, t := range tgids {
+		out[i] = int(t)
+	}
+	return out
+}
+
+// ClockTicks is USER_HZ, the unit of start times in /proc/PID/stat.
+const ClockTicks = 100
+
+// StartTicks is when process tgid started, in clock ticks since boot
+// (/proc/PID/stat field 22); false if it is gone.
+func StartTicks(tgid uint32) (uint64, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", tgid))
+	if err != nil {
+		return 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	// Fields after the comm: state is field 3, starttime field 22.
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) <= 19 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(f[19], 10, 64)
+	return n, err == nil
+}
+
+// StartTimes reads when each process started, to tell pid reuse.
+func StartTimes(tgids []uint32) map[uint32]uint64 {
+	out := map[uint32]uint64{}
+	for _, tgid := range tgids {
+		if n, ok := StartTicks(tgid); ok {
+			out[tgid] = n
+		}
+	}
+	return out
+}
+
+// CanLoadBPF reports whether this process may load pipesnap's programs:
+// CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON. If it cannot tell, it says
+// yes and lets the load say no.
+func CanLoadBPF() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return true
+	}
+	has := func(c int) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	return has(unix.CAP_SYS_ADMIN) || has(unix.CAP_BPF) && has(unix.CAP_PERFMON)
+}
+
+// ExplainPermission adds what to do to the errors a missing privilege
+// gives when loading programs.
+func ExplainPermission(err error) error {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return fmt.Errorf("%w (run as root, or with CAP_BPF and CAP_PERFMON)", err)
+	}
+	return err
+}
+
+// KernelHeader is a snapshot header describing the running kernel, taken
+// now.
+func KernelHeader() (format.Header, error) {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return format.Header{}, fmt.Errorf("uname: %w", err)
+	}
+	h := format.Header{
+		Time:    time.Now(),
+		Release: unix.ByteSliceToString(u.Release[:]),
+		Version: unix.ByteSliceToString(u.Version[:]),
+		Machine: unix.ByteSliceToString(u.Machine[:]),
+	}
+	switch runtime.GOARCH {
+	case "amd64":
+		h.Arch = format.ArchX86_64
+	case "arm64":
+		h.Arch = format.ArchARM64
+	}
+	var nums [3]uint16
+	for i, part := range strings.SplitN(h.Release, ".", 3) {
+		digits := part // "44-fc-v657" -> "44"
+		if j := strings.IndexFunc(part, func(r rune) bool { return r < '0' || r > '9' }); j >= 0 {
+			digits = part[:j]
+		}
+		n, _ := strconv.Atoi(digits)
+		nums[i] = uint16(n)
+	}
+	h.Major, h.Minor, h.Patch = nums[0], nums[1], nums[2]
+	return h, nil
+}
