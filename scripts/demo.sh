@@ -29,6 +29,7 @@ for p in "${kids[@]}"; do args+=(--pid "$p"); done
 set -x
 "$bin" dump "${args[@]}" -o "$dir/stuck.snap"
 "$bin" inspect "$dir/stuck.snap"
+"$bin" diagnose "${args[@]}" || true   # exit 1: something is stuck
 { set +x; } 2>/dev/null
 ino=$("$bin" inspect --json "$dir/stuck.snap" | grep -m1 '"ino"' | tr -dc 0-9)
 set -x

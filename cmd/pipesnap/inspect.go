@@ -100,7 +100,7 @@ func writeTable(w io.Writer, s *snapshot.Snapshot) error {
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%d/%d\t%d\t%s\t%s\n", p.Ino, kind, p.Bytes, p.Capacity, len(p.Buffers), flags, strings.Join(holders, " "))
 		if p.Bytes > 0 {
-			fmt.Fprintf(tw, "      %s\n", preview(p)) // no tab: not a column
+			fmt.Fprintf(tw, "\t\t\t\t\t%s\n", preview(p)) // under HOLDERS: the last cell sets no width
 		}
 	}
 	if err := tw.Flush(); err != nil {
