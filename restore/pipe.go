@@ -205,8 +205,30 @@ func (pp *pipe) refill(warn func(string, ...any)) error {
 	page := os.Getpagesize()
 	direct, warned := false, false
 	var written uint64
+	// Bytes of consecutive plain (non-packet) buffers go in one writev:
+	// the kernel lays them into pages the same way separate writes would.
+	var batch [][]byte
+	flush := func() error {
+		n, err := writevAll(fd, batch)
+		batch = batch[:0]
+		written += uint64(n)
+		if errors.Is(err, unix.EAGAIN) {
+			return fmt.Errorf("pipe %d: only %d of its %d bytes fit back in (capacity %d bytes): %w", p.Ino, written, total, pp.size, ErrNotFit)
+		}
+		if err != nil {
+			return fmt.Errorf("pipe %d: refilling it: %w", p.Ino, err)
+		}
+		return nil
+	}
 	for _, b := range p.Buffers {
 		packet := allPackets || b.Flags&format.BufPacket != 0
+		if !packet && len(b.Data) > 0 && !direct {
+			batch = append(batch, b.Data)
+			continue
+		}
+		if err := flush(); err != nil {
+			return err
+		}
 		if len(b.Data) == 0 {
 			if packet {
 				warn("pipe %d: buffer %d is an empty packet: a pipe cannot hold one again", p.Ino, b.Index)
@@ -236,12 +258,43 @@ func (pp *pipe) refill(warn func(string, ...any)) error {
 			return fmt.Errorf("pipe %d: refilling it: %w", p.Ino, err)
 		}
 	}
+	if err := flush(); err != nil {
+		return err
+	}
 	if direct {
 		if err := setfl(fd, base); err != nil {
 			return fmt.Errorf("pipe %d: %w", p.Ino, err)
 		}
 	}
 	return nil
+}
+
+// writevAll writes every byte of bufs, IOV_MAX slices at a time.
+func writevAll(fd int, bufs [][]byte) (int, error) {
+	const iovMax = 1024
+	done := 0
+	for len(bufs) > 0 {
+		chunk := bufs[:min(len(bufs), iovMax)]
+		n, err := unix.Writev(fd, chunk)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return done, err
+		}
+		done += n
+		// Drop what was written; trim a slice written in part.
+		for n > 0 && len(bufs) > 0 {
+			if n >= len(bufs[0]) {
+				n -= len(bufs[0])
+				bufs = bufs[1:]
+			} else {
+				bufs[0] = bufs[0][n:]
+				n = 0
+			}
+		}
+	}
+	return done, nil
 }
 
 func writeAll(fd int, b []byte) (int, error) {
