@@ -1,10 +1,10 @@
 package loader
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"time"
 	"unsafe"
@@ -13,9 +13,9 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"golang.org/x/sys/unix"
 
 	"github.com/pipesnap/pipesnap/internal/host"
+	"github.com/pipesnap/pipesnap/internal/taskiter"
 )
 
 // Record sizes, fixed by bpf/pipes/pipes.h.
@@ -137,48 +137,9 @@ func (it *pipeIter) Close() error {
 
 // read runs one walk of an iterator, handing fn each fixed-size record of
 // the seq_file in order. Ring records that belong to a record are already
-// in the ring when fn sees it.
+// in the ring when fn sees it. (The dump's context is checked by fn.)
 func (it *pipeIter) read(l *link.Iter, size int, fn func([]byte) error) error {
-	r, err := l.Open()
-	if err != nil {
-		return fmt.Errorf("opening iterator: %w", err)
-	}
-	defer r.Close()
-
-	var pending []byte
-	for again := 0; ; {
-		n, err := r.Read(it.seq)
-		if n > 0 {
-			again = 0
-			data := it.seq[:n]
-			if len(pending) > 0 {
-				data = append(pending, data...)
-			}
-			for len(data) >= size {
-				if err := fn(data[:size]); err != nil {
-					return err
-				}
-				data = data[size:]
-			}
-			pending = append(pending[:0], data...)
-		}
-		switch {
-		case err == nil && n > 0:
-		case err == nil || errors.Is(err, io.EOF):
-			if len(pending) > 0 {
-				return fmt.Errorf("iterator output ends inside a record (%d bytes left)", len(pending))
-			}
-			return nil
-		case errors.Is(err, unix.EAGAIN):
-			// The kernel visited many objects without output, or the
-			// program asked to come back once the ring has room.
-			if again++; again > 1000 {
-				return fmt.Errorf("reading iterator: no progress after %d tries: %w", again, err)
-			}
-		default:
-			return fmt.Errorf("reading iterator: %w", err)
-		}
-	}
+	return taskiter.Read(context.Background(), l, it.seq, size, fn)
 }
 
 // nextRing returns the next ring record, or nil when the ring is empty.

@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"time"
 	"unsafe"
@@ -168,50 +167,11 @@ func (s *Sampler) walk(ctx context.Context, fn func(*pipestatePstFd) error) erro
 
 // read runs one walk of an iterator, handing fn each record.
 func (s *Sampler) read(ctx context.Context, l *link.Iter, fn func(*pipestatePstFd) error) error {
-	r, err := l.Open()
-	if err != nil {
-		return fmt.Errorf("opening iterator: %w", err)
-	}
-	defer r.Close()
-
-	var pending []byte
-	for again := 0; ; {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		n, err := r.Read(s.seq)
-		if n > 0 {
-			again = 0
-			data := s.seq[:n]
-			if len(pending) > 0 {
-				data = append(pending, data...)
-			}
-			for len(data) >= recSize {
-				// Records are 8-byte multiples in an 8-byte aligned
-				// buffer: read in place, valid until the next read.
-				if err := fn((*pipestatePstFd)(unsafe.Pointer(&data[0]))); err != nil {
-					return err
-				}
-				data = data[recSize:]
-			}
-			pending = append(pending[:0], data...)
-		}
-		switch {
-		case err == nil && n > 0:
-		case err == nil || errors.Is(err, io.EOF):
-			if len(pending) > 0 {
-				return fmt.Errorf("iterator output ends inside a record (%d bytes left)", len(pending))
-			}
-			return nil
-		case errors.Is(err, unix.EAGAIN):
-			// The kernel visited many objects without output yet.
-			if again++; again > 1000 {
-				return fmt.Errorf("reading iterator: no progress after %d tries: %w", again, err)
-			}
-		default:
-			return fmt.Errorf("reading iterator: %w", err)
-		}
-	}
+	return taskiter.Read(ctx, l, s.seq, recSize, func(b []byte) error {
+		// Records are 8-byte multiples in an 8-byte aligned buffer: read
+		// in place, valid until the next read.
+		return fn((*pipestatePstFd)(unsafe.Pointer(&b[0])))
+	})
 }
 
 // Preflight checks what a walk needs before anything is loaded: something

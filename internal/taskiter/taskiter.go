@@ -2,8 +2,10 @@
 package taskiter
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"unsafe"
 
@@ -54,4 +56,53 @@ func AttachProcess(prog *ebpf.Program, pid uint32) (*link.Iter, error) {
 		return nil, fmt.Errorf("link of type %T, want an iterator", l)
 	}
 	return iter, nil
+}
+
+// Read runs one walk of an iterator, handing fn each size-byte record of
+// its output in order; buf is the read buffer (at least one page). A
+// record never spans reads as fn sees it. EAGAIN (the kernel visited many
+// objects without output, or the program asked to revisit one) is
+// retried; ctx is checked between reads.
+func Read(ctx context.Context, l *link.Iter, buf []byte, size int, fn func([]byte) error) error {
+	r, err := l.Open()
+	if err != nil {
+		return fmt.Errorf("opening iterator: %w", err)
+	}
+	defer r.Close()
+
+	var pending []byte
+	for again := 0; ; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := r.Read(buf)
+		if n > 0 {
+			again = 0
+			data := buf[:n]
+			if len(pending) > 0 {
+				data = append(pending, data...)
+			}
+			for len(data) >= size {
+				if err := fn(data[:size]); err != nil {
+					return err
+				}
+				data = data[size:]
+			}
+			pending = append(pending[:0], data...)
+		}
+		switch {
+		case err == nil && n > 0:
+		case err == nil || errors.Is(err, io.EOF):
+			if len(pending) > 0 {
+				return fmt.Errorf("iterator output ends inside a record (%d bytes left)", len(pending))
+			}
+			return nil
+		case errors.Is(err, unix.EAGAIN):
+			if again++; again > 1000 {
+				return fmt.Errorf("reading iterator: no progress after %d tries: %w", again, err)
+			}
+		default:
+			return fmt.Errorf("reading iterator: %w", err)
+		}
+	}
 }
