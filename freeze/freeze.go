@@ -1,7 +1,8 @@
 // Package freeze stops a set of processes for a consistent cut and lets
-// them go again. It stops them with SIGSTOP, sent through pidfds so a
-// recycled pid is never signalled, and waits until every thread is
-// stopped; Thaw sends SIGCONT to exactly the processes it stopped. A
+// them go again: with the cgroup v2 freezer where it can be used without
+// side effects (see cgroup.go), else with SIGSTOP, sent through pidfds so
+// a recycled pid is never signalled, waiting until every thread is
+// stopped; Thaw then sends SIGCONT to exactly the processes it stopped. A
 // process that was already stopped is left as it was found.
 package freeze
 
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,9 +22,14 @@ import (
 // uninterruptible sleep, say); nothing is left stopped.
 var ErrTimeout = errors.New("processes did not stop in time")
 
+// useCgroup is off in tests of the SIGSTOP path.
+var useCgroup = true
+
 // Set is the processes Stop stopped.
 type Set struct {
-	procs []proc
+	procs []proc        // stopped with SIGSTOP
+	cg    *cgroupFreeze // or frozen through this cgroup
+	How   string        // "cgroup v2 freezer", or "SIGSTOP" and why not the freezer
 }
 
 type proc struct {
@@ -33,7 +40,17 @@ type proc struct {
 // Stop stops the processes and waits, up to timeout, until all their
 // threads are stopped. On error, whatever it stopped is resumed.
 func Stop(pids []int, timeout time.Duration) (_ *Set, err error) {
-	s := &Set{}
+	if slices.Contains(pids, os.Getpid()) {
+		return nil, errors.New("freezing pipesnap itself would never end")
+	}
+	cg, cgErr := (*cgroupFreeze)(nil), errors.New("disabled")
+	if useCgroup {
+		cg, cgErr = freezeCgroup(pids, timeout)
+	}
+	if cgErr == nil {
+		return &Set{cg: cg, How: "cgroup v2 freezer"}, nil
+	}
+	s := &Set{How: fmt.Sprintf("SIGSTOP (no cgroup freezer: %v)", cgErr)}
 	defer func() {
 		if err != nil {
 			s.Thaw()
@@ -69,6 +86,10 @@ func Stop(pids []int, timeout time.Duration) (_ *Set, err error) {
 // Thaw resumes every process Stop stopped. It is safe to call twice.
 func (s *Set) Thaw() error {
 	var errs []error
+	if err := s.cg.thaw(); err != nil {
+		errs = append(errs, err)
+	}
+	s.cg = nil
 	for _, p := range s.procs {
 		if err := unix.PidfdSendSignal(p.pidfd, unix.SIGCONT, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, fmt.Errorf("resuming pid %d: %w", p.pid, err))
@@ -79,7 +100,7 @@ func (s *Set) Thaw() error {
 	return errors.Join(errs...)
 }
 
-// Len is the number of processes this set stopped.
+// Len is the number of processes this set stopped with SIGSTOP.
 func (s *Set) Len() int { return len(s.procs) }
 
 // allStopped reports whether every thread of pid is stopped (T or t), or

@@ -62,6 +62,7 @@ type Report struct {
 	Notes             []string
 	Translation       string        // where the page translation came from
 	Frozen            time.Duration // how long the processes were stopped
+	FrozenHow         string        // with what (freeze.Set.How)
 }
 
 // Dump walks the chosen tasks' pipes and FIFOs in the kernel and writes
@@ -132,6 +133,7 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 			return nil, err
 		}
 		defer set.Thaw()
+		d.report.FrozenHow = set.How
 		err = it.walk(targets, d.onFD)
 		d.report.Frozen = time.Since(frozenAt)
 		if thawErr := set.Thaw(); err == nil && thawErr != nil {

@@ -110,7 +110,7 @@ func TestDumpLivePipeFrozen(t *testing.T) {
 		}
 		last = data
 		if i == 0 {
-			t.Logf("processes stopped for %v", report.Frozen)
+			t.Logf("processes stopped for %v, with the %s", report.Frozen, report.FrozenHow)
 		}
 		if stopped(t, h.Rep.PIDs[0]) {
 			t.Fatalf("holder still stopped after dump %d", i)

@@ -180,6 +180,7 @@ func Dump(ctx context.Context, w io.Writer, opts loader.Options) (*loader.Report
 		}
 		defer set.Thaw()
 		thaw = set.Thaw
+		d.report.FrozenHow = set.How
 	}
 	err = d.run(targets, opts.All, self, starts)
 	if thaw != nil {

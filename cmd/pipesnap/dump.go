@@ -43,8 +43,12 @@ kernel with BTF.
 A pipe whose contents moved during every copy attempt is marked torn;
 one that could not be fully read is marked incomplete. Both are listed
 on stderr and kept in the snapshot with their flags. --freeze stops the
-processes for the walk only (SIGSTOP, then SIGCONT; processes already
-stopped are left stopped), which makes every copy consistent.
+processes for the walk only, which makes every copy consistent: with the
+cgroup v2 freezer where that has no side effect (the processes already
+are alone in a cgroup, or no controller is enabled in the v2 hierarchy,
+so moving them to a cgroup of pipesnap's changes nothing else), else
+with SIGSTOP and SIGCONT. They are resumed on every way out, and a
+process that was already stopped is left stopped.
 
 The snapshot is written to a temporary file next to FILE, mode 0600
 (pipe contents can be secrets), and renamed to FILE once complete.`,
@@ -125,7 +129,7 @@ func runDump(cfg dumpConfig) error {
 		where = "stdout"
 	}
 	if cfg.freeze {
-		fmt.Fprintf(os.Stderr, "pipesnap: processes stopped for %v\n", report.Frozen.Round(time.Microsecond))
+		fmt.Fprintf(os.Stderr, "pipesnap: processes stopped for %v, with the %s\n", report.Frozen.Round(time.Microsecond), report.FrozenHow)
 	}
 	fmt.Fprintf(os.Stderr, "pipesnap: wrote %s: %d processes, %d fds, %d pipes, %d bytes; %d torn or incomplete\n",
 		where, report.Tasks, report.FDs, report.Pipes, report.Bytes, len(report.Problems))
