@@ -57,6 +57,37 @@ func TestDumpManyPipes(t *testing.T) {
 	}
 }
 
+// TestDumpProcessWithManyFDs: a process with as many fds as the limit
+// allows (20,000 on the machines this runs on), a few of them pipes: the
+// walk goes through all of them and finds every pipe.
+func TestDumpProcessWithManyFDs(t *testing.T) {
+	pipetest.RequireBPF(t)
+	h := pipetest.StartHolder(t, "fds", "PIPESNAP_TEST_PIPES=10")
+	var buf bytes.Buffer
+	start := time.Now()
+	report, err := loader.Dump(context.Background(), &buf, loader.Options{PIDs: h.Rep.PIDs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a process with %d fds: dump took %v", h.Rep.ReadFD+1, time.Since(start))
+	snap, err := snapshot.Read(&buf, snapshot.Options{Data: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ino := range h.Rep.Inos {
+		p, err := snap.Find(ino)
+		if err != nil {
+			t.Fatalf("pipe %d: %v", i, err)
+		}
+		if !bytes.Equal(p.Data(), pipetest.ManyData(i)) {
+			t.Errorf("pipe %d: %q", i, p.Data())
+		}
+	}
+	if report.Pipes < len(h.Rep.Inos) {
+		t.Errorf("%d pipes in the report, want at least %d", report.Pipes, len(h.Rep.Inos))
+	}
+}
+
 // BenchmarkDumpThousandPipes: one dump of 1,000 small pipes, end to end
 // (load, calibration, walk, encoding).
 func BenchmarkDumpThousandPipes(b *testing.B) {

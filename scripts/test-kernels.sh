@@ -30,7 +30,7 @@ CACHE=${TEST_KERNELS_CACHE:-.cache/test-kernels}
 VM_TIMEOUT=${TEST_KERNELS_TIMEOUT:-600}
 # loader/'s BPF tests (about 1.5 minutes a config under TCG); -test.short
 # makes TestDumpLivePipe do 10 dumps instead of 50.
-RUN=${TEST_KERNELS_RUN:-'^(TestCalibrationVerifies|TestCalibrationSearch|TestScopedWalkOfExitedPid|TestWrongTranslationReadsNothing|TestDumpKinds|TestDumpLeavesNothing|TestDumpLivePipe|TestDumpLivePipeFrozen|TestDumpManyPipes)$'}
+RUN=${TEST_KERNELS_RUN:-'^(TestCalibrationVerifies|TestCalibrationSources|TestExplainMissingFindsNothingHere|TestScopedWalkOfExitedPid|TestWrongTranslationReadsNothing|TestDumpKinds|TestDumpLeavesNothing|TestDumpLivePipe|TestDumpLivePipeFrozen|TestDumpManyPipes)$'}
 configs=("$@")
 [ ${#configs[@]} -gt 0 ] || configs=(6.1 6.1-nokaslr 6.1-4level 6.12)
 

@@ -279,6 +279,41 @@ func runHolder(kind string) error {
 			}
 			rep.Inos = append(rep.Inos, inoOf(q[0]))
 		}
+	case "fds":
+		// As many fds as the hard limit allows, nearly all /dev/null, with
+		// PIPESNAP_TEST_PIPES pipes among the last of them.
+		n, err := strconv.Atoi(os.Getenv("PIPESNAP_TEST_PIPES"))
+		if err != nil {
+			return err
+		}
+		var lim unix.Rlimit
+		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			return err
+		}
+		lim.Cur = lim.Max
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			return err
+		}
+		null, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		for uint64(null)+uint64(2*n)+64 < lim.Max {
+			if null, err = unix.FcntlInt(uintptr(null), unix.F_DUPFD_CLOEXEC, 0); err != nil {
+				return err
+			}
+		}
+		for i := range n {
+			var q [2]int
+			if err := unix.Pipe2(q[:], unix.O_CLOEXEC); err != nil {
+				return err
+			}
+			if err := writeAll(q[1], ManyData(i)); err != nil {
+				return err
+			}
+			rep.Inos = append(rep.Inos, inoOf(q[0]))
+		}
+		rep.ReadFD = null // the highest /dev/null fd: how many fds there are
 	case "live":
 		// A producer at full speed and a consumer at a varying pace: the
 		// pipe never stands still. Byte i of the stream is LiveByte(i).
