@@ -88,6 +88,27 @@ func TestDumpProcessWithManyFDs(t *testing.T) {
 	}
 }
 
+// TestDumpChurn: dumps of every process while pipes are opened and closed
+// and processes holding pipes start and exit, without pause: each dump
+// completes and its stream reads back whole.
+func TestDumpChurn(t *testing.T) {
+	pipetest.RequireBPF(t)
+	pipetest.StartHolder(t, "churn")
+	for i := range 20 {
+		var buf bytes.Buffer
+		report, err := loader.Dump(context.Background(), &buf, loader.Options{All: true})
+		if err != nil {
+			t.Fatalf("dump %d: %v", i, err)
+		}
+		if _, err := snapshot.Read(&buf, snapshot.Options{}); err != nil {
+			t.Fatalf("dump %d reads back: %v", i, err)
+		}
+		if i == 0 {
+			t.Logf("%d processes, %d pipes", report.Tasks, report.Pipes)
+		}
+	}
+}
+
 // BenchmarkDumpThousandPipes: one dump of 1,000 small pipes, end to end
 // (load, calibration, walk, encoding).
 func BenchmarkDumpThousandPipes(b *testing.B) {

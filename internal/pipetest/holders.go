@@ -314,6 +314,29 @@ func runHolder(kind string) error {
 			rep.Inos = append(rep.Inos, inoOf(q[0]))
 		}
 		rep.ReadFD = null // the highest /dev/null fd: how many fds there are
+	case "churn":
+		// Pipes opened, filled and closed, and short-lived processes
+		// holding pipes, without pause: dumps meet tasks and pipes that
+		// go away under them.
+		go func() {
+			for {
+				var q [2]int
+				if unix.Pipe2(q[:], unix.O_CLOEXEC) != nil {
+					return
+				}
+				writeAll(q[1], []byte("churn"))
+				unix.Close(q[0])
+				unix.Close(q[1])
+			}
+		}()
+		go func() {
+			for {
+				cmd := exec.Command("sh", "-c", "echo x | cat >/dev/null")
+				if cmd.Run() != nil {
+					return
+				}
+			}
+		}()
 	case "live":
 		// A producer at full speed and a consumer at a varying pace: the
 		// pipe never stands still. Byte i of the stream is LiveByte(i).
