@@ -17,7 +17,7 @@ deps:
 # (bpf/pipes) and pipestate/ (bpf/pipestate). Commit the result.
 generate: deps
 	scripts/gen-vmlinux.sh
-	$(GO) generate ./loader/... ./pipestate/...
+	scripts/bpf-generate.sh
 
 check-generated: deps
 	scripts/check-generated.sh

@@ -37,9 +37,7 @@ for f in "${outputs[@]}"; do
 	mkdir -p "$tmp/committed/$(dirname "$f")"
 	cp "$f" "$tmp/committed/$f"
 done
-for d in "${dirs[@]}"; do
-	(cd "$d" && go generate .)
-done
+scripts/bpf-generate.sh "${dirs[@]}"
 mapfile -t made < <(git ls-files --cached --others --exclude-standard -- '*_bpfel.go' '*_bpfel.o')
 for f in "${made[@]}"; do
 	if [ ! -e "$tmp/committed/$f" ]; then
