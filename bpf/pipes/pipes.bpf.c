@@ -22,13 +22,11 @@
 #include "../vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include "../pipe_common.h"
 #include "pipes.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#define S_IFMT 00170000
-#define S_IFIFO 0010000
-#define PIPEFS_MAGIC 0x50495045
 #define PIPE_BUF_FLAG_PACKET 0x08
 #define GIB (1ULL << 30)
 #define FMODE_READ 0x1
@@ -260,16 +258,6 @@ static long emit_one(__u32 i, struct copy_ctx *c)
 	return 0;
 }
 
-static __always_inline __u32 read_head(struct pipe_inode_info *pipe)
-{
-	return BPF_CORE_READ_BITFIELD_PROBED(pipe, head);
-}
-
-static __always_inline __u32 read_tail(struct pipe_inode_info *pipe)
-{
-	return BPF_CORE_READ_BITFIELD_PROBED(pipe, tail);
-}
-
 /* Ring buffer bytes a record of n bytes takes: 8-byte header, 8-aligned. */
 static __always_inline __u64 ring_cost(__u64 n)
 {
@@ -420,10 +408,7 @@ int dump_pipes(struct bpf_iter__task_file *ctx)
 		if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
 			return 0;
 	}
-	inode = BPF_CORE_READ(file, f_inode);
-	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFIFO)
-		return 0;
-	pipe = BPF_CORE_READ(inode, i_pipe);
+	pipe = file_pipe(file, &inode);
 	if (!pipe)
 		return 0;
 	ino = BPF_CORE_READ(inode, i_ino);
@@ -440,7 +425,7 @@ int dump_pipes(struct bpf_iter__task_file *ctx)
 	rec.f_flags = BPF_CORE_READ(file, f_flags);
 	rec.f_mode = BPF_CORE_READ(file, f_mode);
 	rec.cloexec = is_cloexec(task, ctx->fd);
-	rec.kind = BPF_CORE_READ(inode, i_sb, s_magic) == PIPEFS_MAGIC ? PS_KIND_PIPE : PS_KIND_FIFO;
+	rec.kind = inode_is_fifo(inode) ? PS_KIND_FIFO : PS_KIND_PIPE;
 	bpf_probe_read_kernel_str(rec.comm, sizeof(rec.comm), task->comm);
 
 	gen = bpf_map_lookup_elem(&seen, &ino);

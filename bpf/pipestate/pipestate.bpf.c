@@ -20,13 +20,11 @@
 #include "../vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include "../pipe_common.h"
 #include "pipestate.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#define S_IFMT 00170000
-#define S_IFIFO 0010000
-#define PIPEFS_MAGIC 0x50495045
 
 /* Configuration, fixed at load time. */
 const volatile __u32 self_tgid = 0;		/* pipesnap itself: never reported */
@@ -99,16 +97,6 @@ static __always_inline struct work *work(void)
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&work_scratch, &zero);
-}
-
-static __always_inline __u32 read_head(struct pipe_inode_info *pipe)
-{
-	return BPF_CORE_READ_BITFIELD_PROBED(pipe, head);
-}
-
-static __always_inline __u32 read_tail(struct pipe_inode_info *pipe)
-{
-	return BPF_CORE_READ_BITFIELD_PROBED(pipe, tail);
 }
 
 struct sum_ctx {
@@ -342,10 +330,7 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 		return 0;
 	if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
 		return 0;
-	inode = BPF_CORE_READ(file, f_inode);
-	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFIFO)
-		return 0;
-	pipe = BPF_CORE_READ(inode, i_pipe);
+	pipe = file_pipe(file, &inode);
 	if (!pipe)
 		return 0;
 	r = scratch();
@@ -360,7 +345,7 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 	r->fd = ctx->fd;
 	r->f_flags = BPF_CORE_READ(file, f_flags);
 	r->f_mode = BPF_CORE_READ(file, f_mode);
-	r->kind = BPF_CORE_READ(inode, i_sb, s_magic) == PIPEFS_MAGIC ? PST_KIND_PIPE : PST_KIND_FIFO;
+	r->kind = inode_is_fifo(inode) ? PST_KIND_FIFO : PST_KIND_PIPE;
 	r->task_state = BPF_CORE_READ(task, group_leader, __state);
 	r->nr_threads = BPF_CORE_READ(task, signal, nr_threads);
 	r->ring_size = BPF_CORE_READ(pipe, ring_size);
