@@ -95,6 +95,23 @@ func spawnPeer(fds ...int) (int, error) {
 	return cmd.Process.Pid, nil
 }
 
+// manyPipes makes n pipes, pipe i holding ManyData(i), and returns their
+// inodes.
+func manyPipes(n int) ([]uint64, error) {
+	var inos []uint64
+	for i := range n {
+		var q [2]int
+		if err := unix.Pipe2(q[:], unix.O_CLOEXEC); err != nil {
+			return nil, err
+		}
+		if err := writeAll(q[1], ManyData(i)); err != nil {
+			return nil, err
+		}
+		inos = append(inos, inoOf(q[0]))
+	}
+	return inos, nil
+}
+
 // ManyData is what pipe i of the "many" holder holds.
 func ManyData(i int) []byte { return []byte(fmt.Sprintf("pipe %d\n", i)) }
 
@@ -269,15 +286,8 @@ func runHolder(kind string) error {
 		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 			return fmt.Errorf("raising the fd limit to %d: %w", lim.Cur, err)
 		}
-		for i := range n {
-			var q [2]int
-			if err := unix.Pipe2(q[:], unix.O_CLOEXEC); err != nil {
-				return err
-			}
-			if err := writeAll(q[1], ManyData(i)); err != nil {
-				return err
-			}
-			rep.Inos = append(rep.Inos, inoOf(q[0]))
+		if rep.Inos, err = manyPipes(n); err != nil {
+			return err
 		}
 	case "fds":
 		// As many fds as the hard limit allows, nearly all /dev/null, with
@@ -303,15 +313,8 @@ func runHolder(kind string) error {
 				return err
 			}
 		}
-		for i := range n {
-			var q [2]int
-			if err := unix.Pipe2(q[:], unix.O_CLOEXEC); err != nil {
-				return err
-			}
-			if err := writeAll(q[1], ManyData(i)); err != nil {
-				return err
-			}
-			rep.Inos = append(rep.Inos, inoOf(q[0]))
+		if rep.Inos, err = manyPipes(n); err != nil {
+			return err
 		}
 		rep.ReadFD = null // the highest /dev/null fd: how many fds there are
 	case "churn":
