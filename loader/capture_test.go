@@ -43,15 +43,11 @@ func TestDumpKinds(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reading the snapshot back: %v", err)
 	}
-	// Each pipe once, whatever number of fds and processes hold it (the
-	// holders' stdio pipes are in the snapshot too).
-	inos := map[uint64]bool{}
+	var inos []uint64 // the holders' stdio pipes are in the snapshot too
 	for _, p := range snap.Pipes {
-		if inos[p.Ino] {
-			t.Errorf("pipe %d appears twice", p.Ino)
-		}
-		inos[p.Ino] = true
+		inos = append(inos, p.Ino)
 	}
+	pipetest.EachOnce(t, inos)
 
 	for _, kind := range pipetest.Kinds {
 		t.Run(kind, func(t *testing.T) {
@@ -61,13 +57,7 @@ func TestDumpKinds(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkPipe(t, p, h, w)
-			if before[kind] != len(w.Data) {
-				t.Errorf("FIONREAD before the dump %d, want %d", before[kind], len(w.Data))
-			}
-			if n := pipetest.Queued(t, readEnds[kind]); n != before[kind] {
-				t.Errorf("FIONREAD after the dump %d, before %d", n, before[kind])
-			}
-			pipetest.ReadBack(t, readEnds[kind], w)
+			pipetest.CheckUntouched(t, readEnds[kind], before[kind], w)
 		})
 	}
 }

@@ -147,3 +147,29 @@ func FirstDiff(a, b []byte) int {
 	}
 	return min(len(a), len(b))
 }
+
+// CheckUntouched checks a pipe a dump went over: it held w's bytes before
+// (FIONREAD then), holds as many after, and reads back exactly w.
+func CheckUntouched(t testing.TB, fd, before int, w Want) {
+	t.Helper()
+	if before != len(w.Data) {
+		t.Errorf("FIONREAD before the dump %d, want %d", before, len(w.Data))
+	}
+	if n := Queued(t, fd); n != before {
+		t.Errorf("FIONREAD after the dump %d, before %d", n, before)
+	}
+	ReadBack(t, fd, w)
+}
+
+// EachOnce checks that no inode appears twice among a snapshot's pipes:
+// a pipe is copied once whatever number of fds and processes hold it.
+func EachOnce(t testing.TB, inos []uint64) {
+	t.Helper()
+	seen := map[uint64]bool{}
+	for _, ino := range inos {
+		if seen[ino] {
+			t.Errorf("pipe %d appears twice", ino)
+		}
+		seen[ino] = true
+	}
+}
