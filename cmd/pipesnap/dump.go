@@ -51,13 +51,15 @@ with SIGSTOP and SIGCONT. They are resumed on every way out, and a
 process that was already stopped is left stopped.
 
 The snapshot is written to a temporary file next to FILE, mode 0600
-(pipe contents can be secrets), and renamed to FILE once complete.`,
+(pipe contents can be secrets), and renamed to FILE once complete. An
+existing device or FIFO (-o /dev/null, a FIFO a consumer reads) is
+written in place instead, without --force.`,
 		Flags: []cli.Flag{
 			&cli.IntSliceFlag{Name: "pid", Aliases: []string{"p"}, Usage: "dump the pipes of process `PID` (repeat for more)"},
 			&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "dump every process's pipes (except pipesnap's own)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the snapshot to `FILE` (- for stdout)"},
 			&cli.BoolFlag{Name: "strict", Usage: "exit with status 1 if any pipe is torn or incomplete"},
-			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "replace FILE if it exists"},
+			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "replace FILE if it is an existing regular file"},
 			&cli.StringFlag{Name: "method", Value: "auto", Usage: "`METHOD` of capture: bpf (kernel iterator), tee (user space: pidfd_getfd + tee(2); sees no buffer offsets, ring or counts), or auto (bpf, falling back to tee when BPF is unavailable)"},
 			&cli.BoolFlag{Name: "freeze", Usage: "stop the processes (SIGSTOP) during the walk for a consistent cut; they are resumed on every way out"},
 		},
@@ -108,10 +110,15 @@ func runDump(cfg dumpConfig) error {
 		report, err = teecap.Dump(ctx, w, opts)
 		return err
 	}
-	if cfg.output == "-" {
+	switch special, serr := isSpecial(cfg.output); {
+	case cfg.output == "-":
 		opts.ExcludeIno = pipeIno(os.Stdout)
 		err = write(os.Stdout)
-	} else {
+	case serr != nil:
+		err = serr
+	case special:
+		err = writeSpecial(cfg.output, &opts, write)
+	default:
 		err = writeAtomic(cfg.output, cfg.force, write)
 	}
 	if err != nil {
@@ -222,6 +229,41 @@ func writeAtomic(path string, force bool, write func(io.Writer) error) (err erro
 	}
 	if err != nil {
 		return fmt.Errorf("moving snapshot into place: %w", err)
+	}
+	return nil
+}
+
+// isSpecial tells whether path names an existing device, FIFO or socket:
+// those are written in place (a temporary renamed over /dev/null would
+// replace the device with a file).
+func isSpecial(path string) (bool, error) {
+	if path == "-" {
+		return false, nil
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return false, nil // created by writeAtomic
+	}
+	if st.IsDir() {
+		return false, usagef("%s is a directory: -o takes a file name", path)
+	}
+	return !st.Mode().IsRegular(), nil
+}
+
+// writeSpecial writes the stream straight into a device or FIFO. A FIFO
+// that is itself one of the dumped pipes is left out, as stdout is.
+func writeSpecial(path string, opts *loader.Options, write func(io.Writer) error) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("opening output: %w", err)
+	}
+	opts.ExcludeIno = pipeIno(f)
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
 }

@@ -469,3 +469,50 @@ func TestDumpMethods(t *testing.T) {
 		t.Errorf("auto fallback snapshot lacks the %d bytes:\n%s", len(data), out)
 	}
 }
+
+// TestDumpToSpecialFiles: -o naming a device or a FIFO writes into it in
+// place. A temporary renamed over /dev/null would replace the device with
+// a regular file for everybody.
+func TestDumpToSpecialFiles(t *testing.T) {
+	pid, ino := stuckReader(t, "bytes for a fifo\n")
+	for _, force := range []bool{false, true} {
+		args := []string{"dump", "--method", "tee", "--pid", strconv.Itoa(pid), "-o", os.DevNull}
+		if force {
+			args = append(args, "--force")
+		}
+		if _, stderr, code := run(t, args...); code != 0 {
+			t.Fatalf("dump -o %s (force %v): exit %d: %s", os.DevNull, force, code, stderr)
+		}
+		st, err := os.Stat(os.DevNull)
+		if err != nil || st.Mode()&os.ModeCharDevice == 0 {
+			t.Fatalf("%s after dump: %v, %v: no longer a character device", os.DevNull, st.Mode(), err)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(os.DevNull), ".null.*")); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+
+	fifo := filepath.Join(t.TempDir(), "out.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := os.ReadFile(fifo) // opens the read end: the dump's open returns
+		got <- b
+	}()
+	if _, stderr, code := run(t, "dump", "--method", "tee", "--pid", strconv.Itoa(pid), "-o", fifo); code != 0 {
+		t.Fatalf("dump -o FIFO: exit %d: %s", code, stderr)
+	}
+	snap := filepath.Join(t.TempDir(), "s.snap")
+	if err := os.WriteFile(snap, <-got, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := run(t, "cat", "--ino", strconv.FormatUint(ino, 10), snap)
+	if code != 0 || out != "bytes for a fifo\n" {
+		t.Errorf("stream read from the FIFO: cat gave %q, exit %d: %s", out, code, stderr)
+	}
+	if _, stderr, code := run(t, "dump", "--pid", strconv.Itoa(pid), "-o", t.TempDir()); code != 2 || !strings.Contains(stderr, "directory") {
+		t.Errorf("dump -o DIR: exit %d, %q; want 2 and a word about the directory", code, stderr)
+	}
+}
