@@ -223,17 +223,30 @@ func (b *builder) add(r *pipestatePstFd) error {
 // addWaiter merges a waiter seen from one record with those seen from
 // others: the same wait queue entry is one waiter, and a record that
 // matched it to a thread of its own process knows more than one that did
-// not.
+// not: one that saw a task outside its process (the wake function said
+// so), or, before the sampler has the wake functions, one that could not
+// tell what the entry is ("other").
 func (p *Pipe) addWaiter(w Waiter) {
 	for i, o := range p.Waiters {
 		if o.entry == w.entry && o.Queue == w.Queue {
-			if o.Outside && !w.Outside {
+			if knowledge(w) > knowledge(o) {
 				p.Waiters[i] = w
 			}
 			return
 		}
 	}
 	p.Waiters = append(p.Waiters, w)
+}
+
+// knowledge ranks what a record told of a wait queue entry.
+func knowledge(w Waiter) int {
+	switch {
+	case w.Kind == "other":
+		return 0
+	case w.Outside:
+		return 1
+	}
+	return 2
 }
 
 func waiterOf(w *pipestatePstWaiter) Waiter {

@@ -65,11 +65,11 @@ type pipestatePstWaiter struct {
 }
 
 type pipestateWork struct {
-	_    structs.HostLayout
-	Node uint64
-	Head uint64
-	Left uint32
-	Pad  uint32
+	_     structs.HostLayout
+	Node  uint64
+	Head  uint64
+	Left  uint32
+	Known uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -87,6 +87,11 @@ const (
 	pipestateVarUnusedPstFd     = "unused_pst_fd"
 	pipestateVarUnusedPstSlot   = "unused_pst_slot"
 	pipestateVarUnusedPstWaiter = "unused_pst_waiter"
+	pipestateVarWakeAutoremove  = "wake_autoremove"
+	pipestateVarWakeDefault     = "wake_default"
+	pipestateVarWakeEpPoll      = "wake_ep_poll"
+	pipestateVarWakePollwake    = "wake_pollwake"
+	pipestateVarWakeWoken       = "wake_woken"
 )
 
 // loadPipestate returns the embedded CollectionSpec for pipestate.
@@ -154,6 +159,11 @@ type pipestateVariableSpecs struct {
 	UnusedPstFd     *ebpf.VariableSpec `ebpf:"unused_pst_fd"`
 	UnusedPstSlot   *ebpf.VariableSpec `ebpf:"unused_pst_slot"`
 	UnusedPstWaiter *ebpf.VariableSpec `ebpf:"unused_pst_waiter"`
+	WakeAutoremove  *ebpf.VariableSpec `ebpf:"wake_autoremove"`
+	WakeDefault     *ebpf.VariableSpec `ebpf:"wake_default"`
+	WakeEpPoll      *ebpf.VariableSpec `ebpf:"wake_ep_poll"`
+	WakePollwake    *ebpf.VariableSpec `ebpf:"wake_pollwake"`
+	WakeWoken       *ebpf.VariableSpec `ebpf:"wake_woken"`
 }
 
 // pipestateObjects contains all objects after they have been loaded into the kernel.
@@ -200,6 +210,11 @@ type pipestateVariables struct {
 	UnusedPstFd     *ebpf.Variable `ebpf:"unused_pst_fd"`
 	UnusedPstSlot   *ebpf.Variable `ebpf:"unused_pst_slot"`
 	UnusedPstWaiter *ebpf.Variable `ebpf:"unused_pst_waiter"`
+	WakeAutoremove  *ebpf.Variable `ebpf:"wake_autoremove"`
+	WakeDefault     *ebpf.Variable `ebpf:"wake_default"`
+	WakeEpPoll      *ebpf.Variable `ebpf:"wake_ep_poll"`
+	WakePollwake    *ebpf.Variable `ebpf:"wake_pollwake"`
+	WakeWoken       *ebpf.Variable `ebpf:"wake_woken"`
 }
 
 // pipestatePrograms contains all programs after they have been loaded into the kernel.

@@ -49,6 +49,11 @@ type Sampler struct {
 	unscoped bool              // the kernel cannot scope iterators
 	pageSize uint64
 	seq      []byte
+	// wake says whether the program has the wake functions' addresses
+	// (wake.go); kallsymsReads counts the reads of /proc/kallsyms (at
+	// most one).
+	wake          wakeState
+	kallsymsReads int
 }
 
 var recSize = int(unsafe.Sizeof(pipestatePstFd{}))
@@ -121,8 +126,31 @@ func (s *Sampler) Close() error {
 // Targets are the processes the sampler walks; none means every process.
 func (s *Sampler) Targets() []uint32 { return s.targets }
 
-// Sample walks the processes once and returns what their pipes look like.
+// Sample walks the processes and returns what their pipes look like.
+// The program starts without the wake functions' addresses (wake.go):
+// the first walk that leaves a waiter unexplained has the Sampler read
+// them from /proc/kallsyms, once, and walk again.
 func (s *Sampler) Sample(ctx context.Context) (*Sample, error) {
+	out, err := s.sample(ctx)
+	if err != nil || s.wake != wakeUnread || !out.unexplained() {
+		return out, err
+	}
+	s.kallsymsReads++
+	w := readWakeFuncs()
+	if w == (wakeFuncs{}) {
+		s.wake = wakeUnavailable
+		return out, nil
+	}
+	if err := s.setWakeFuncs(w); err != nil {
+		s.wake = wakeUnavailable
+		return nil, err
+	}
+	s.wake = wakeSet
+	return s.sample(ctx)
+}
+
+// sample walks the processes once.
+func (s *Sampler) sample(ctx context.Context) (*Sample, error) {
 	b := newBuilder(s.pageSize, s.starts)
 	start := time.Now()
 	if err := s.walk(ctx, b.add); err != nil {

@@ -33,16 +33,22 @@ const volatile __u32 max_threads = 4096;	/* threads compared per (task, fd) */
 const volatile __u32 max_attempts = 3;		/* reads of a moving pipe */
 
 /*
- * Wake functions, from kallsyms (0 where missing). A task sleeping in
+ * Wake functions' addresses, 0 until the sampler sets them (ordinary
+ * globals in .bss, written by Go after the load). A task sleeping in
  * wait_event*() has autoremove_wake_function; poll/select entries have
- * pollwake, epoll's ep_poll_callback. Without them, only entries whose
- * private is one of the process's threads are known for what they are.
+ * pollwake, epoll's ep_poll_callback. While they are unset, only entries
+ * whose private is one of the process's threads are known for what they
+ * are. They are not __ksym externs on purpose: those make cilium/ebpf read
+ * and parse all of /proc/kallsyms at every load (measured: ~70 of ~125 ms
+ * CPU of a one-shot `pipesnap ls --pid`); the sampler reads kallsyms only
+ * when a walk leaves a waiter unexplained, once per sampler, and walks
+ * again (pipestate/wake.go).
  */
-extern void autoremove_wake_function __ksym __weak;
-extern void default_wake_function __ksym __weak;
-extern void woken_wake_function __ksym __weak;
-extern void pollwake __ksym __weak;
-extern void ep_poll_callback __ksym __weak;
+__u64 wake_autoremove = 0;
+__u64 wake_default = 0;
+__u64 wake_woken = 0;
+__u64 wake_pollwake = 0;
+__u64 wake_ep_poll = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -67,7 +73,7 @@ struct work {
 	__u64 node;	/* the thread_node list_head of the next thread */
 	__u64 head;	/* &signal->thread_head: the end of the list */
 	__u32 left;	/* candidates not matched yet */
-	__u32 _pad;
+	__u32 known;	/* the wake functions were set when the record began */
 };
 
 struct {
@@ -160,9 +166,9 @@ static __always_inline void read_ring(struct pst_fd *r, struct pipe_inode_info *
 	}
 }
 
-static __always_inline bool is_fn(__u64 fn, void *sym)
+static __always_inline bool is_fn(__u64 fn, __u64 sym)
 {
-	return sym && fn == (__u64)sym;
+	return sym && fn == sym;
 }
 
 static __always_inline void fill_task(struct pst_waiter *w, struct task_struct *t)
@@ -181,12 +187,11 @@ struct queue_ctx {
 
 /*
  * queue_entry records one entry of a wait queue, classified by its wake
- * function where kallsyms told them. An entry that may be a sleeping
+ * function where the sampler set them. An entry that may be a sleeping
  * task is left as a candidate for the comparison with the threads.
  */
 static long queue_entry(__u32 i, struct queue_ctx *c)
 {
-	bool known = &autoremove_wake_function != 0;
 	struct wait_queue_entry *e;
 	struct pst_waiter *w;
 	struct pst_fd *r;
@@ -217,16 +222,16 @@ static long queue_entry(__u32 i, struct queue_ctx *c)
 	w->tgid = 0;
 	w->state = 0;
 	w->comm[0] = 0;
-	if (is_fn(fn, &ep_poll_callback)) {
+	if (is_fn(fn, wake_ep_poll)) {
 		w->kind = PST_W_EPOLL;
-	} else if (priv && is_fn(fn, &pollwake)) {
+	} else if (priv && is_fn(fn, wake_pollwake)) {
 		struct poll_wqueues *pq = (void *)priv;
 
 		w->kind = PST_W_POLL;
 		fill_task(w, BPF_CORE_READ(pq, polling_task));
-	} else if (priv && (!known || is_fn(fn, &autoremove_wake_function) ||
-			    is_fn(fn, &default_wake_function) ||
-			    is_fn(fn, &woken_wake_function))) {
+	} else if (priv && (!k->known || is_fn(fn, wake_autoremove) ||
+			    is_fn(fn, wake_default) ||
+			    is_fn(fn, wake_woken))) {
 		w->kind = W_CANDIDATE;
 		k->left++;
 	} else {
@@ -282,13 +287,14 @@ static __always_inline void read_waiters(struct pst_fd *r, struct pipe_inode_inf
 					 struct task_struct *task)
 {
 	struct signal_struct *sig = BPF_CORE_READ(task, signal);
-	bool known = &autoremove_wake_function != 0;
 	struct work *k = work();
 	__u32 j;
 
 	if (!k)
 		return;
 	k->left = 0;
+	/* Read once: one record classifies all its entries alike. */
+	k->known = wake_autoremove != 0;
 	walk_queue(&pipe->rd_wait, PST_QUEUE_READ);
 	walk_queue(&pipe->wr_wait, PST_QUEUE_WRITE);
 	if (!k->left)
@@ -303,7 +309,7 @@ static __always_inline void read_waiters(struct pst_fd *r, struct pipe_inode_inf
 
 		if (w->kind != W_CANDIDATE || j >= r->nwaiters)
 			continue;
-		if (known) {
+		if (k->known) {
 			w->kind = PST_W_TASK;
 			fill_task(w, (struct task_struct *)w->private);
 		} else {
