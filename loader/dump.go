@@ -78,13 +78,14 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 		attempts = 4
 	}
 	slots := scratchSlots(pageSize)
+	tries := uint32(min(attempts, 8))
 	it, err := loadIter(iterConfig{
 		selfTgid:     uint32(os.Getpid()),
 		targets:      targets,
 		pageSize:     pageSize,
 		scratchSlots: slots,
-		maxAttempts:  uint32(min(attempts, 8)),
-		ringBytes:    ringBytes(slots, pageSize),
+		maxAttempts:  tries,
+		ringBytes:    ringBytes(slots, pageSize, tries),
 		copyData:     true,
 	})
 	if err != nil {
@@ -393,10 +394,12 @@ func scratchSlots(pageSize uint32) uint32 {
 	return min(slots, 1<<16)
 }
 
-// ringBytes holds two of the largest pipes, so one waiting to be read
-// never blocks the copy of the next.
-func ringBytes(slots, pageSize uint32) uint32 {
-	need := uint64(slots)*uint64(pageSize+64)*2 + 64<<10
+// ringBytes holds every copy attempt at the largest pipe: the
+// program copies a pipe only when the ring has room for all its attempts,
+// and an empty ring always has (rounding up to a power of two leaves
+// room for more pipes per read).
+func ringBytes(slots, pageSize, attempts uint32) uint32 {
+	need := uint64(slots)*uint64(pageSize+64)*uint64(attempts) + 64<<10
 	size := uint64(8 << 20)
 	for size < need {
 		size <<= 1

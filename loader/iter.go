@@ -24,7 +24,11 @@ var (
 	calibRecSize = int(unsafe.Sizeof(pipesPsCalib{}))
 	pipeHdrSize  = int(unsafe.Offsetof(pipesPsPipe{}.Path))
 	bufHdrSize   = int(unsafe.Offsetof(pipesPsBuf{}.Data))
+	maxRecSize   = int(max(unsafe.Sizeof(pipesPsPipe{}), unsafe.Sizeof(pipesPsBuf{})))
 )
+
+// arenaStart is the first arena's size: a 64 KiB pipe and then some.
+const arenaStart = 256 << 10
 
 const (
 	ringPipe = 1 // PS_RING_PIPE
@@ -54,11 +58,15 @@ type pipeIter struct {
 	seq   []byte
 	gen   uint32
 
-	btf      *btf.Cache // the kernel's BTF, parsed once per run
-	unread   []byte     // a ring record looked at but not taken
-	cur      capturedPipe
-	arena    []byte // bytes of cur's buffers
-	unscoped bool   // the kernel cannot scope iterators to a process
+	btf *btf.Cache // the kernel's BTF, parsed once per run
+	cur capturedPipe
+	// arena holds the ring records of cur: the ring reader copies each
+	// record straight into it, and cur's buffers are slices of it, so a
+	// byte is copied once on its way from the ring to the encoder. unread
+	// is a record looked at but not kept: always arena[len(arena):].
+	arena    []byte
+	unread   []byte
+	unscoped bool // the kernel cannot scope iterators to a process
 }
 
 func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
@@ -66,7 +74,6 @@ func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading BPF object: %w", err)
 	}
-	spec.Maps[pipesMapScratch].MaxEntries = cfg.scratchSlots
 	spec.Maps[pipesMapSlots].MaxEntries = cfg.scratchSlots
 	spec.Maps[pipesMapRing].MaxEntries = cfg.ringBytes
 	consts := map[string]any{
@@ -142,9 +149,14 @@ func (it *pipeIter) read(l *link.Iter, size int, fn func([]byte) error) error {
 	return taskiter.Read(context.Background(), l, it.seq, size, fn)
 }
 
-// nextRing returns the next ring record, or nil when the ring is empty.
-// The slice is valid until the next call.
+// nextRing reads the next ring record into the free end of the arena,
+// or returns nil when the ring is empty.
 func (it *pipeIter) nextRing() ([]byte, error) {
+	if cap(it.arena)-len(it.arena) < maxRecSize {
+		// A new array: the slices of kept records still hold the old one.
+		it.arena = make([]byte, 0, max(2*cap(it.arena), arenaStart))
+	}
+	it.rec.RawSample = it.arena[len(it.arena):len(it.arena):cap(it.arena)]
 	err := it.ring.ReadInto(&it.rec)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return nil, nil
@@ -153,6 +165,33 @@ func (it *pipeIter) nextRing() ([]byte, error) {
 		return nil, fmt.Errorf("reading ring buffer: %w", err)
 	}
 	return it.rec.RawSample, nil
+}
+
+// keep takes the record peekRing returned: it stays in the arena.
+func (it *pipeIter) keep() {
+	n := len(it.arena)
+	if len(it.unread) > 0 && cap(it.arena)-n >= len(it.unread) && &it.arena[:n+1][n] == &it.unread[0] {
+		it.arena = it.arena[:n+len(it.unread)]
+	} else {
+		it.arena = append(it.arena, it.unread...) // the reader allocated
+	}
+	it.unread = nil
+}
+
+// drop takes the record peekRing returned and forgets it.
+func (it *pipeIter) drop() { it.unread = nil }
+
+// restartArena forgets the kept records, moving a record looked at but
+// not taken to the front.
+func (it *pipeIter) restartArena() {
+	if cap(it.arena) < len(it.unread) {
+		it.arena = make([]byte, 0, max(arenaStart, len(it.unread)))
+	}
+	n := copy(it.arena[:cap(it.arena)], it.unread)
+	it.arena = it.arena[:0]
+	if it.unread != nil {
+		it.unread = it.arena[:n]
+	}
 }
 
 // newRun makes every pipe count as not yet copied.
@@ -187,92 +226,116 @@ type capturedPipe struct {
 }
 
 type capturedBuf struct {
-	index, offset, flags uint32
-	data                 []byte
+	index, offset, flags, attempt uint32
+	data                          []byte
 }
 
-// takePipe reads pipe ino's records from the ring: its ps_pipe, then its
-// ps_buf records. Copies of pipes already taken (the kernel copies a pipe
-// again when its seen map is full) are skipped; nil means the ring holds
-// nothing for ino.
+// takePipe reads pipe ino's records from the ring: the ps_buf records of
+// each copy attempt, then the ps_pipe naming the attempt that holds.
+// Copies of pipes already taken (the kernel copies a pipe again when its
+// seen map is full) are skipped; nil means the ring holds nothing for ino.
+// The result and its bytes are valid until the next call.
 func (it *pipeIter) takePipe(ino uint64, taken func(uint64) bool) (*capturedPipe, error) {
+	p := &it.cur
+	*p = capturedPipe{bufs: p.bufs[:0]}
+	it.restartArena()
+	attempt := uint32(0) // of the buffers in p.bufs
 	for {
 		raw, err := it.peekRing()
 		if err != nil || raw == nil {
 			return nil, err
 		}
-		if len(raw) < 16 || binary.NativeEndian.Uint32(raw) != ringPipe {
-			it.unread = nil // a stray buffer of a skipped copy
-			continue
+		typ, recIno, err := ringRecord(raw)
+		if err != nil {
+			return nil, err
 		}
-		if len(raw) < pipeHdrSize {
-			return nil, fmt.Errorf("ring record of %d bytes is too short for a pipe", len(raw))
-		}
-		recIno := binary.NativeEndian.Uint64(raw[8:])
 		if recIno != ino && !taken(recIno) {
 			return nil, nil // left for its own fd
 		}
-		it.unread = nil
-		// One capturedPipe and one byte arena serve every pipe of a run:
-		// the caller is done with the previous pipe before asking again.
-		p := &it.cur
-		*p = capturedPipe{bufs: p.bufs[:0]}
-		it.arena = it.arena[:0]
-		if err := decodePrefix(raw[:pipeHdrSize], &p.hdr, pipeHdrSize); err != nil {
+		if recIno != ino {
+			it.drop() // part of another copy of a pipe already written
+			continue
+		}
+		if typ == ringBuf && binary.NativeEndian.Uint64(raw[bufFaultAt:]) != 0 {
+			it.drop() // a page the program could not read: the ps_pipe says so
+			continue
+		}
+		if typ == ringBuf {
+			if a := binary.NativeEndian.Uint32(raw[bufAttemptAt:]); a != attempt {
+				// The buffers of an attempt that moved are dropped.
+				p.bufs = p.bufs[:0]
+				it.restartArena()
+				attempt, raw = a, it.unread
+			}
+			b, err := parseBuf(raw)
+			if err != nil {
+				return nil, err
+			}
+			it.keep()
+			p.bufs = append(p.bufs, b)
+			continue
+		}
+		it.drop() // the ps_pipe is decoded before the next read
+		if err := decodePrefix(raw, &p.hdr, pipeHdrSize); err != nil {
 			return nil, err
 		}
 		if n := int(p.hdr.PathLen); n > 0 && pipeHdrSize+n <= len(raw) {
 			p.path = string(raw[pipeHdrSize : pipeHdrSize+n])
 		}
-		var ends []int
-		for i := uint32(0); i < p.hdr.Nbufs; i++ {
-			b, err := it.takeBuf(recIno)
-			if err != nil {
-				return nil, err
-			}
-			if b == nil {
-				p.lost = true
-				break
-			}
-			p.bufs = append(p.bufs, *b)
-			ends = append(ends, len(it.arena))
+		if attempt != p.hdr.Attempts {
+			p.bufs = p.bufs[:0]
 		}
-		// The arena may have moved while growing: slice it only now.
-		start := 0
-		for i, end := range ends {
-			p.bufs[i].data = it.arena[start:end]
-			start = end
+		if uint32(len(p.bufs)) != p.hdr.Nbufs {
+			p.lost = true
+			p.bufs = p.bufs[:min(uint32(len(p.bufs)), p.hdr.Nbufs)]
 		}
-		if recIno == ino {
-			return p, nil
-		}
+		return p, nil
 	}
 }
 
-func (it *pipeIter) takeBuf(ino uint64) (*capturedBuf, error) {
-	raw, err := it.peekRing()
-	if err != nil || raw == nil {
-		return nil, err
+// Where ring records keep their fields (bpf/pipes/pipes.h).
+var (
+	pipeInoAt    = int(unsafe.Offsetof(pipesPsPipe{}.Ino))
+	bufIndexAt   = int(unsafe.Offsetof(pipesPsBuf{}.Index))
+	bufOffsetAt  = int(unsafe.Offsetof(pipesPsBuf{}.Offset))
+	bufLenAt     = int(unsafe.Offsetof(pipesPsBuf{}.Len))
+	bufFlagsAt   = int(unsafe.Offsetof(pipesPsBuf{}.Flags))
+	bufAttemptAt = int(unsafe.Offsetof(pipesPsBuf{}.Attempt))
+	bufInoAt     = int(unsafe.Offsetof(pipesPsBuf{}.Ino))
+	bufFaultAt   = int(unsafe.Offsetof(pipesPsBuf{}.Fault))
+)
+
+// ringRecord checks a ring record's size and returns its type and pipe.
+func ringRecord(raw []byte) (typ uint32, ino uint64, err error) {
+	if len(raw) >= 4 {
+		typ = binary.NativeEndian.Uint32(raw)
 	}
-	if len(raw) < bufHdrSize || binary.NativeEndian.Uint32(raw) != ringBuf ||
-		binary.NativeEndian.Uint64(raw[24:]) != ino {
-		return nil, nil // not ours: left in place
+	switch {
+	case typ == ringPipe && len(raw) >= pipeHdrSize:
+		return typ, binary.NativeEndian.Uint64(raw[pipeInoAt:]), nil
+	case typ == ringBuf && len(raw) >= bufHdrSize:
+		return typ, binary.NativeEndian.Uint64(raw[bufInoAt:]), nil
 	}
-	it.unread = nil
-	n := binary.NativeEndian.Uint32(raw[12:])
-	if int(n) != len(raw)-bufHdrSize {
-		return nil, fmt.Errorf("ring buffer record says %d bytes and carries %d", n, len(raw)-bufHdrSize)
+	return 0, 0, fmt.Errorf("ring record of type %d and %d bytes: not one pipesnap writes", typ, len(raw))
+}
+
+// parseBuf reads a ps_buf; its data is a slice of raw.
+func parseBuf(raw []byte) (capturedBuf, error) {
+	n := binary.NativeEndian.Uint32(raw[bufLenAt:])
+	if int(n) > len(raw)-bufHdrSize {
+		return capturedBuf{}, fmt.Errorf("ring buffer record says %d bytes and carries %d", n, len(raw)-bufHdrSize)
 	}
-	it.arena = append(it.arena, raw[bufHdrSize:]...)
-	return &capturedBuf{
-		index:  binary.NativeEndian.Uint32(raw[4:]),
-		offset: binary.NativeEndian.Uint32(raw[8:]),
-		flags:  binary.NativeEndian.Uint32(raw[16:]),
+	return capturedBuf{
+		index:   binary.NativeEndian.Uint32(raw[bufIndexAt:]),
+		offset:  binary.NativeEndian.Uint32(raw[bufOffsetAt:]),
+		flags:   binary.NativeEndian.Uint32(raw[bufFlagsAt:]),
+		attempt: binary.NativeEndian.Uint32(raw[bufAttemptAt:]),
+		data:    raw[bufHdrSize : bufHdrSize+int(n)],
 	}, nil
 }
 
 // peekRing returns the next ring record without taking it: the caller
-// clears it.unread once it keeps the record.
+// then keeps or drops it, or leaves it for the next call.
 func (it *pipeIter) peekRing() ([]byte, error) {
 	if it.unread != nil {
 		return it.unread, nil

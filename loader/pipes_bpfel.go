@@ -14,15 +14,16 @@ import (
 )
 
 type pipesPsBuf struct {
-	_      structs.HostLayout
-	Type   uint32
-	Index  uint32
-	Offset uint32
-	Len    uint32
-	Flags  uint32
-	Pad    uint32
-	Ino    uint64
-	Data   [4096]uint8
+	_       structs.HostLayout
+	Type    uint32
+	Index   uint32
+	Offset  uint32
+	Len     uint32
+	Flags   uint32
+	Attempt uint32
+	Ino     uint64
+	Fault   int64
+	Data    [4096]uint8
 }
 
 type pipesPsCalib struct {
@@ -86,7 +87,6 @@ type pipesSlot struct {
 const (
 	pipesMapPipeScratch        = "pipe_scratch"
 	pipesMapRing               = "ring"
-	pipesMapScratch            = "scratch"
 	pipesMapSeen               = "seen"
 	pipesMapSlots              = "slots"
 	pipesMapTargets            = "targets"
@@ -167,7 +167,6 @@ type pipesProgramSpecs struct {
 type pipesMapSpecs struct {
 	PipeScratch *ebpf.MapSpec `ebpf:"pipe_scratch"`
 	Ring        *ebpf.MapSpec `ebpf:"ring"`
-	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
 	Seen        *ebpf.MapSpec `ebpf:"seen"`
 	Slots       *ebpf.MapSpec `ebpf:"slots"`
 	Targets     *ebpf.MapSpec `ebpf:"targets"`
@@ -222,7 +221,6 @@ func (o *pipesObjects) Close() error {
 type pipesMaps struct {
 	PipeScratch *ebpf.Map `ebpf:"pipe_scratch"`
 	Ring        *ebpf.Map `ebpf:"ring"`
-	Scratch     *ebpf.Map `ebpf:"scratch"`
 	Seen        *ebpf.Map `ebpf:"seen"`
 	Slots       *ebpf.Map `ebpf:"slots"`
 	Targets     *ebpf.Map `ebpf:"targets"`
@@ -232,7 +230,6 @@ func (m *pipesMaps) Close() error {
 	return _PipesClose(
 		m.PipeScratch,
 		m.Ring,
-		m.Scratch,
 		m.Seen,
 		m.Slots,
 		m.Targets,

@@ -6,13 +6,20 @@
  *
  * Two channels leave the kernel:
  *   - the iterator's seq_file carries one struct ps_fd per (task, fd);
- *   - a BPF ring buffer carries each pipe's contents once (struct ps_pipe,
- *     then one struct ps_buf per pipe buffer), in iteration order, ahead of
- *     the ps_fd of the element that copied it.
+ *   - a BPF ring buffer carries each pipe's contents (one struct ps_buf
+ *     per pipe buffer, for every copy attempt, then one struct ps_pipe
+ *     that says which attempt holds), in iteration order, ahead of the
+ *     ps_fd of the element that copied it.
+ * Page bytes are read straight into reserved ring records: the only copy
+ * in the kernel. A copy that turns out to have moved cannot be taken
+ * back, so every ps_buf carries its attempt number and the ps_pipe that
+ * follows them is the verdict: the loader keeps the bufs of the attempt
+ * it names and drops the others.
  * The loader drains the ring after every read of the iterator. When the
- * ring lacks room for a pipe, the program returns 1: the kernel ends the
- * read and visits the same (task, fd) again on the next one, after the
- * loader has made room. Nothing is dropped for lack of space.
+ * ring lacks room for every attempt at a pipe, the program returns 1
+ * before copying anything: the kernel ends the read and visits the same
+ * (task, fd) again on the next one, after the loader has made room.
+ * Nothing is dropped for lack of space.
  *
  * Page bytes are read through the direct map: a struct page pointer is
  * turned into an address with bases the loader calibrated and verified
@@ -73,16 +80,10 @@ struct slot {
 	__u32 len;
 };
 
+/* What each copied slot held, for the check after the copy. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 256);	/* = scratch_slots, set by the loader */
-	__type(key, __u32);
-	__type(value, struct ps_buf);
-} scratch SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 256);	/* = scratch_slots */
 	__type(key, __u32);
 	__type(value, struct slot);
 } slots SEC(".maps");
@@ -97,6 +98,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);	/* most runs meet few pipes */
 	__type(key, __u64);
 	__type(value, __u32);
 } seen SEC(".maps");
@@ -151,28 +153,35 @@ static __always_inline struct pipe_buffer *slot_ptr(struct pipe_buffer *bufs,
 }
 
 struct copy_ctx {
+	struct pipe_inode_info *pipe;
 	struct pipe_buffer *bufs;
 	__u64 ino;
-	__u32 tail;
+	__u32 ring_size;
 	__u32 mask;
+	__u32 head;
+	__u32 tail;
 	__u32 done;	/* buffers copied */
 	__u32 reason;	/* why the copy stopped early */
 	__u32 status;
-	__u32 _pad;
+	__u32 attempt;
 	__u64 bytes;
 };
 
-/* copy_one copies buffer i (ring index tail+i) into scratch slot i. */
+/*
+ * copy_one copies buffer i (ring index tail+i) into a ring record of its
+ * own, and keeps what the slot held for check_one.
+ */
 static long copy_one(__u32 i, struct copy_ctx *c)
 {
 	__u32 key = i;
-	struct ps_buf *out = bpf_map_lookup_elem(&scratch, &key);
 	struct slot *s = bpf_map_lookup_elem(&slots, &key);
 	struct pipe_buffer *b;
+	struct ps_buf *out;
 	__u64 page, ops, addr;
 	__u32 off, len, flags;
+	long err;
 
-	if (!out || !s) {
+	if (!s) {
 		c->reason = PS_REASON_TOO_LARGE;
 		return 1;
 	}
@@ -200,17 +209,30 @@ static long copy_one(__u32 i, struct copy_ctx *c)
 		c->reason = PS_REASON_PAGE_RANGE;
 		return 1;
 	}
+	len &= 2 * PS_PAGE_MAX - 1;
+	if (len > PS_PAGE_MAX)
+		return 1;
+	/*
+	 * capture() made sure the ring has room for every attempt. Straight
+	 * line while the record is held: a fault is said in the record (the
+	 * loader drops it) and acted on once it is submitted.
+	 */
+	out = bpf_ringbuf_reserve(&ring, sizeof(*out), 0);
+	if (!out) {
+		c->reason = PS_REASON_CHANNEL;
+		return 1;
+	}
 	out->type = PS_RING_BUF;
 	out->index = c->tail + i;
 	out->offset = off;
 	out->len = len;
 	out->flags = flags;
-	out->_pad = 0;
+	out->attempt = c->attempt;
 	out->ino = c->ino;
-	len &= 2 * PS_PAGE_MAX - 1;
-	if (len > PS_PAGE_MAX)
-		return 1;
-	if (bpf_probe_read_kernel(out->data, len, (void *)(addr + off))) {
+	err = bpf_probe_read_kernel(out->data, len, (void *)(addr + off));
+	out->fault = err;
+	bpf_ringbuf_submit(out, BPF_RB_NO_WAKEUP);
+	if (err) {
 		c->reason = PS_REASON_FAULT;
 		return 1;
 	}
@@ -241,21 +263,50 @@ static long check_one(__u32 i, struct copy_ctx *c)
 	return 0;
 }
 
-static long emit_one(__u32 i, struct copy_ctx *c)
+/*
+ * attempt_one makes copy attempt i+1 of the pipe: returns 1 (stop) when
+ * the copy holds, or cannot get better by trying again.
+ */
+static long attempt_one(__u32 i, struct copy_ctx *c)
 {
-	__u32 key = i;
-	struct ps_buf *out = bpf_map_lookup_elem(&scratch, &key);
-	__u32 len;
+	__u32 nbufs;
 
-	if (!out)
-		return 1;
-	len = out->len & (2 * PS_PAGE_MAX - 1);
-	if (len > PS_PAGE_MAX)
-		return 1;
-	if (bpf_ringbuf_output(&ring, out, offsetof(struct ps_buf, data) + len,
-			       BPF_RB_NO_WAKEUP))
-		return 1;
-	return 0;
+	c->attempt = i + 1;
+	c->head = read_head(c->pipe);
+	c->tail = read_tail(c->pipe);
+	nbufs = c->head - c->tail;
+	c->done = 0;
+	c->reason = PS_REASON_NONE;
+	c->status = 0;
+	c->bytes = 0;
+	if (nbufs > c->ring_size || c->ring_size & (c->ring_size - 1)) {
+		/* head/tail read mid-update, or not a ring we know */
+		c->reason = PS_REASON_MOVED;
+		return 0;
+	}
+	if (nbufs > scratch_slots) {
+		c->reason = PS_REASON_TOO_LARGE;
+		bpf_loop(scratch_slots, copy_one, c, 0);
+	} else {
+		bpf_loop(nbufs, copy_one, c, 0);
+	}
+	/*
+	 * Keep the copy only if what was copied did not move: same tail, and
+	 * every copied slot still holds the page, ops, offset and len it had.
+	 * A writer that only added buffers after head changed nothing that
+	 * was copied (a merge into the last buffer changes its len), so head
+	 * may move: the copy is the pipe as it was when head was read. A slot
+	 * that failed may have been caught half set up by a writer: try
+	 * again, unless the pipe is simply too large.
+	 */
+	if (read_tail(c->pipe) != c->tail ||
+	    bpf_loop(c->done, check_one, c, 0) != c->done) {
+		c->reason = PS_REASON_MOVED;
+		return 0;
+	}
+	if (c->reason != PS_REASON_NONE && c->reason != PS_REASON_TOO_LARGE)
+		return 0;
+	return 1;
 }
 
 /* Ring buffer bytes a record of n bytes takes: 8-byte header, 8-aligned. */
@@ -267,9 +318,10 @@ static __always_inline __u64 ring_cost(__u64 n)
 enum { CAPTURED = 0, RETRY_LATER = 1 };
 
 /*
- * capture copies one pipe into the ring: validated copies into scratch,
- * up to max_attempts, then the records. Returns RETRY_LATER when the
- * ring has no room yet (nothing was emitted).
+ * capture copies one pipe into the ring: up to max_attempts copies, each
+ * checked after the fact, then the ps_pipe naming the attempt that holds.
+ * Returns RETRY_LATER, having emitted nothing, when the ring has no room
+ * yet for every attempt.
  */
 static __always_inline int capture(struct file *file, struct pipe_inode_info *pipe,
 				   __u64 ino, __u32 kind, __u32 *nrecs)
@@ -277,7 +329,7 @@ static __always_inline int capture(struct file *file, struct pipe_inode_info *pi
 	__u32 zero = 0;
 	struct ps_pipe *p = bpf_map_lookup_elem(&pipe_scratch, &zero);
 	struct copy_ctx c = {};
-	__u32 head, tail, ring_size, nbufs = 0, attempt;
+	__u32 ring_size, most;
 	__u64 need, avail, size;
 
 	if (!p)
@@ -296,60 +348,38 @@ static __always_inline int capture(struct file *file, struct pipe_inode_info *pi
 		if (n > 0)
 			p->path_len = n - 1;
 	}
+	size = offsetof(struct ps_pipe, path) + (__u64)p->path_len + 1;
+	if (size > sizeof(*p))
+		size = sizeof(*p);
 
+	/*
+	 * Room for every attempt at the most buffers the pipe can hold, and
+	 * the verdict, or come back once the loader drained the ring (the
+	 * loader sizes the ring so that an empty one always has room).
+	 */
+	most = ring_size < scratch_slots ? ring_size : scratch_slots;
+	need = copy_data ? (__u64)max_attempts * most * ring_cost(sizeof(struct ps_buf)) : 0;
+	need += ring_cost(size);
+	avail = bpf_ringbuf_query(&ring, BPF_RB_RING_SIZE) - bpf_ringbuf_query(&ring, BPF_RB_AVAIL_DATA);
+	if (need > avail)
+		return RETRY_LATER;
+
+	c.pipe = pipe;
 	c.bufs = BPF_CORE_READ(pipe, bufs);
 	c.ino = ino;
+	c.ring_size = ring_size;
 	c.mask = ring_size - 1;
-	for (attempt = 1; attempt <= 8; attempt++) {
-		if (attempt > max_attempts)
-			break;
-		head = read_head(pipe);
-		tail = read_tail(pipe);
-		nbufs = head - tail;
-		c.tail = tail;
-		c.done = 0;
-		c.reason = PS_REASON_NONE;
-		c.status = 0;
-		c.bytes = 0;
-		if (!copy_data) {
-			c.reason = PS_REASON_NOT_CAPTURED;
-			break;
-		}
-		if (nbufs > ring_size || ring_size & (ring_size - 1)) {
-			/* head/tail read mid-update, or not a ring we know */
-			c.reason = PS_REASON_MOVED;
-			continue;
-		}
-		if (nbufs > scratch_slots) {
-			c.reason = PS_REASON_TOO_LARGE;
-			bpf_loop(scratch_slots, copy_one, &c, 0);
-		} else {
-			bpf_loop(nbufs, copy_one, &c, 0);
-		}
-		/*
-		 * Keep the copy only if what was copied did not move: same
-		 * tail, and every copied slot still holds the page, ops,
-		 * offset and len it had. A writer that only added buffers
-		 * after head changed nothing that was copied (a merge into
-		 * the last buffer changes its len), so head may move: the
-		 * copy is the pipe as it was when head was read. A slot that
-		 * failed may have been caught half set up by a writer: try
-		 * again, unless the pipe is simply too large.
-		 */
-		if (read_tail(pipe) != tail ||
-		    bpf_loop(c.done, check_one, &c, 0) != c.done) {
-			c.reason = PS_REASON_MOVED;
-			continue;
-		}
-		if (c.reason != PS_REASON_NONE && c.reason != PS_REASON_TOO_LARGE)
-			continue;
-		break;
+	if (copy_data) {
+		bpf_loop(max_attempts, attempt_one, &c, 0);
+	} else {
+		c.attempt = 1;
+		c.head = read_head(pipe);
+		c.tail = read_tail(pipe);
+		c.reason = PS_REASON_NOT_CAPTURED;
 	}
-	if (attempt > max_attempts)
-		attempt = max_attempts;
-	p->attempts = attempt;
-	p->head = head;
-	p->tail = tail;
+	p->attempts = c.attempt;
+	p->head = c.head;
+	p->tail = c.tail;
 	p->nbufs = c.done;
 	p->bytes = c.bytes;
 	p->reason = c.reason;
@@ -359,19 +389,9 @@ static __always_inline int capture(struct file *file, struct pipe_inode_info *pi
 	else if (c.reason != PS_REASON_NONE)
 		p->status |= PS_STATUS_INCOMPLETE;
 
-	/* Room for everything, or come back once the loader drained the ring. */
-	size = offsetof(struct ps_pipe, path) + (__u64)p->path_len + 1;
-	if (size > sizeof(*p))
-		size = sizeof(*p);
-	need = ring_cost(size) + c.bytes + (__u64)c.done * ring_cost(offsetof(struct ps_buf, data) + 7);
-	avail = bpf_ringbuf_query(&ring, BPF_RB_RING_SIZE) - bpf_ringbuf_query(&ring, BPF_RB_AVAIL_DATA);
-	if (need > avail)
-		return RETRY_LATER;
-
 	if (bpf_ringbuf_output(&ring, p, size, BPF_RB_NO_WAKEUP))
-		return CAPTURED;	/* the loader finds no data and says so */
-	bpf_loop(c.done, emit_one, &c, 0);
-	*nrecs = 1 + c.done;
+		return CAPTURED;	/* the loader finds no verdict and says so */
+	*nrecs = c.done + 1;
 	return CAPTURED;
 }
 

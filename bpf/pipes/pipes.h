@@ -42,7 +42,8 @@ enum ps_ring_type {
 /*
  * struct ps_fd: one per (task, pipe or FIFO fd), written to the iterator's
  * seq_file in iteration order. When first is set, the pipe's contents were
- * put in the ring buffer just before: one ps_pipe, then nbufs ps_buf.
+ * put in the ring buffer just before: the ps_buf of every copy attempt,
+ * then the ps_pipe that names the attempt that holds.
  */
 struct ps_fd {
 	__u32 tgid;
@@ -57,11 +58,14 @@ struct ps_fd {
 	__u32 cloexec;
 	__u32 kind;
 	__u32 first;
-	__u32 nrecs;	/* ring records for this pipe when first (1 + nbufs) */
+	__u32 nrecs;	/* when first: ps_buf of the attempt that holds, + 1 */
 	char comm[PS_COMM_LEN];
 };
 
-/* struct ps_pipe: pipe state, first in the ring for each captured pipe. */
+/*
+ * struct ps_pipe: pipe state, after the ps_buf records of a captured pipe:
+ * its nbufs buffers are the ps_buf whose attempt equals attempts.
+ */
 struct ps_pipe {
 	__u32 type;	/* PS_RING_PIPE */
 	__u32 status;
@@ -80,15 +84,20 @@ struct ps_pipe {
 	char path[PS_PATH_LEN];
 };
 
-/* struct ps_buf: one pipe buffer, header then len bytes of data. */
+/*
+ * struct ps_buf: one pipe buffer as one copy attempt saw it, header then
+ * len bytes of data. Always reserved whole (ring reservations have a
+ * size fixed at load time); bytes after len are not data.
+ */
 struct ps_buf {
 	__u32 type;	/* PS_RING_BUF */
 	__u32 index;	/* ring index (tail + k) */
 	__u32 offset;
 	__u32 len;
 	__u32 flags;
-	__u32 _pad;
+	__u32 attempt;	/* 1-based; see ps_pipe.attempts */
 	__u64 ino;
+	__s64 fault;	/* the read of the page failed: not data */
 	__u8 data[PS_PAGE_MAX];
 };
 
