@@ -9,8 +9,10 @@ import (
 	"testing"
 
 	"github.com/pipesnap/pipesnap/bench"
+	"github.com/pipesnap/pipesnap/format"
 	"github.com/pipesnap/pipesnap/internal/pipetest"
 	"github.com/pipesnap/pipesnap/loader"
+	"github.com/pipesnap/pipesnap/restore"
 	"github.com/pipesnap/pipesnap/snapshot"
 	"github.com/pipesnap/pipesnap/teecap"
 )
@@ -74,6 +76,102 @@ func TestMemcpy(t *testing.T) {
 	if d := bench.Memcpy(1<<20, 4096, 2); len(d) != 2 {
 		t.Errorf("%v", d)
 	}
+}
+
+// refillStream: task 7 holds pipe a (both ends, fd 4 dup'ed to fd 9 as
+// well as a section of its own for another thread) and the read end of
+// pipe b (1 MiB), whose write end task 8 holds; task 8 also holds pipe c.
+func refillStream(t *testing.T) *snapshot.Snapshot {
+	t.Helper()
+	a := &pipetest.SPipe{Ino: 100, Bufs: [][]byte{pipetest.Pattern(1, 4096), pipetest.Pattern(2, 100)}}
+	b := &pipetest.SPipe{Ino: 101, Capacity: 1 << 20, Bufs: [][]byte{pipetest.Pattern(3, 4096), pipetest.Pattern(4, 4096)}}
+	c := &pipetest.SPipe{Ino: 102, Bufs: [][]byte{pipetest.Pattern(5, 10)}}
+	stream := pipetest.Stream(t,
+		pipetest.STask{PID: 7, Comm: "a", FDs: []pipetest.SFD{
+			{FD: 3, File: "ar", Pipe: a, Mode: format.ModeRead},
+			{FD: 4, File: "aw", Pipe: a, Mode: format.ModeWrite},
+			{FD: 5, File: "br", Pipe: b, Mode: format.ModeRead, Cloexec: true},
+			{FD: 9, File: "aw", Pipe: a, Mode: format.ModeWrite},
+		}},
+		pipetest.STask{PID: 8, Comm: "b", FDs: []pipetest.SFD{
+			{FD: 3, File: "bw", Pipe: b, Mode: format.ModeWrite},
+			{FD: 4, File: "cr", Pipe: c, Mode: format.ModeRead},
+		}},
+		pipetest.STask{PID: 7, Comm: "a", FDs: []pipetest.SFD{
+			{FD: 3, File: "ar", Pipe: a, Mode: format.ModeRead},
+		}},
+	)
+	s, err := snapshot.Read(bytes.NewReader(stream), snapshot.Options{Data: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestTaskPipes(t *testing.T) {
+	s := refillStream(t)
+	pipes, fds, n := bench.TaskPipes(s, 7)
+	if len(pipes) != 2 || pipes[0].Ino != 100 || pipes[1].Ino != 101 || fds != 4 || n != 4196+8192 {
+		t.Errorf("pid 7: %d pipes, %d fds, %d bytes; want 100 and 101, 4 fds, %d bytes", len(pipes), fds, n, 4196+8192)
+	}
+	if pipes, fds, n := bench.TaskPipes(s, 99); len(pipes) != 0 || fds != 0 || n != 0 {
+		t.Errorf("pid 99: %d pipes, %d fds, %d bytes", len(pipes), fds, n)
+	}
+	plain := bench.PlainPipes(pipes)
+	if len(plain) != 2 || plain[0].Capacity != 65536 || plain[1].Capacity != 1<<20 ||
+		!bytes.Equal(plain[0].Data, pipes[0].Data()) || len(plain[1].Data) != 8192 {
+		t.Errorf("plain pipes: %+v", plain)
+	}
+}
+
+// TestWritePipes: the plain way makes every pipe, refuses bytes that do
+// not fit rather than block, and leaves no fd behind.
+func TestWritePipes(t *testing.T) {
+	before := openFDs(t)
+	big := bytes.Repeat([]byte{7}, 1<<20)
+	if err := bench.WritePipes([]bench.PlainPipe{{Capacity: 65536, Data: big[:65536]}, {Capacity: 1 << 20, Data: big}, {}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bench.WritePipes([]bench.PlainPipe{{Capacity: 65536, Data: big}}); err == nil {
+		t.Error("1 MiB into a 64 KiB pipe: no error")
+	}
+	if after := openFDs(t); after != before {
+		t.Errorf("%d fds open before, %d after", before, after)
+	}
+}
+
+// TestHeldPipes: what restore.Build makes for pid 7 is what HeldPipes
+// counts (the restorer holds every end until Close).
+func TestHeldPipes(t *testing.T) {
+	p0, n0, err := bench.HeldPipes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := refillStream(t)
+	set, err := restore.Build(s, restore.Options{PID: 7, KeepCloexec: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, n1, err := bench.HeldPipes()
+	set.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, want := bench.TaskPipes(s, 7); p1-p0 != 2 || n1-n0 != want {
+		t.Errorf("restored: %d pipes, %d bytes; want 2, %d", p1-p0, n1-n0, want)
+	}
+	if len(set.FDs()) != 4 {
+		t.Errorf("restored %d fds, want 4", len(set.FDs()))
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
 
 func BenchmarkProcWalk(b *testing.B) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench: measures pipesnap's BPF dump against the user-space tee path
-# and the /proc walk, on workloads it creates and removes itself, and
-# writes the results (bench/results.md; see bench/README.md).
+# and the /proc walk, and `pipesnap restore`'s refill against plain
+# write(2), on workloads it creates and removes itself, and writes the
+# results (bench/results.md; see bench/README.md).
 #
 # Environment (all optional):
 #   BENCH_QUICK=1          small sizes, 3 repetitions, under a minute; writes
@@ -9,11 +10,13 @@
 #   BENCH_REPS=N           timed runs per case (default 10)
 #   BENCH_META=1000,10000  pipe counts of the metadata scan
 #   BENCH_DATA=1000x4096,1000x65536,64x1048576
-#                          PIPESxBYTES of the dump cases (at most 1 MiB a pipe)
+#                          PIPESxBYTES of the dump and restore cases (at most
+#                          1 MiB a pipe; restore takes the first process's pipes)
 #   BENCH_PIPES_PER_PROC=1000
 #                          pipes per workload process (each holds 2 fds a pipe
 #                          and must stay under RLIMIT_NOFILE's hard limit)
-#   BENCH_TMPFS=/dev/shm   where the "output to a file on tmpfs" cases write
+#   BENCH_TMPFS=/dev/shm   where the "output to a file on tmpfs" cases and the
+#                          snapshot the restore cases read are written
 #   BENCH_OUT=FILE         where the results go
 #   BENCH_NO_PIPELINE=1    skip the seq | gzip | sleep case
 set -euo pipefail

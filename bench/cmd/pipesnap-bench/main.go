@@ -1,6 +1,7 @@
 // Command pipesnap-bench measures pipesnap's BPF dump against the
-// user-space tee path and the /proc walk on workloads it creates itself,
-// and writes the results as markdown. scripts/bench.sh (make bench) runs
+// user-space tee path and the /proc walk, and `pipesnap restore`'s refill
+// against plain write(2), on workloads it creates itself, and writes the
+// results as markdown. scripts/bench.sh (make bench) runs
 // it; see bench/README.md for what is measured and why.
 //
 //	pipesnap-bench [run]          measure everything (configured by BENCH_* variables)
@@ -8,11 +9,14 @@
 //	                              hold a workload until stdin closes; print its pids
 //	pipesnap-bench procwalk PID...
 //	                              the /proc walk (readlink + fdinfo of every fd), once
+//	pipesnap-bench pipebytes      print the pipes this process holds from fd 3 up and
+//	                              their queued bytes (the check of a restored command)
 package main
 
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -28,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pipesnap/pipesnap/bench"
+	"github.com/pipesnap/pipesnap/restore"
 	"github.com/pipesnap/pipesnap/snapshot"
 )
 
@@ -46,8 +51,14 @@ func main() {
 		err = workload(args)
 	case "procwalk":
 		err = procwalk(args)
+	case "pipebytes":
+		var pipes int
+		var n int64
+		if pipes, n, err = bench.HeldPipes(); err == nil {
+			fmt.Printf("%d %d\n", pipes, n)
+		}
 	default:
-		err = fmt.Errorf("unknown command %q (run, workload, procwalk)", cmd)
+		err = fmt.Errorf("unknown command %q (run, workload, procwalk, pipebytes)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "pipesnap-bench: %v\n", err)
@@ -333,6 +344,9 @@ func run() error {
 			return fmt.Errorf("%s: %w (build it first: scripts/bench.sh does)", bin, err)
 		}
 	}
+	if err := raiseNofile(); err != nil {
+		return err
+	}
 	started := time.Now()
 	loadStart := loadavg()
 	var md strings.Builder
@@ -475,7 +489,7 @@ func run() error {
 		"the bytes once, taken at its fastest pass. *%% memcpy* is (bytes / median dump time) / (bytes / fastest memcpy time).\n\n")
 	p("| case | output | BPF dump | tee dump | tee/BPF | BPF MB/s | BPF %% memcpy | tee MB/s | tee %% memcpy | CPU ms BPF / tee | BPF RSS MiB | tee RSS MiB |\n")
 	p("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	var memRows []string
+	var memRows, refillRows []string
 	for _, spec := range c.data {
 		logf("dump: %v", spec)
 		w, err := bench.StartWorkload(spec)
@@ -523,9 +537,35 @@ func run() error {
 					fmt.Sprintf("%.1f%% (%.0f of %.0f MB/s)", 100*f, rate(st[0]), memRate), f >= 0.4})
 			}
 		}
+		// 5. A snapshot of the workload's first process, restored once
+		// the workload is gone.
+		snap, err := dumpFile(c, w.PIDs[0])
 		w.Stop()
+		if err != nil {
+			return err
+		}
+		logf("restore: %v, pid %d", spec, w.PIDs[0])
+		row, err := refill(c, snap, w.PIDs[0], spec)
+		os.Remove(snap)
+		if err != nil {
+			return err
+		}
+		refillRows = append(refillRows, row)
 	}
 	p("\nmemcpy reference:\n\n| case | bytes | memcpy ms | MB/s |\n|---|---|---|---|\n%s\n\n", strings.Join(memRows, "\n"))
+
+	p("## 5. Restore: refill vs plain write(2)\n\n")
+	p("For each case above, `pipesnap dump --pid` of the workload's first process to a file in %s (made once, "+
+		"before the workload stops), then, interleaved, three ways of making its pipes with their bytes again: "+
+		"`pipesnap restore --keep-cloexec --pid PID FILE -- true` as a process, end to end (start, read and check "+
+		"the whole stream, create every pipe, F_SETPIPE_SZ, refill, put the fds in place and exec `true`, wait); "+
+		"`restore.Build` + `Close` in the bench's own process on the snapshot decoded beforehand (the refill alone: "+
+		"create, F_SETPIPE_SZ, writev of the captured buffers); and the plain way in the same process: pipe2, "+
+		"F_SETPIPE_SZ to the same capacity where it differs from a new pipe's, one write(2) of the pipe's bytes, close. "+
+		"In-process runs start after a GC. *MB/s* is the restored bytes over the median time; *%% of write* is write(2)'s "+
+		"median time over the other's (its rate as a share of write(2)'s). RSS: `pipesnap restore`'s warm-up run.\n\n", c.tmpfs)
+	p("| case | restored (pid's pipes, fds, bytes) | `pipesnap restore` process | restore.Build in-process | pipe2 + write(2) | MB/s process / Build / write | Build %% of write | process %% of write | CPU ms process | restore RSS MiB |\n")
+	p("|---|---|---|---|---|---|---|---|---|---|\n%s\n\n", strings.Join(refillRows, "\n"))
 
 	// 6. One-shot small pipeline.
 	if !c.skipPipeline {
@@ -561,7 +601,6 @@ func run() error {
 	}
 	p("\nWhat limits each target that is not met, from profiles, and the fixes measured on a scratch copy: " +
 		"[README.md](README.md#where-the-bpf-path-stands-and-why).\n")
-	p("\nNot measured here yet: 5. restore refill rate (restore is being written).\n")
 	p("\nBench run took %s; load average at the start %s, at the end %s (other work on the machine shows as spread between min and max).\n",
 		time.Since(started).Round(time.Second), loadStart, loadavg())
 
@@ -675,4 +714,135 @@ func loadavg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// dumpFile dumps the pipes of pid with `pipesnap dump -o FILE` to a file
+// in the tmpfs directory and returns its path; the caller removes it.
+func dumpFile(c *config, pid int) (string, error) {
+	path := fmt.Sprintf("%s/pipesnap-bench-%d.snap", c.tmpfs, os.Getpid())
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return "", err
+	}
+	if _, err := bench.RunCmd([]string{c.pipesnap, "dump", "--pid", strconv.Itoa(pid), "-o", path}, nil, false); err != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("dumping pid %d for the restore case: %w", pid, err)
+	}
+	return path, nil
+}
+
+// refill measures the ways of making pid's pipes again from the snapshot
+// in file (see the section's text in run): `pipesnap restore` as a
+// process, restore.Build in this process, and pipe2 + write(2), one of
+// each per round after a warm-up round that also checks them. It returns
+// the section's table row.
+func refill(c *config, file string, pid int, spec bench.Spec) (string, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return "", err
+	}
+	snap, err := snapshot.Read(bufio.NewReaderSize(f, 1<<20), snapshot.Options{Data: true})
+	f.Close()
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", file, err)
+	}
+	pipes, fds, total := bench.TaskPipes(snap, uint32(pid))
+	want := spec.Pipes / spec.Procs
+	if spec.Pipes%spec.Procs > 0 {
+		want++ // the first process takes one of the remainder
+	}
+	if len(pipes) != want || fds != 2*want {
+		return "", fmt.Errorf("snapshot of pid %d: %d pipes, %d fds; want %d, %d", pid, len(pipes), fds, want, 2*want)
+	}
+	for _, p := range pipes {
+		if !p.Complete() || p.Bytes != uint64(spec.Fill) {
+			return "", fmt.Errorf("snapshot of pid %d: pipe %d: %d bytes, complete %v; want %d", pid, p.Ino, p.Bytes, p.Complete(), spec.Fill)
+		}
+	}
+	plain := bench.PlainPipes(pipes)
+	// The workload's fds are close-on-exec: without --keep-cloexec the
+	// command would get none, and nothing would be refilled.
+	argv := func(cmd ...string) []string {
+		return append([]string{c.pipesnap, "restore", "--keep-cloexec", "--pid", strconv.Itoa(pid), file, "--"}, cmd...)
+	}
+	// The restored command gets every pipe and every byte.
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	chk := argv(self, "pipebytes")
+	out, err := exec.Command(chk[0], chk[1:]...).Output()
+	if err != nil {
+		var stderr []byte
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+			stderr = ee.Stderr
+		}
+		return "", fmt.Errorf("%s: %w: %s", strings.Join(chk, " "), err, bytes.TrimSpace(stderr))
+	}
+	if got, want := strings.TrimSpace(string(out)), fmt.Sprintf("%d %d", len(pipes), total); got != want {
+		return "", fmt.Errorf("%s: the command got %q pipes and bytes, want %q", strings.Join(chk, " "), got, want)
+	}
+
+	proc := &bench.Stats{CPU: &bench.Stats{}}
+	build, write := &bench.Stats{}, &bench.Stats{}
+	msOf := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	for round := -1; round < c.reps; round++ {
+		r, err := bench.RunCmd(argv("true"), nil, round == -1 && c.rss)
+		if err != nil {
+			return "", fmt.Errorf("restore of %v: %w", spec, err)
+		}
+		if round < 0 {
+			proc.MaxRSS = r.MaxRSS
+		} else {
+			proc.Add(msOf(r.Wall))
+			proc.CPU.Add(msOf(r.CPU))
+		}
+
+		runtime.GC()
+		start := time.Now()
+		set, err := restore.Build(snap, restore.Options{PID: uint32(pid), KeepCloexec: true})
+		if err != nil {
+			return "", fmt.Errorf("restore.Build of %v: %w", spec, err)
+		}
+		set.Close()
+		d := time.Since(start)
+		if n := len(set.FDs()); n != fds {
+			return "", fmt.Errorf("restore.Build of %v: %d fds, want %d", spec, n, fds)
+		}
+		if round >= 0 {
+			build.Add(msOf(d))
+		}
+
+		runtime.GC()
+		start = time.Now()
+		err = bench.WritePipes(plain)
+		d = time.Since(start)
+		if err != nil {
+			return "", fmt.Errorf("pipe2 + write(2) of %v: %w", spec, err)
+		}
+		if round >= 0 {
+			write.Add(msOf(d))
+		}
+	}
+	rate := func(s *bench.Stats) float64 { return float64(total) / s.Median / 1e3 }
+	share := func(s *bench.Stats) string { return fmt.Sprintf("%.0f%%", 100*bench.Ratio(write.Median, s.Median)) }
+	return fmt.Sprintf("| %v | %d, %d, %s | %s | %s | %s | %.0f / %.0f / %.0f | %s | %s | %s | %s |",
+		spec, len(pipes), fds, bench.Size(int(total)), ms(proc), ms(build), ms(write),
+		rate(proc), rate(build), rate(write), share(build), share(proc), cpu(proc), mib(proc.MaxRSS)), nil
+}
+
+// raiseNofile raises the soft RLIMIT_NOFILE to the hard limit: restore.Build
+// holds both ends of every pipe of a process until Close.
+func raiseNofile() error {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("reading RLIMIT_NOFILE: %w", err)
+	}
+	if lim.Cur == lim.Max {
+		return nil
+	}
+	lim.Cur = lim.Max
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("raising RLIMIT_NOFILE to %d: %w", lim.Max, err)
+	}
+	return nil
 }
