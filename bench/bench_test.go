@@ -127,7 +127,7 @@ func TestTaskPipes(t *testing.T) {
 // TestWritePipes: the plain way makes every pipe, refuses bytes that do
 // not fit rather than block, and leaves no fd behind.
 func TestWritePipes(t *testing.T) {
-	before := openFDs(t)
+	before := pipetest.OpenFDs(t)
 	big := bytes.Repeat([]byte{7}, 1<<20)
 	if err := bench.WritePipes([]bench.PlainPipe{{Capacity: 65536, Data: big[:65536]}, {Capacity: 1 << 20, Data: big}, {}}); err != nil {
 		t.Fatal(err)
@@ -135,7 +135,7 @@ func TestWritePipes(t *testing.T) {
 	if err := bench.WritePipes([]bench.PlainPipe{{Capacity: 65536, Data: big}}); err == nil {
 		t.Error("1 MiB into a 64 KiB pipe: no error")
 	}
-	if after := openFDs(t); after != before {
+	if after := pipetest.OpenFDs(t); after != before {
 		t.Errorf("%d fds open before, %d after", before, after)
 	}
 }
@@ -163,15 +163,6 @@ func TestHeldPipes(t *testing.T) {
 	if len(set.FDs()) != 4 {
 		t.Errorf("restored %d fds, want 4", len(set.FDs()))
 	}
-}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }
 
 func BenchmarkProcWalk(b *testing.B) {

@@ -37,21 +37,12 @@ func ourPrograms(t *testing.T) int {
 	return n
 }
 
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // TestDumpLeavesNothing: no fd, program or map outlives a dump, whether
 // it succeeds or fails.
 func TestDumpLeavesNothing(t *testing.T) {
 	pipetest.RequireBPF(t)
 	h := pipetest.StartHolder(t, "few")
-	progs, fds := ourPrograms(t), openFDs(t)
+	progs, fds := ourPrograms(t), pipetest.OpenFDs(t)
 	for range 3 {
 		if _, err := loader.Dump(context.Background(), io.Discard, loader.Options{PIDs: h.Rep.PIDs}); err != nil {
 			t.Fatal(err)
@@ -70,7 +61,7 @@ func TestDumpLeavesNothing(t *testing.T) {
 	if n := ourPrograms(t); n != progs {
 		t.Errorf("%d BPF objects held after the dumps, %d before", n, progs)
 	}
-	if n := openFDs(t); n != fds {
+	if n := pipetest.OpenFDs(t); n != fds {
 		t.Errorf("%d fds open after the dumps, %d before", n, fds)
 	}
 }

@@ -27,12 +27,12 @@ func TestDumpLivePipe(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("PIPESNAP_LIVE_RUNS")); err == nil && n > 0 {
 		runs = n // scripts/stress.sh
 	}
-	progs, fds := ourPrograms(t), openFDs(t)
+	progs, fds := ourPrograms(t), pipetest.OpenFDs(t)
 	defer func() {
 		if n := ourPrograms(t); n != progs {
 			t.Errorf("%d BPF objects held after %d dumps, %d before", n, runs, progs)
 		}
-		if n := openFDs(t); n != fds {
+		if n := pipetest.OpenFDs(t); n != fds {
 			t.Errorf("%d fds open after %d dumps, %d before", n, runs, fds)
 		}
 	}()

@@ -114,6 +114,21 @@ func TestWakeFuncsNotNeeded(t *testing.T) {
 	}
 }
 
+// sampleAfterKallsyms samples three times: each sample must give pipe
+// ino's waiters as want, with kallsyms read once in all.
+func sampleAfterKallsyms(t *testing.T, s *Sampler, ino uint64, want []waiterKey) {
+	t.Helper()
+	for range 3 {
+		smp := mustSample(t, s)
+		if got := waiterKeys(t, smp, ino); !slices.Equal(got, want) {
+			t.Errorf("waiters:\n got %+v\nwant %+v", got, want)
+		}
+		if s.kallsymsReads != 1 || s.wake != wakeSet {
+			t.Errorf("kallsyms read %d times (state %d), want once and set", s.kallsymsReads, s.wake)
+		}
+	}
+}
+
 // TestWakeFuncsNeeded: a poller, an epoll watcher and a sleeper in a
 // process outside the walk are only told apart with the wake functions:
 // the first walk leaves them "other", the Sampler reads kallsyms once and
@@ -131,34 +146,18 @@ func TestWakeFuncsNeeded(t *testing.T) {
 		if !first.unexplained() {
 			t.Fatalf("waiters %+v without the wake functions: want them unexplained", first.Find(pl.Ino()).Waiters)
 		}
-		for range 3 {
-			smp := mustSample(t, s)
-			want := []waiterKey{
-				{Queue: "read", Kind: "epoll"},
-				{Queue: "read", Kind: "poll", PID: uint32(reader.PID), TID: uint32(reader.TID), Comm: reader.Comm},
-			}
-			if got := waiterKeys(t, smp, pl.Ino()); !slices.Equal(got, want) {
-				t.Errorf("waiters:\n got %+v\nwant %+v", got, want)
-			}
-			if s.kallsymsReads != 1 || s.wake != wakeSet {
-				t.Errorf("kallsyms read %d times (state %d), want once and set", s.kallsymsReads, s.wake)
-			}
-		}
+		sampleAfterKallsyms(t, s, pl.Ino(), []waiterKey{
+			{Queue: "read", Kind: "epoll"},
+			{Queue: "read", Kind: "poll", PID: uint32(reader.PID), TID: uint32(reader.TID), Comm: reader.Comm},
+		})
 	})
 	t.Run("outside", func(t *testing.T) {
 		pl := pipetest.StartStuck(t, "empty")
 		reader := pl.PID("reader")
 		s := openSampler(t, []int{pl.PID("writer")})
-		for range 3 {
-			smp := mustSample(t, s)
-			want := []waiterKey{{Queue: "read", Kind: "blocked", PID: uint32(reader), TID: uint32(reader), Comm: "cat", Outside: true}}
-			if got := waiterKeys(t, smp, pl.Ino()); !slices.Equal(got, want) {
-				t.Errorf("waiters:\n got %+v\nwant %+v", got, want)
-			}
-			if s.kallsymsReads != 1 || s.wake != wakeSet {
-				t.Errorf("kallsyms read %d times (state %d), want once and set", s.kallsymsReads, s.wake)
-			}
-		}
+		sampleAfterKallsyms(t, s, pl.Ino(), []waiterKey{
+			{Queue: "read", Kind: "blocked", PID: uint32(reader), TID: uint32(reader), Comm: "cat", Outside: true},
+		})
 	})
 	t.Run("hidden", func(t *testing.T) {
 		// kallsyms with hidden addresses (kptr_restrict): read once, then

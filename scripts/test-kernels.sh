@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs loader/'s BPF tests on Debian's kernels in QEMU (software emulation,
-# no KVM).
+# Runs the BPF tests of loader/ (dump) and pipestate/ (ls, diagnose) on
+# Debian's kernels in QEMU (software emulation, no KVM).
 #
 #   scripts/test-kernels.sh [CONFIG...]
 #
@@ -14,7 +14,7 @@
 #
 # Kernels come from Debian's packages (linux-image-*-cloud-amd64-unsigned,
 # the newest ABI apt-cache knows of, or KERNEL_6_1 / KERNEL_6_12 to pin a
-# package name) and are cached in .cache/test-kernels/. The test binary is
+# package name) and are cached in .cache/test-kernels/. The test binaries are
 # built statically and packed with busybox into an initramfs whose /init
 # mounts proc, sysfs, devtmpfs, bpffs and a tmpfs on /tmp, runs the tests
 # with CI=1 (so they cannot skip) and writes their output and exit status
@@ -31,6 +31,9 @@ VM_TIMEOUT=${TEST_KERNELS_TIMEOUT:-600}
 # loader/'s BPF tests (about 1.5 minutes a config under TCG); -test.short
 # makes TestDumpLivePipe do 10 dumps instead of 50.
 RUN=${TEST_KERNELS_RUN:-'^(TestCalibrationVerifies|TestCalibrationSources|TestExplainMissingFindsNothingHere|TestScopedWalkOfExitedPid|TestWrongTranslationReadsNothing|TestDumpKinds|TestDumpLeavesNothing|TestDumpLivePipe|TestDumpLivePipeFrozen|TestDumpManyPipes)$'}
+# pipestate/'s BPF tests: who is blocked, read from the wait queues, with
+# and without the wake functions from kallsyms.
+RUN_PIPESTATE=${TEST_KERNELS_RUN_PIPESTATE:-'^(TestStuckPipelines|TestBlockedOutsideWalk|TestAll|TestNothingLeaks|TestWakeFuncsNotNeeded|TestWakeFuncsNeeded)$'}
 configs=("$@")
 [ ${#configs[@]} -gt 0 ] || configs=(6.1 6.1-nokaslr 6.1-4level 6.12)
 
@@ -117,9 +120,11 @@ mkdir -p "$logs"
 root="$work/root"
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,pipesnap}
 cp /bin/busybox "$root/bin/busybox"
-log "building the loader test binary"
+log "building the loader and pipestate test binaries"
 CGO_ENABLED=0 $GO test -c -o "$root/pipesnap/loader.test" ./loader
+CGO_ENABLED=0 $GO test -c -o "$root/pipesnap/pipestate.test" ./pipestate
 printf '%s\n' "$RUN" > "$root/pipesnap/run"
+printf '%s\n' "$RUN_PIPESTATE" > "$root/pipesnap/run-pipestate"
 cat > "$root/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -148,6 +153,10 @@ up() { read -r u _ < /proc/uptime; echo "$u"; }
 	/pipesnap/loader.test -test.v -test.count=1 -test.short -test.timeout=8m \
 		-test.run "$(cat /pipesnap/run)" </dev/null 2>&1
 	rc=$?
+	/pipesnap/pipestate.test -test.v -test.count=1 -test.short -test.timeout=4m \
+		-test.run "$(cat /pipesnap/run-pipestate)" </dev/null 2>&1
+	prc=$?
+	[ $rc -ne 0 ] || rc=$prc
 	echo "pipesnap-vm: tests $start..$(up) s"
 	echo "pipesnap-vm: exit $rc"
 } > /dev/ttyS1 2>&1

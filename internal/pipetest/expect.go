@@ -173,3 +173,13 @@ func EachOnce(t testing.TB, inos []uint64) {
 		seen[ino] = true
 	}
 }
+
+// OpenFDs counts this process's open fds, to check a test left none.
+func OpenFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
