@@ -1,7 +1,6 @@
 package format
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -11,10 +10,13 @@ import (
 
 // Decoder reads a stream and checks all of FORMAT.md: framing, lengths,
 // padding, grammar, objrefs, counts and the trailer. It holds at most one
-// record in memory, and never allocates more than a length field allows
-// after that field has been checked against its cap.
+// record and one chunk of input (up to 1 MiB) in memory, and never
+// allocates more than a length field allows after that field has been
+// checked against its cap, nor more than about twice what the input
+// backs. A Buffer's Data is a slice of the chunk it was read into, which
+// the decoder never writes again: it is the caller's to keep.
 type Decoder struct {
-	r       *bufio.Reader
+	r       reader
 	hdr     Header
 	off     int64  // offset of the next record
 	crc     uint32 // CRC-32C of every byte before off
@@ -45,7 +47,7 @@ type recHead struct {
 
 // NewDecoder reads and checks the HEADER and its three BUFFERs.
 func NewDecoder(r io.Reader) (*Decoder, error) {
-	d := &Decoder{r: bufio.NewReader(r)}
+	d := &Decoder{r: reader{src: r}}
 	if err := d.header(); err != nil {
 		return nil, err
 	}
@@ -435,7 +437,7 @@ func (d *Decoder) trailer(h recHead) error {
 	if m := le.Uint64(p); m != TailMagic {
 		return d.fail(h, ErrMagic, "magic %#016x, want %#016x", m, TailMagic)
 	}
-	switch _, err := d.r.ReadByte(); {
+	switch _, err := d.r.readByte(); {
 	case err == nil:
 		return &Error{Offset: d.off, Err: fmt.Errorf("%w: data after TAIL", ErrMalformed)}
 	case err != io.EOF:
@@ -463,7 +465,7 @@ func (d *Decoder) head() (recHead, error) {
 
 func (d *Decoder) rawHead() (recHead, error) {
 	h := recHead{off: d.off}
-	n, err := io.ReadFull(d.r, h.raw[:])
+	n, err := d.r.readFull(h.raw[:])
 	switch {
 	case err == io.EOF:
 		return h, &Error{Offset: d.off, Err: fmt.Errorf("%w: input ends before TAIL", ErrTruncated)}
@@ -508,25 +510,12 @@ func (d *Decoder) str(h recHead) (string, error) {
 	return string(p[:n-1]), nil
 }
 
-// data reads a BUFFER payload whose length was checked against its cap.
-// It grows the slice as bytes arrive, so a length that the input does
-// not back costs at most 64 KiB.
+// data reads a BUFFER payload whose length was checked against its cap,
+// without copying it: see reader.
 func (d *Decoder) data(h recHead) ([]byte, error) {
-	n := int(h.len - preHeader)
-	p := make([]byte, min(n, 64<<10))
-	got := 0
-	for {
-		m, err := io.ReadFull(d.r, p[got:])
-		got += m
-		if err != nil {
-			return nil, d.readErr(h, got, err)
-		}
-		if got == n {
-			break
-		}
-		q := make([]byte, min(n, 2*len(p)))
-		copy(q, p)
-		p = q
+	p, got, err := d.r.take(int(h.len - preHeader))
+	if err != nil {
+		return nil, d.readErr(h, got, err)
 	}
 	d.consumed(h, p)
 	return p, nil
@@ -534,7 +523,7 @@ func (d *Decoder) data(h recHead) ([]byte, error) {
 
 // read reads exactly len(p) payload bytes of record h.
 func (d *Decoder) read(h recHead, p []byte) error {
-	n, err := io.ReadFull(d.r, p)
+	n, err := d.r.readFull(p)
 	if err != nil {
 		return d.readErr(h, n, err)
 	}

@@ -355,13 +355,17 @@ func (r *errAfter) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// readers returns readers of b that return it in odd pieces.
+func readers(b []byte) map[string]io.Reader {
+	return map[string]io.Reader{
+		"one byte":  iotest.OneByteReader(bytes.NewReader(b)),
+		"data+EOF":  iotest.DataErrReader(bytes.NewReader(b)),
+		"half read": iotest.HalfReader(bytes.NewReader(b)),
+	}
+}
+
 func TestReaders(t *testing.T) {
-	golden := goldenWire().b
-	for name, r := range map[string]io.Reader{
-		"one byte":  iotest.OneByteReader(bytes.NewReader(golden)),
-		"data+EOF":  iotest.DataErrReader(bytes.NewReader(golden)),
-		"half read": iotest.HalfReader(bytes.NewReader(golden)),
-	} {
+	for name, r := range readers(goldenWire().b) {
 		d, err := NewDecoder(r)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"slices"
-	"strconv"
 	"sync"
 	"syscall"
 
@@ -48,11 +46,7 @@ func (s *Set) Start(argv, env []string) (*Process, error) {
 		return nil, &exec.Error{Name: argv[0], Err: err}
 	}
 	s.started = true
-	for _, fd := range slices.Clone(s.owned) {
-		if !slices.Contains(s.keep, fd) {
-			s.release(fd)
-		}
-	}
+	s.owned.closeRuns(s.keep.has)
 	return &Process{Pid: pid, pidfd: pidfd, set: s}, nil
 }
 
@@ -63,15 +57,13 @@ func (s *Set) Start(argv, env []string) (*Process, error) {
 func (s *Set) plan() []uintptr {
 	const none = ^uintptr(0)
 	n := 3
-	targeted := map[int]bool{}
 	for _, fd := range s.fds {
 		n = max(n, fd.Num+1)
-		targeted[fd.Num] = true
 	}
 	// The caller's fds that an exec would pass on: listed as -1, the
-	// command gets them closed.
-	for _, fd := range inheritable() {
-		if fd >= 3 && !slices.Contains(s.owned, fd) {
+	// command gets them closed. (The restorer's own are close-on-exec.)
+	for _, fd := range inheritable(&s.owned) {
+		if fd >= 3 {
 			n = max(n, fd+1)
 		}
 	}
@@ -79,34 +71,15 @@ func (s *Set) plan() []uintptr {
 	for i := range files {
 		files[i] = none
 	}
-	for i := 0; i < 3; i++ {
-		if !targeted[i] && !slices.Contains(s.owned, i) && isOpen(i) {
-			files[i] = uintptr(i)
-		}
-	}
 	for _, fd := range s.fds {
 		files[fd.Num] = uintptr(fd.src)
 	}
+	for i := 0; i < 3; i++ {
+		if files[i] == none && !s.owned.has(i) && isOpen(i) {
+			files[i] = uintptr(i)
+		}
+	}
 	return files
-}
-
-// inheritable lists this process's fds that are not close-on-exec.
-func inheritable() []int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return nil
-	}
-	var fds []int
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && fl&unix.FD_CLOEXEC == 0 {
-			fds = append(fds, fd)
-		}
-	}
-	return fds
 }
 
 func isOpen(fd int) bool {

@@ -40,8 +40,10 @@ func newPipe(p *snapshot.Pipe, asFIFO bool, root string, b *builder) (*pipe, err
 		pp.rw, pp.path = fd, where
 		b.set.own(fd)
 	} else {
+		// Non-blocking, as the refill needs; place gives each end the
+		// captured flags.
 		var fds [2]int
-		if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 			return nil, fmt.Errorf("pipe %d: creating a pipe: %w", p.Ino, err)
 		}
 		pp.r, pp.w = fds[0], fds[1]
@@ -182,8 +184,9 @@ func (pp *pipe) setCapacity(warn func(string, ...any)) error {
 }
 
 // refill writes the captured bytes back, buffer by buffer, without ever
-// blocking: one write per packet (O_DIRECT) for packet buffers, so each
-// comes back as one read.
+// blocking (the restorer's write end is non-blocking from its open): one
+// write per packet (O_DIRECT) for packet buffers, so each comes back as
+// one read.
 func (pp *pipe) refill(warn func(string, ...any)) error {
 	p := pp.snap
 	fd := pp.writeEnd()
@@ -198,10 +201,7 @@ func (pp *pipe) refill(warn func(string, ...any)) error {
 	}
 	// A packet pipe whose buffers carry no flags: each buffer is a packet.
 	allPackets := p.Status&format.StatusPacket != 0 && !anyPacket
-	base := getfl(fd)&^unix.O_DIRECT | unix.O_NONBLOCK
-	if err := setfl(fd, base); err != nil {
-		return fmt.Errorf("pipe %d: making it non-blocking: %w", p.Ino, err)
-	}
+	base := -1 // the write end's flags, read at the first packet
 	page := os.Getpagesize()
 	direct, warned := false, false
 	var written uint64
@@ -236,6 +236,9 @@ func (pp *pipe) refill(warn func(string, ...any)) error {
 			continue
 		}
 		if packet != direct {
+			if base < 0 {
+				base = getfl(fd)&^unix.O_DIRECT | unix.O_NONBLOCK
+			}
 			fl := base
 			if packet {
 				fl |= unix.O_DIRECT

@@ -184,6 +184,13 @@ func runReporter(t *testing.T, set *restore.Set) report {
 	if err != nil || code != 0 {
 		t.Fatalf("reporter: exit %d, %v, %s", code, err, rep.Err)
 	}
+	// FDs() says what F_GETFL gives in the command, every bit of it.
+	got := rep.byFD()
+	for _, fd := range set.FDs() {
+		if r, ok := got[fd.Num]; ok && r.Flags != fd.Flags {
+			t.Errorf("fd %d: FDs() has flags %#o, F_GETFL in the command %#o", fd.Num, fd.Flags, r.Flags)
+		}
+	}
 	return rep
 }
 

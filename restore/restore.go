@@ -89,8 +89,8 @@ type FD struct {
 type Set struct {
 	fds     []FD
 	dropped []int // close-on-exec fds not handed over
-	owned   []int // every fd the restorer holds
-	keep    []int // held until the command exits (KeepWriter)
+	owned   fdSet // every fd the restorer holds (all close-on-exec)
+	keep    fdSet // held until the command exits (KeepWriter)
 	started bool
 }
 
@@ -104,17 +104,15 @@ func (s *Set) Dropped() []int { return slices.Clone(s.dropped) }
 
 // Close closes the restorer's fds. FIFOs created under Root stay.
 func (s *Set) Close() error {
-	for _, fd := range s.owned {
-		unix.Close(fd)
-	}
-	s.owned, s.keep = nil, nil
+	s.owned.closeRuns(func(int) bool { return false })
+	s.keep = fdSet{}
 	return nil
 }
 
 // Build rebuilds the pipes opt selects and returns them as fds for
 // Start. On error nothing is left behind: no fd, no FIFO.
 func Build(snap *snapshot.Snapshot, opt Options) (_ *Set, err error) {
-	b := &builder{opt: opt, set: &Set{}, pipes: map[*snapshot.Pipe]*pipe{}, files: map[int32]int{}}
+	b := &builder{opt: opt, set: &Set{}}
 	defer func() {
 		if err != nil {
 			for i := len(b.undo) - 1; i >= 0; i-- {
@@ -130,9 +128,12 @@ func Build(snap *snapshot.Snapshot, opt Options) (_ *Set, err error) {
 	if err != nil {
 		return nil, err
 	}
+	b.pipes = make(map[*snapshot.Pipe]*pipe, len(want))
+	b.files = make(map[int32]openFile, len(want))
 	if err := b.check(want); err != nil {
 		return nil, err
 	}
+	reserveFDs(fdsNeeded(want))
 	for _, w := range want {
 		if err := b.place(w); err != nil {
 			return nil, err
@@ -154,11 +155,17 @@ type wanted struct {
 	fileRef int32 // 0: an open file of its own
 }
 
+// openFile is an open file made for the command.
+type openFile struct {
+	src   int // the restorer's fd
+	flags int // its F_GETFL
+}
+
 type builder struct {
 	opt   Options
 	set   *Set
 	pipes map[*snapshot.Pipe]*pipe
-	files map[int32]int // file objref -> restorer fd of the open file
+	files map[int32]openFile // by file objref
 	order []*pipe
 	undo  []func() // removes what was created, if Build fails
 	after []func() // runs when Build returns
@@ -208,7 +215,7 @@ func (b *builder) selectFDs(snap *snapshot.Snapshot) ([]wanted, error) {
 	}
 
 	var want []wanted
-	seen := map[int32]bool{}
+	var seen fdSet
 	found := false
 	for _, t := range snap.Tasks {
 		if t.PID != b.opt.PID {
@@ -216,13 +223,13 @@ func (b *builder) selectFDs(snap *snapshot.Snapshot) ([]wanted, error) {
 		}
 		found = true // a process may have several sections (threads): one fd table
 		for _, fd := range t.FDs {
-			if seen[fd.FD] {
-				continue
-			}
-			seen[fd.FD] = true
 			if fd.FD >= maxFD {
 				return nil, fmt.Errorf("pid %d fd %d: fd numbers above %d are not restored", t.PID, fd.FD, maxFD-1)
 			}
+			if seen.has(int(fd.FD)) {
+				continue
+			}
+			seen.add(int(fd.FD))
 			if fd.Cloexec && !b.opt.KeepCloexec {
 				b.set.dropped = append(b.set.dropped, int(fd.FD))
 				continue
@@ -253,7 +260,7 @@ func modeOf(end string) uint32 {
 
 // check refuses, before anything is created, what cannot be restored.
 func (b *builder) check(want []wanted) error {
-	done := map[*snapshot.Pipe]bool{}
+	done := make(map[*snapshot.Pipe]bool, len(want))
 	for _, w := range want {
 		p := w.p
 		if done[p] {
@@ -284,6 +291,32 @@ func (b *builder) check(want []wanted) error {
 	return nil
 }
 
+// fdsNeeded is about how many fds Build holds for want: one per open
+// file (fds sharing one count once), plus the ends of each pipe that no
+// read-only or write-only file takes over.
+func fdsNeeded(want []wanted) int {
+	n := 0
+	files := make(map[int32]bool, len(want))
+	taken := make(map[*snapshot.Pipe]uint32, len(want)) // modes whose end pipe2 made is taken
+	for _, w := range want {
+		if w.fileRef != 0 && files[w.fileRef] {
+			continue
+		}
+		files[w.fileRef] = true
+		n++
+		t, ok := taken[w.p]
+		if !ok {
+			n += 2
+		}
+		if (w.mode == format.ModeRead || w.mode == format.ModeWrite) && t&w.mode == 0 {
+			t |= w.mode
+			n--
+		}
+		taken[w.p] = t
+	}
+	return n
+}
+
 func partialName(p *snapshot.Pipe) string {
 	var what []string
 	if p.Status&format.StatusTorn != 0 {
@@ -306,9 +339,8 @@ func (b *builder) place(w wanted) error {
 		return err
 	}
 	fd := FD{Num: w.num, Ino: w.p.Ino, NewIno: pp.newIno, End: snapshot.EndName(w.mode), Cloexec: w.cloexec, Path: pp.path}
-	if src, ok := b.files[w.fileRef]; ok && w.fileRef != 0 {
-		fd.src, fd.file = src, src
-		fd.Flags = getfl(src)
+	if f, ok := b.files[w.fileRef]; ok && w.fileRef != 0 {
+		fd.src, fd.file, fd.Flags = f.src, f.src, f.flags
 		b.set.fds = append(b.set.fds, fd)
 		return nil
 	}
@@ -316,17 +348,19 @@ func (b *builder) place(w wanted) error {
 	if err != nil {
 		return fmt.Errorf("pipe %d: opening the %s end for fd %d: %w", w.p.Ino, fd.End, w.num, err)
 	}
-	if w.mode != 0 {
-		fl := getfl(src)&^settable | int(w.flags)&settable
+	flags := getfl(src)
+	if fl := flags&^settable | int(w.flags)&settable; w.mode != 0 && fl != flags {
 		if err := setfl(src, fl); err != nil {
 			return fmt.Errorf("pipe %d: setting the flags %#x of fd %d: %w", w.p.Ino, w.flags, w.num, err)
 		}
+		// F_SETFL sets exactly the bits of its mask (settable is part of
+		// it) and leaves the others: F_GETFL would now return fl.
+		flags = fl
 	}
 	if w.fileRef != 0 {
-		b.files[w.fileRef] = src
+		b.files[w.fileRef] = openFile{src, flags}
 	}
-	fd.src, fd.file = src, src
-	fd.Flags = getfl(src)
+	fd.src, fd.file, fd.Flags = src, src, flags
 	b.set.fds = append(b.set.fds, fd)
 	if w.mode&format.ModeWrite != 0 {
 		pp.cmdWrites = true
@@ -368,7 +402,7 @@ func (b *builder) finish() error {
 			if err != nil {
 				return fmt.Errorf("pipe %d: keeping a write end: %w", pp.snap.Ino, err)
 			}
-			b.set.keep = append(b.set.keep, fd)
+			b.set.keep.add(fd)
 		}
 		pp.closeSpare(b.set)
 	}
@@ -389,12 +423,11 @@ func setfl(fd, flags int) error {
 }
 
 // own records an fd of the restorer's.
-func (s *Set) own(fd int) { s.owned = append(s.owned, fd) }
+func (s *Set) own(fd int) { s.owned.add(fd) }
 
 // release closes one of the restorer's fds.
 func (s *Set) release(fd int) {
-	if i := slices.Index(s.owned, fd); i >= 0 {
-		s.owned = slices.Delete(s.owned, i, i+1)
+	if s.owned.remove(fd) {
 		unix.Close(fd)
 	}
 }

@@ -298,6 +298,101 @@ func TestNoLeak(t *testing.T) {
 	checkFDSet(t, rep, []int{3})
 }
 
+// TestNoLeakHigh: nor does one at a high number, whether the restore
+// finds it by trying every fd number below the fd table's size or, the
+// table being much larger than what it holds, by listing /proc/self/fd.
+func TestNoLeakHigh(t *testing.T) {
+	task, _ := consumer()
+	s := readStream(t, pipetest.Stream(t, task))
+	for _, fd := range []int{1900, 9000} {
+		null, err := unix.Open("/dev/null", unix.O_RDONLY, 0) // not close-on-exec
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = unix.Dup3(null, fd, 0)
+		unix.Close(null)
+		if err != nil {
+			t.Skipf("fd %d: %v", fd, err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		proc, err := mustBuild(t, s, restore.Options{Ino: 1001}).Start([]string{"sh", "-c", `
+			for fd in 1900 9000; do test -e /proc/$$/fd/$fd && exit 1; done; exit 0`}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, err := proc.Wait(); code != 0 || err != nil {
+			t.Errorf("with fd %d open: the command got it (status %d, %v)", fd, code, err)
+		}
+	}
+}
+
+// TestCallerFDs: the restorer's fds fill the holes between the caller's;
+// once the command runs, and once it exits, the restorer's are closed
+// and the caller's are not.
+func TestCallerFDs(t *testing.T) {
+	var mine, holes []int
+	for i := range 16 {
+		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 0 {
+			holes = append(holes, fd)
+		} else {
+			mine = append(mine, fd)
+		}
+	}
+	for _, fd := range holes {
+		unix.Close(fd)
+	}
+	t.Cleanup(func() {
+		for _, fd := range mine {
+			unix.Close(fd)
+		}
+	})
+	task := pipetest.STask{PID: 5}
+	for i := range 12 {
+		p := &pipetest.SPipe{Ino: uint64(100 + i), Bufs: [][]byte{[]byte("x")}}
+		task.FDs = append(task.FDs,
+			pipetest.SFD{FD: int32(10 + 2*i), File: fmt.Sprint("r", i), Pipe: p, Mode: rd},
+			pipetest.SFD{FD: int32(11 + 2*i), File: fmt.Sprint("w", i), Pipe: p, Mode: wr})
+	}
+	s := readStream(t, pipetest.Stream(t, task))
+	set := mustBuild(t, s, restore.Options{PID: 5})
+	open := func(fd int) bool {
+		_, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		return err == nil
+	}
+	for _, fd := range holes {
+		if !open(fd) {
+			t.Fatalf("fd %d: the restore left this hole empty, the test proves nothing", fd)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, fd := range mine {
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR {
+				t.Errorf("%s: the caller's fd %d: %v, mode %#o", when, fd, err, st.Mode)
+			}
+		}
+		for _, fd := range holes {
+			if open(fd) {
+				t.Errorf("%s: the restorer's fd %d is still open", when, fd)
+			}
+		}
+	}
+	proc, err := set.Start([]string{"true"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("once the command runs")
+	if _, err := proc.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	check("once it exited")
+}
+
 func TestPartial(t *testing.T) {
 	torn := &pipetest.SPipe{Ino: 77, Status: format.StatusTorn, Reason: format.ReasonMoved, Bufs: [][]byte{[]byte("mixed")}}
 	task := pipetest.STask{PID: 1, FDs: []pipetest.SFD{{FD: 0, File: "t", Pipe: torn, Mode: rd}}}

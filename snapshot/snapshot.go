@@ -3,6 +3,7 @@
 package snapshot
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -82,8 +83,8 @@ func Read(r io.Reader, opt Options) (*Snapshot, error) {
 		return nil, err
 	}
 	s := &Snapshot{Header: dec.Header()}
-	files := map[int32]*format.File{}
-	pipes := map[int32]*Pipe{}
+	var files byRef[format.File]
+	var pipes byRef[Pipe]
 	var task *Task
 	var fd *format.FDEnt
 	var pipe *Pipe
@@ -101,26 +102,27 @@ func Read(r io.Reader, opt Options) (*Snapshot, error) {
 			s.Tasks = append(s.Tasks, task)
 		case *format.FDEnt:
 			fd = v
-			if f, ok := files[v.FileRef]; ok {
-				addFD(task, v, f, pipes[f.PipeRef])
+			if f := files.get(v.FileRef); f != nil {
+				addFD(task, v, f, pipes.get(f.PipeRef))
 			}
 		case *format.File:
-			files[v.Ref] = v
-			if p, ok := pipes[v.PipeRef]; ok {
+			files.set(v.Ref, v)
+			if p := pipes.get(v.PipeRef); p != nil {
 				addFD(task, fd, v, p)
 			}
 		case *format.Pipe:
 			pipe = &Pipe{Pipe: *v}
-			pipes[v.Ref] = pipe
+			pipes.set(v.Ref, pipe)
 			s.Pipes = append(s.Pipes, pipe)
-			addFD(task, fd, files[fd.FileRef], pipe)
+			addFD(task, fd, files.get(fd.FileRef), pipe)
 		case *format.Buffer:
 			b := *v
 			keep := opt.Data && (opt.Ino == 0 || opt.Ino == pipe.Ino)
 			if !keep {
 				b.Data = nil
 				if have := previewLen(pipe); have < opt.Preview {
-					b.Data = v.Data[:min(len(v.Data), opt.Preview-have)]
+					// A copy: v.Data would keep the decoder's whole chunk.
+					b.Data = bytes.Clone(v.Data[:min(len(v.Data), opt.Preview-have)])
 				}
 			}
 			pipe.Buffers = append(pipe.Buffers, b)
@@ -130,6 +132,28 @@ func Read(r io.Reader, opt Options) (*Snapshot, error) {
 			return nil, fmt.Errorf("offset %d: unexpected record %T", dec.Offset(), rec)
 		}
 	}
+}
+
+// byRef holds objects by objref. The decoder has checked that objrefs
+// count up from 1, each new one the next, so a slice indexed by objref
+// is as long as the stream has objects.
+type byRef[T any] []*T
+
+func (t *byRef[T]) set(ref int32, v *T) {
+	if ref < 0 {
+		return
+	}
+	for int(ref) >= len(*t) {
+		*t = append(*t, nil)
+	}
+	(*t)[ref] = v
+}
+
+func (t byRef[T]) get(ref int32) *T {
+	if ref < 0 || int(ref) >= len(t) {
+		return nil
+	}
+	return t[ref]
 }
 
 func previewLen(p *Pipe) int {
