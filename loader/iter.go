@@ -9,11 +9,11 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 
+	"github.com/pipesnap/pipesnap/internal/bpfload"
 	"github.com/pipesnap/pipesnap/internal/host"
 	"github.com/pipesnap/pipesnap/internal/taskiter"
 )
@@ -84,22 +84,12 @@ func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
 		pipesVarMaxAttempts:  cfg.maxAttempts,
 		pipesVarCopyData:     cfg.copyData,
 	}
-	for name, v := range consts {
-		if err := spec.Variables[name].Set(v); err != nil {
-			return nil, fmt.Errorf("setting %s: %w", name, err)
-		}
-	}
-
 	it := &pipeIter{seq: make([]byte, 64<<10), btf: btf.NewCache()}
-	if err := spec.LoadAndAssign(&it.objs, &ebpf.CollectionOptions{Cache: it.btf}); err != nil {
+	if err := bpfload.Load(spec, &it.objs, consts, it.btf); err != nil {
 		if missing := explainMissing(it.btf); missing != nil {
-			return nil, fmt.Errorf("loading BPF programs: %w", missing)
+			err = missing
 		}
-		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("loading BPF programs: verifier refused them: %+v", verr)
-		}
-		return nil, fmt.Errorf("loading BPF programs: %w", host.ExplainPermission(err))
+		return nil, fmt.Errorf("loading BPF programs: %w", err)
 	}
 	defer func() {
 		if err != nil {

@@ -14,10 +14,10 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/pipesnap/pipesnap/internal/bpfload"
 	"github.com/pipesnap/pipesnap/internal/host"
 	"github.com/pipesnap/pipesnap/internal/taskiter"
 )
@@ -78,23 +78,14 @@ func Open(opts Options) (_ *Sampler, err error) {
 		pipestateVarMaxThreads:  uint32(maxThreads),
 		pipestateVarMaxAttempts: uint32(3),
 	}
-	for name, v := range consts {
-		if err := spec.Variables[name].Set(v); err != nil {
-			return nil, fmt.Errorf("setting %s: %w", name, err)
-		}
-	}
 	s := &Sampler{
 		targets:  targets,
 		starts:   host.StartTimes(targets),
 		pageSize: uint64(os.Getpagesize()),
 		seq:      make([]byte, 64<<10),
 	}
-	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
-		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("loading BPF program: verifier refused it: %+v", verr)
-		}
-		return nil, fmt.Errorf("loading BPF program: %w", host.ExplainPermission(err))
+	if err := bpfload.Load(spec, &s.objs, consts, nil); err != nil {
+		return nil, fmt.Errorf("loading BPF program: %w", err)
 	}
 	defer func() {
 		if err != nil {

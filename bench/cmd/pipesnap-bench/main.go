@@ -488,7 +488,7 @@ func run() error {
 	p("## 2–4. Dump with bytes: BPF vs tee, throughput vs memcpy, peak RSS\n\n")
 	p("memcpy: the same number of bytes copied once in one process, in chunks of the fill size, " +
 		"between buffers faulted in beforehand (bench.Memcpy): the physical floor for moving " +
-		"the bytes once, taken at its fastest pass. *%% memcpy* is (bytes / median dump time) / (bytes / fastest memcpy time); "+
+		"the bytes once, taken at its fastest pass. *%% memcpy* is (bytes / median dump time) / (bytes / fastest memcpy time); " +
 		"*BPF %% memcpy, per byte* leaves out the BPF dump's fixed cost (the median of the first table): the rate of its copy path alone.\n\n")
 	p("| case | output | BPF dump | tee dump | tee/BPF | BPF MB/s | BPF %% memcpy | BPF %% memcpy, per byte | tee MB/s | tee %% memcpy | CPU ms BPF / tee | BPF RSS MiB | tee RSS MiB |\n")
 	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
