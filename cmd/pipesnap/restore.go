@@ -190,11 +190,16 @@ func runRestore(cfg restoreConfig) (int, error) {
 }
 
 func fdList(fds []int) string {
-	s := make([]string, len(fds))
-	for i, fd := range fds {
-		s[i] = strconv.Itoa(fd)
+	// A process with thousands of fds would make one unreadable line.
+	const most = 10
+	s := make([]string, 0, min(len(fds), most+1))
+	for _, fd := range fds[:min(len(fds), most)] {
+		s = append(s, strconv.Itoa(fd))
 	}
-	if len(s) == 1 {
+	if len(fds) > most {
+		s = append(s, fmt.Sprintf("and %d more", len(fds)-most))
+	}
+	if len(fds) == 1 {
 		return "fd " + s[0] + " was"
 	}
 	return "fds " + strings.Join(s, ", ") + " were"

@@ -285,3 +285,23 @@ func TestReorderRestoreArgs(t *testing.T) {
 		}
 	}
 }
+
+func TestFDList(t *testing.T) {
+	many := make([]int, 2000)
+	for i := range many {
+		many[i] = 3 + i
+	}
+	for _, c := range []struct {
+		fds  []int
+		want string
+	}{
+		{[]int{7}, "fd 7 was"},
+		{[]int{3, 4}, "fds 3, 4 were"},
+		{many[:10], "fds 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 were"},
+		{many, "fds 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, and 1990 more were"},
+	} {
+		if got := fdList(c.fds); got != c.want {
+			t.Errorf("fdList(%d fds) = %q, want %q", len(c.fds), got, c.want)
+		}
+	}
+}
