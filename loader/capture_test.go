@@ -19,20 +19,9 @@ func TestMain(m *testing.M) { pipetest.Main(m) }
 // held: the dump consumed nothing.
 func TestDumpKinds(t *testing.T) {
 	pipetest.RequireBPF(t)
-	holders := map[string]*pipetest.Holder{}
-	readEnds := map[string]int{}
-	before := map[string]int{}
-	var pids []int
-	for _, kind := range pipetest.Kinds {
-		h := pipetest.StartHolder(t, kind)
-		holders[kind] = h
-		pids = append(pids, h.Rep.PIDs...)
-		readEnds[kind] = pipetest.GrabReadEnd(t, h)
-		before[kind] = pipetest.Queued(t, readEnds[kind])
-	}
-
+	k := pipetest.StartKinds(t)
 	var buf bytes.Buffer
-	report, err := loader.Dump(context.Background(), &buf, loader.Options{PIDs: pids})
+	report, err := loader.Dump(context.Background(), &buf, loader.Options{PIDs: k.PIDs})
 	if err != nil {
 		t.Fatalf("dump: %v", err)
 	}
@@ -43,23 +32,7 @@ func TestDumpKinds(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reading the snapshot back: %v", err)
 	}
-	var inos []uint64 // the holders' stdio pipes are in the snapshot too
-	for _, p := range snap.Pipes {
-		inos = append(inos, p.Ino)
-	}
-	pipetest.EachOnce(t, inos)
-
-	for _, kind := range pipetest.Kinds {
-		t.Run(kind, func(t *testing.T) {
-			h, w := holders[kind], pipetest.Expected(kind)
-			p, err := snap.Find(h.Rep.Ino)
-			if err != nil {
-				t.Fatal(err)
-			}
-			checkPipe(t, p, h, w)
-			pipetest.CheckUntouched(t, readEnds[kind], before[kind], w)
-		})
-	}
+	pipetest.CheckKinds(t, k, snap.Pipes, func(p *snapshot.Pipe) uint64 { return p.Ino }, checkPipe)
 }
 
 func checkPipe(t *testing.T, p *snapshot.Pipe, h *pipetest.Holder, w pipetest.Want) {
@@ -100,16 +73,7 @@ func checkPipe(t *testing.T, p *snapshot.Pipe, h *pipetest.Holder, w pipetest.Wa
 	if p.Head < w.MinHead || p.Head-p.Tail != uint32(len(p.Buffers)) {
 		t.Errorf("head %d tail %d with %d buffers, want head >= %d", p.Head, p.Tail, len(p.Buffers), w.MinHead)
 	}
-	procs := map[uint32]bool{}
-	for _, hd := range p.Holders {
-		procs[hd.PID] = true
-		if !slices.Contains(h.Rep.PIDs, int(hd.PID)) {
-			t.Errorf("holder pid %d is not one of the holder processes %v", hd.PID, h.Rep.PIDs)
-		}
-	}
-	if len(p.Holders) != w.FDs || len(procs) != w.Procs {
-		t.Errorf("%d holders in %d processes, want %d in %d: %+v", len(p.Holders), len(procs), w.FDs, w.Procs, p.Holders)
-	}
+	pipetest.CheckHolders(t, h, w, p.Holders, func(hd snapshot.Holder) uint32 { return hd.PID })
 	if got := p.Status&format.StatusPacket != 0; got != w.Packet {
 		t.Errorf("packet flag %v, want %v", got, w.Packet)
 	}

@@ -10,12 +10,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/pipesnap/pipesnap/format"
-	"github.com/pipesnap/pipesnap/freeze"
+	"github.com/pipesnap/pipesnap/internal/dumpstream"
 	"github.com/pipesnap/pipesnap/internal/host"
 )
 
@@ -37,33 +36,12 @@ type Options struct {
 	Freeze      bool   // stop the processes (SIGSTOP) for the walk: a consistent cut
 }
 
-// Problem is a pipe that was not fully and consistently captured.
-type Problem struct {
-	Ino      uint64
-	Status   format.Status
-	Reason   format.Reason
-	Attempts uint32
-	Holder   string // the first holder met: "pid 12 (cat) fd 3"
-}
-
-func (p Problem) String() string {
-	what := "incomplete"
-	if p.Status&format.StatusTorn != 0 {
-		what = "torn"
-	}
-	return fmt.Sprintf("pipe %d, held by %s: %s (%s, %d attempts)", p.Ino, p.Holder, what, p.Reason, p.Attempts)
-}
-
-// Report sums up a dump.
-type Report struct {
-	Tasks, FDs, Pipes int
-	Bytes             uint64
-	Problems          []Problem
-	Notes             []string
-	Translation       string        // where the page translation came from
-	Frozen            time.Duration // how long the processes were stopped
-	FrozenHow         string        // with what (freeze.Set.How)
-}
+// Report sums up a dump; Problem is a pipe that was not fully and
+// consistently captured.
+type (
+	Report  = dumpstream.Report
+	Problem = dumpstream.Problem
+)
 
 // Dump walks the chosen tasks' pipes and FIFOs in the kernel and writes
 // the pipesnap stream to w, one pipe at a time.
@@ -97,72 +75,26 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	hdr, err := host.KernelHeader()
+	s, err := dumpstream.New(w, opts.Freeze, tr.source)
 	if err != nil {
 		return nil, err
-	}
-	if opts.Freeze {
-		hdr.Flags |= format.HeaderFrozen
-	}
-	enc, err := format.NewEncoder(w, hdr)
-	if err != nil {
-		return nil, fmt.Errorf("writing snapshot: %w", err)
 	}
 	d := &dumper{
 		ctx:      ctx,
 		it:       it,
-		enc:      enc,
+		s:        s,
 		pageSize: pageSize,
 		exclude:  opts.ExcludeIno,
 		files:    map[fileKey]int32{},
-		pipes:    map[uint64]int32{},
-		tasks:    map[uint32]bool{},
 		starts:   host.StartTimes(targets),
-		report:   &Report{Translation: tr.source},
-		nextRef:  1,
 	}
 	if err := it.newRun(); err != nil {
 		return nil, err
 	}
-	if opts.Freeze {
-		// Stopped as late as possible, resumed as early as possible, and
-		// resumed on every way out (the deferred Thaw runs on errors and
-		// panics; signals reach the caller's context).
-		frozenAt := time.Now()
-		set, err := freeze.Stop(host.PIDs(targets), 2*time.Second)
-		if err != nil {
-			return nil, err
-		}
-		defer set.Thaw()
-		d.report.FrozenHow = set.How
-		err = it.walk(targets, d.onFD)
-		d.report.Frozen = time.Since(frozenAt)
-		if thawErr := set.Thaw(); err == nil && thawErr != nil {
-			err = thawErr
-		}
-		if err != nil {
-			return nil, err
-		}
-	} else if err := it.walk(targets, d.onFD); err != nil {
+	if err := s.Walk(targets, func() error { return it.walk(targets, d.onFD) }); err != nil {
 		return nil, err
 	}
-	for _, tgid := range targets {
-		if d.tasks[tgid] {
-			continue
-		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", tgid)); err != nil {
-			d.note(tgid, NoteExited, fmt.Sprintf("pid %d exited before its files were walked", tgid))
-		} else {
-			d.note(tgid, NoteNoPipes, fmt.Sprintf("pid %d holds no pipes or FIFOs", tgid))
-		}
-	}
-	if err := d.flushNotes(); err != nil {
-		return nil, err
-	}
-	if err := enc.Close(); err != nil {
-		return nil, fmt.Errorf("writing snapshot: %w", err)
-	}
-	return d.report, nil
+	return s.Finish(targets)
 }
 
 // Preflight checks what a dump needs before anything is loaded or
@@ -193,32 +125,26 @@ func Preflight(opts Options) ([]uint32, error) {
 
 // Note codes pipesnap writes (format.Note.Code).
 const (
-	NoteNoPipes  = 1 // a requested process holds no pipes
-	NoteExcluded = 2 // a pipe left out on purpose
-	NoteLost     = 3 // the kernel copied a pipe but its records did not arrive
-	NoteExited   = 4 // a requested process exited before the walk reached it
-	NoteReused   = 5 // a requested pid now belongs to another process: left out
+	NoteNoPipes  = dumpstream.NoteNoPipes
+	NoteExcluded = dumpstream.NoteExcluded
+	NoteLost     = dumpstream.NoteLost
+	NoteExited   = dumpstream.NoteExited
+	NoteReused   = dumpstream.NoteReused
 )
 
-// dumper turns ps_fd records and ring data into the stream, assigning
-// objrefs: a file or pipe met the first time gets the next one and
-// carries its contents; later encounters carry only the objref.
+// dumper turns ps_fd records and ring data into the stream; s hands out
+// the objrefs.
 type dumper struct {
 	ctx      context.Context
 	it       *pipeIter
-	enc      *format.Encoder
+	s        *dumpstream.Writer
 	pageSize uint32
 	exclude  uint64
 
-	files   map[fileKey]int32 // open file -> objref
-	pipes   map[uint64]int32  // inode -> objref
-	tasks   map[uint32]bool
-	starts  map[uint32]uint64 // requested tgid -> start time in clock ticks
-	skip    uint32            // tgid of a task section being left out
-	nextRef int32
-	task    [2]uint32 // tgid, tid of the open task section
-	report  *Report
-	pending []format.Note
+	files  map[fileKey]int32 // open file -> objref
+	starts map[uint32]uint64 // requested tgid -> start time in clock ticks
+	skip   uint32            // tgid of a task section being left out
+	task   [2]uint32         // tgid, tid of the open task section
 }
 
 func (d *dumper) onFD(b []byte) error {
@@ -230,83 +156,55 @@ func (d *dumper) onFD(b []byte) error {
 		return err
 	}
 	comm := cString(r.Comm[:])
-	if d.task != [2]uint32{r.Tgid, r.Tid} && d.reused(&r, comm) {
+	if d.task != [2]uint32{r.Tgid, r.Tid} && d.reused(&r) {
 		d.task = [2]uint32{r.Tgid, r.Tid}
 		d.skip = r.Tgid
-		return d.flushNotes()
+		return d.s.Reused(r.Tgid, comm)
 	}
 	if d.skip == r.Tgid && d.task == [2]uint32{r.Tgid, r.Tid} {
 		return nil
 	}
 	if d.task != [2]uint32{r.Tgid, r.Tid} {
 		d.task = [2]uint32{r.Tgid, r.Tid}
-		d.tasks[r.Tgid] = true
-		d.report.Tasks++
-		err := d.enc.WriteTask(format.Task{PID: r.Tgid, TID: r.Tid, StartNS: r.StartNs, UID: r.Uid, Comm: comm})
-		if err != nil {
-			return fmt.Errorf("writing snapshot: %w", err)
+		if err := d.s.Task(format.Task{PID: r.Tgid, TID: r.Tid, StartNS: r.StartNs, UID: r.Uid, Comm: comm}); err != nil {
+			return err
 		}
 	}
-	d.report.FDs++
 
 	key := fileKey{r.FileId, r.Ino}
 	fileRef, known := d.files[key]
 	if !known {
-		fileRef = d.newRef()
+		fileRef = d.s.NewRef()
 		d.files[key] = fileRef
 	}
-	if err := d.enc.WriteFDEnt(format.FDEnt{FD: int32(r.Fd), FileRef: fileRef, Cloexec: r.Cloexec != 0}); err != nil {
-		return fmt.Errorf("writing snapshot: %w", err)
+	if err := d.s.FD(format.FDEnt{FD: int32(r.Fd), FileRef: fileRef, Cloexec: r.Cloexec != 0}); err != nil || known {
+		return err
 	}
-	if known {
-		return nil
-	}
-	pipeRef, known := d.pipes[r.Ino]
-	if !known {
-		pipeRef = d.newRef()
-		d.pipes[r.Ino] = pipeRef
-	}
-	err := d.enc.WriteFile(format.File{
-		Ref:     fileRef,
-		Type:    format.FileTypePipe,
-		Mode:    r.F_mode & (format.ModeRead | format.ModeWrite),
-		Flags:   r.F_flags,
-		PipeRef: pipeRef,
-	})
-	if err != nil {
-		return fmt.Errorf("writing snapshot: %w", err)
-	}
-	if known {
-		return nil
+	pipeRef, newPipe, err := d.s.File(format.File{
+		Ref:   fileRef,
+		Mode:  r.F_mode & (format.ModeRead | format.ModeWrite),
+		Flags: r.F_flags,
+	}, r.Ino)
+	if err != nil || !newPipe {
+		return err
 	}
 	return d.writePipe(&r, pipeRef, comm)
 }
 
 // reused tells whether a requested pid now names another process than
-// the one asked for (it exited and the pid was given out again), and
-// notes it. Start times are compared in clock ticks, /proc's unit.
-func (d *dumper) reused(r *pipesPsFd, comm string) bool {
+// the one asked for (it exited and the pid was given out again). Start
+// times are compared in clock ticks, /proc's unit.
+func (d *dumper) reused(r *pipesPsFd) bool {
 	want, ok := d.starts[r.Tgid]
-	if !ok || r.StartNs/(1e9/host.ClockTicks) == want {
-		return false
-	}
-	d.tasks[r.Tgid] = true
-	d.note(r.Tgid, NoteReused, fmt.Sprintf("pid %d now belongs to another process (%s, started later): left out", r.Tgid, comm))
-	return true
+	return ok && r.StartNs/(1e9/host.ClockTicks) != want
 }
 
 // fileKey identifies an open file during one walk. The inode guards
 // against a file freed and another allocated at the same address.
 type fileKey struct{ id, ino uint64 }
 
-func (d *dumper) newRef() int32 {
-	ref := d.nextRef
-	d.nextRef++
-	return ref
-}
-
 func (d *dumper) writePipe(r *pipesPsFd, ref int32, comm string) error {
-	c, err := d.it.takePipe(r.Ino, func(ino uint64) bool { _, ok := d.pipes[ino]; return ok && ino != r.Ino })
+	c, err := d.it.takePipe(r.Ino, func(ino uint64) bool { return d.s.HasPipe(ino) && ino != r.Ino })
 	if err != nil {
 		return err
 	}
@@ -316,7 +214,7 @@ func (d *dumper) writePipe(r *pipesPsFd, ref int32, comm string) error {
 	case c == nil:
 		p.Status = format.StatusIncomplete
 		p.Reason = format.ReasonChannel
-		d.note(r.Tgid, NoteLost, fmt.Sprintf("pipe %d: the kernel's copy did not arrive", r.Ino))
+		d.s.Note(r.Tgid, NoteLost, fmt.Sprintf("pipe %d: the kernel's copy did not arrive", r.Ino))
 	default:
 		h := &c.hdr
 		p.Status = format.Status(h.Status)
@@ -334,52 +232,22 @@ func (d *dumper) writePipe(r *pipesPsFd, ref int32, comm string) error {
 	}
 	if r.Ino == d.exclude && d.exclude != 0 {
 		bufs = nil
-		p.Status = p.Status&^format.StatusTorn | format.StatusIncomplete
-		p.Reason = format.ReasonExcluded
-		d.note(r.Tgid, NoteExcluded, fmt.Sprintf("pipe %d is the snapshot's own output: left out", r.Ino))
+		d.s.Exclude(&p, r.Tgid)
 	}
 	for _, b := range bufs {
 		p.Bytes += uint64(len(b.data))
 	}
 	p.NrBufs = uint32(len(bufs))
-	if err := d.enc.WritePipe(p); err != nil {
-		return fmt.Errorf("writing snapshot: %w", err)
-	}
-	for _, b := range bufs {
-		err := d.enc.WriteBuffer(format.Buffer{Index: b.index, Offset: b.offset, Len: uint32(len(b.data)), Flags: b.flags, Data: b.data})
-		if err != nil {
-			return fmt.Errorf("writing snapshot: %w", err)
-		}
-	}
-	if err := d.flushNotes(); err != nil {
+	if err := d.s.Pipe(p); err != nil {
 		return err
 	}
-	d.report.Pipes++
-	d.report.Bytes += p.Bytes
-	if p.Status&(format.StatusTorn|format.StatusIncomplete) != 0 {
-		d.report.Problems = append(d.report.Problems, Problem{
-			Ino: r.Ino, Status: p.Status, Reason: p.Reason, Attempts: p.Attempts,
-			Holder: fmt.Sprintf("pid %d (%s) fd %d", r.Tgid, comm, r.Fd),
-		})
-	}
-	return nil
-}
-
-// note queues a note for the stream; flushNotes writes the queue where
-// the grammar allows a note (between fd entries).
-func (d *dumper) note(pid uint32, code uint32, msg string) {
-	d.report.Notes = append(d.report.Notes, msg)
-	d.pending = append(d.pending, format.Note{PID: pid, Code: code, Msg: msg})
-}
-
-func (d *dumper) flushNotes() error {
-	for _, n := range d.pending {
-		if err := d.enc.WriteNote(n); err != nil {
-			return fmt.Errorf("writing snapshot: %w", err)
+	for _, b := range bufs {
+		err := d.s.Buffer(format.Buffer{Index: b.index, Offset: b.offset, Len: uint32(len(b.data)), Flags: b.flags, Data: b.data})
+		if err != nil {
+			return err
 		}
 	}
-	d.pending = d.pending[:0]
-	return nil
+	return d.s.EndPipe(&p, r.Tgid, comm, int32(r.Fd))
 }
 
 // scratchSlots is how many buffers of one pipe can be copied: enough for

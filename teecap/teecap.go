@@ -59,12 +59,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/pipesnap/pipesnap/format"
-	"github.com/pipesnap/pipesnap/freeze"
+	"github.com/pipesnap/pipesnap/internal/dumpstream"
 	"github.com/pipesnap/pipesnap/internal/host"
 	"github.com/pipesnap/pipesnap/loader"
 )
@@ -142,80 +141,33 @@ func Dump(ctx context.Context, w io.Writer, opts loader.Options) (*loader.Report
 			starts[tgid] = n
 		}
 	}
-	hdr, err := host.KernelHeader()
+	s, err := dumpstream.New(w, opts.Freeze, Method)
 	if err != nil {
 		return nil, err
-	}
-	if opts.Freeze {
-		hdr.Flags |= format.HeaderFrozen
-	}
-	enc, err := format.NewEncoder(w, hdr)
-	if err != nil {
-		return nil, fmt.Errorf("writing snapshot: %w", err)
 	}
 	d := &dumper{
 		ctx:      ctx,
-		enc:      enc,
+		s:        s,
 		pageSize: uint32(os.Getpagesize()),
 		exclude:  opts.ExcludeIno,
 		files:    map[fileKey][]fileEnt{},
-		pipes:    map[uint64]int32{},
-		seen:     map[uint32]bool{},
-		report:   &loader.Report{Translation: Method},
-		nextRef:  1,
 		scratch:  [2]int{-1, -1},
 	}
 	defer d.close()
-	if err := enc.WriteNote(format.Note{Code: NoteTee, Msg: teeNote}); err != nil {
-		return nil, fmt.Errorf("writing snapshot: %w", err)
-	}
-
-	var thaw func() error
-	var frozenAt time.Time
-	if opts.Freeze {
-		frozenAt = time.Now()
-		set, err := freeze.Stop(host.PIDs(targets), 2*time.Second)
-		if err != nil {
-			return nil, err
-		}
-		defer set.Thaw()
-		thaw = set.Thaw
-		d.report.FrozenHow = set.How
-	}
-	err = d.run(targets, opts.All, self, starts)
-	if thaw != nil {
-		d.report.Frozen = time.Since(frozenAt)
-		if thawErr := thaw(); err == nil && thawErr != nil {
-			err = thawErr
-		}
-	}
-	if err != nil {
+	if err := s.WriteNote(format.Note{Code: NoteTee, Msg: teeNote}); err != nil {
 		return nil, err
 	}
-	for _, tgid := range targets {
-		if d.seen[tgid] {
-			continue
-		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", tgid)); err != nil {
-			d.note(tgid, loader.NoteExited, fmt.Sprintf("pid %d exited before its files were walked", tgid))
-		} else {
-			d.note(tgid, loader.NoteNoPipes, fmt.Sprintf("pid %d holds no pipes or FIFOs", tgid))
-		}
-	}
-	if err := d.flushNotes(); err != nil {
+	if err := s.Walk(targets, func() error { return d.run(targets, opts.All, self, starts) }); err != nil {
 		return nil, err
 	}
-	if err := enc.Close(); err != nil {
-		return nil, fmt.Errorf("writing snapshot: %w", err)
-	}
-	return d.report, nil
+	return s.Finish(targets)
 }
 
 // dumper writes the walked tasks as the stream and copies each pipe at
 // its first encounter.
 type dumper struct {
 	ctx      context.Context
-	enc      *format.Encoder
+	s        *dumpstream.Writer
 	pageSize uint32
 	exclude  uint64
 
@@ -223,11 +175,6 @@ type dumper struct {
 	readEnd map[uint64][]endRef // inode -> readable fds, in walk order
 	direct  map[uint64]bool     // inode -> a write end is O_DIRECT
 	files   map[fileKey][]fileEnt
-	pipes   map[uint64]int32 // inode -> objref
-	seen    map[uint32]bool  // tgids written (or noted)
-	nextRef int32
-	report  *loader.Report
-	pending []format.Note
 
 	pidfd    int // of the task being written, -1 if not open
 	pidfdFor uint32
@@ -319,22 +266,15 @@ func (d *dumper) writeTask(t *task, starts map[uint32]uint64) error {
 	case t.err == errExited:
 		return nil // noted after the walk, as the BPF path does
 	case t.err != nil:
-		d.seen[t.pid] = true
-		d.note(t.pid, NoteUnreadable, fmt.Sprintf("pid %d: %v", t.pid, t.err))
-		return d.flushNotes()
+		return d.s.LeaveOut(t.pid, NoteUnreadable, fmt.Sprintf("pid %d: %v", t.pid, t.err))
 	case len(t.fds) == 0:
 		return nil
 	}
 	if want, ok := starts[t.pid]; ok && want != t.ticks {
-		d.seen[t.pid] = true
-		d.note(t.pid, loader.NoteReused, fmt.Sprintf("pid %d now belongs to another process (%s, started later): left out", t.pid, t.comm))
-		return d.flushNotes()
+		return d.s.Reused(t.pid, t.comm)
 	}
-	d.seen[t.pid] = true
-	d.report.Tasks++
-	err := d.enc.WriteTask(format.Task{PID: t.pid, TID: t.pid, StartNS: t.startNS, UID: t.uid, Comm: t.comm})
-	if err != nil {
-		return fmt.Errorf("writing snapshot: %w", err)
+	if err := d.s.Task(format.Task{PID: t.pid, TID: t.pid, StartNS: t.startNS, UID: t.uid, Comm: t.comm}); err != nil {
+		return err
 	}
 	for i := range t.fds {
 		if err := d.ctx.Err(); err != nil {
@@ -348,32 +288,13 @@ func (d *dumper) writeTask(t *task, starts map[uint32]uint64) error {
 }
 
 func (d *dumper) writeFD(t *task, f *fdInfo) error {
-	d.report.FDs++
 	fileRef, known := d.fileRef(t.pid, f)
-	if err := d.enc.WriteFDEnt(format.FDEnt{FD: f.fd, FileRef: fileRef, Cloexec: f.cloexec}); err != nil {
-		return fmt.Errorf("writing snapshot: %w", err)
+	if err := d.s.FD(format.FDEnt{FD: f.fd, FileRef: fileRef, Cloexec: f.cloexec}); err != nil || known {
+		return err
 	}
-	if known {
-		return nil
-	}
-	pipeRef, known := d.pipes[f.ino]
-	if !known {
-		pipeRef = d.newRef()
-		d.pipes[f.ino] = pipeRef
-	}
-	err := d.enc.WriteFile(format.File{
-		Ref:     fileRef,
-		Type:    format.FileTypePipe,
-		Mode:    f.mode(),
-		Flags:   f.flags,
-		Pos:     f.pos,
-		PipeRef: pipeRef,
-	})
-	if err != nil {
-		return fmt.Errorf("writing snapshot: %w", err)
-	}
-	if known {
-		return nil
+	pipeRef, newPipe, err := d.s.File(format.File{Ref: fileRef, Mode: f.mode(), Flags: f.flags, Pos: f.pos}, f.ino)
+	if err != nil || !newPipe {
+		return err
 	}
 	return d.writePipe(t, f, pipeRef)
 }
@@ -387,7 +308,7 @@ func (d *dumper) fileRef(pid uint32, f *fdInfo) (int32, bool) {
 			return e.ref, true
 		}
 	}
-	ref := d.newRef()
+	ref := d.s.NewRef()
 	d.files[key] = append(d.files[key], fileEnt{pid, f.fd, ref})
 	return ref, false
 }
@@ -400,7 +321,7 @@ func (d *dumper) sameFile(pid1 uint32, fd1 int32, pid2 uint32, fd2 int32) bool {
 	switch {
 	case errno == unix.ENOSYS || errno == unix.EPERM || errno == unix.EACCES:
 		d.noKcmp = true
-		d.note(0, NoteTee, fmt.Sprintf("kcmp refused (%v): every fd is recorded as its own open file", errno))
+		d.s.Note(0, NoteTee, fmt.Sprintf("kcmp refused (%v): every fd is recorded as its own open file", errno))
 		return false
 	case errno != 0:
 		return false // a process or fd gone since the walk
@@ -410,27 +331,19 @@ func (d *dumper) sameFile(pid1 uint32, fd1 int32, pid2 uint32, fd2 int32) bool {
 
 const kcmpFile = 0 // KCMP_FILE
 
-func (d *dumper) newRef() int32 {
-	ref := d.nextRef
-	d.nextRef++
-	return ref
-}
-
 // writePipe copies pipe f.ino and writes it with its buffers.
 func (d *dumper) writePipe(t *task, f *fdInfo, ref int32) error {
 	p := format.Pipe{Ref: ref, Ino: f.ino, Kind: f.kind, Path: f.path, PageSize: d.pageSize}
 	var c capture
 	if f.ino == d.exclude && d.exclude != 0 {
 		c = d.capacityOnly(t, f)
-		p.Status = format.StatusIncomplete
-		p.Reason = format.ReasonExcluded
-		d.note(t.pid, loader.NoteExcluded, fmt.Sprintf("pipe %d is the snapshot's own output: left out", f.ino))
+		d.s.Exclude(&p, t.pid)
 	} else {
 		c = d.capture(t, f)
 		p.Attempts = c.attempts
 		if c.reason != format.ReasonNone {
 			p.Status, p.Reason = format.StatusIncomplete, c.reason
-			d.note(t.pid, c.noteCode, fmt.Sprintf("pipe %d: %s", f.ino, c.why))
+			d.s.Note(t.pid, c.noteCode, fmt.Sprintf("pipe %d: %s", f.ino, c.why))
 		}
 	}
 	p.Capacity = c.capacity
@@ -442,8 +355,8 @@ func (d *dumper) writePipe(t *task, f *fdInfo, ref int32) error {
 			p.Status |= format.StatusPacket
 		}
 	}
-	if err := d.enc.WritePipe(p); err != nil {
-		return fmt.Errorf("writing snapshot: %w", err)
+	if err := d.s.Pipe(p); err != nil {
+		return err
 	}
 	off := 0
 	for k, ch := range c.chunks {
@@ -451,23 +364,12 @@ func (d *dumper) writePipe(t *task, f *fdInfo, ref int32) error {
 		if ch.packet {
 			b.Flags = format.BufPacket
 		}
-		if err := d.enc.WriteBuffer(b); err != nil {
-			return fmt.Errorf("writing snapshot: %w", err)
+		if err := d.s.Buffer(b); err != nil {
+			return err
 		}
 		off += ch.n
 	}
-	if err := d.flushNotes(); err != nil {
-		return err
-	}
-	d.report.Pipes++
-	d.report.Bytes += p.Bytes
-	if p.Status&(format.StatusTorn|format.StatusIncomplete) != 0 {
-		d.report.Problems = append(d.report.Problems, loader.Problem{
-			Ino: f.ino, Status: p.Status, Reason: p.Reason, Attempts: p.Attempts,
-			Holder: fmt.Sprintf("pid %d (%s) fd %d", t.pid, t.comm, f.fd),
-		})
-	}
-	return nil
+	return d.s.EndPipe(&p, t.pid, t.comm, f.fd)
 }
 
 // capture is one pipe's copy.
@@ -725,21 +627,4 @@ func (d *dumper) resetScratch() {
 		d.scratch[i] = -1
 	}
 	d.scrSize = 0
-}
-
-// note queues a note; flushNotes writes the queue where the grammar
-// allows (between fd entries).
-func (d *dumper) note(pid uint32, code uint32, msg string) {
-	d.report.Notes = append(d.report.Notes, msg)
-	d.pending = append(d.pending, format.Note{PID: pid, Code: code, Msg: msg})
-}
-
-func (d *dumper) flushNotes() error {
-	for _, n := range d.pending {
-		if err := d.enc.WriteNote(n); err != nil {
-			return fmt.Errorf("writing snapshot: %w", err)
-		}
-	}
-	d.pending = d.pending[:0]
-	return nil
 }

@@ -38,20 +38,10 @@ func dump(t *testing.T, opts loader.Options) (*loader.Report, *snapshot.Snapshot
 // TestDumpKinds dumps the 14 kinds of pipe state through tee, checks the
 // bytes of each, and that every pipe still holds what it held.
 func TestDumpKinds(t *testing.T) {
-	holders := map[string]*pipetest.Holder{}
-	readEnds := map[string]int{}
-	before := map[string]int{}
-	var pids []int
-	for _, kind := range pipetest.Kinds {
-		h := pipetest.StartHolder(t, kind)
-		holders[kind] = h
-		pids = append(pids, h.Rep.PIDs...)
-		readEnds[kind] = pipetest.GrabReadEnd(t, h)
-		before[kind] = pipetest.Queued(t, readEnds[kind])
-	}
-	report, snap := dump(t, loader.Options{PIDs: pids})
+	k := pipetest.StartKinds(t)
+	report, snap := dump(t, loader.Options{PIDs: k.PIDs})
 	var held []uint64
-	for _, h := range holders {
+	for _, h := range k.Holders {
 		held = append(held, h.Rep.Ino)
 	}
 	if pr := problemsOf(report, held...); len(pr) > 0 {
@@ -63,22 +53,7 @@ func TestDumpKinds(t *testing.T) {
 	if len(snap.Notes) == 0 || snap.Notes[0].Code != teecap.NoteTee || snap.Notes[0].PID != 0 {
 		t.Errorf("the stream does not open with the tee note: %+v", snap.Notes)
 	}
-	var inos []uint64 // the holders' stdio pipes are in the snapshot too
-	for _, p := range snap.Pipes {
-		inos = append(inos, p.Ino)
-	}
-	pipetest.EachOnce(t, inos)
-	for _, kind := range pipetest.Kinds {
-		t.Run(kind, func(t *testing.T) {
-			h, w := holders[kind], pipetest.Expected(kind)
-			p, err := snap.Find(h.Rep.Ino)
-			if err != nil {
-				t.Fatal(err)
-			}
-			checkPipe(t, p, h, w)
-			pipetest.CheckUntouched(t, readEnds[kind], before[kind], w)
-		})
-	}
+	pipetest.CheckKinds(t, k, snap.Pipes, func(p *snapshot.Pipe) uint64 { return p.Ino }, checkPipe)
 }
 
 // checkPipe checks what the tee path can see, and that what it cannot is
@@ -131,16 +106,7 @@ func checkPipe(t *testing.T, p *snapshot.Pipe, h *pipetest.Holder, w pipetest.Wa
 	if p.Capacity != w.Capacity || p.MaxUsage*p.PageSize != w.Capacity {
 		t.Errorf("capacity %d (max_usage %d), want %d", p.Capacity, p.MaxUsage, w.Capacity)
 	}
-	procs := map[uint32]bool{}
-	for _, hd := range p.Holders {
-		procs[hd.PID] = true
-		if !slices.Contains(h.Rep.PIDs, int(hd.PID)) {
-			t.Errorf("holder pid %d is not one of the holder processes %v", hd.PID, h.Rep.PIDs)
-		}
-	}
-	if len(p.Holders) != w.FDs || len(procs) != w.Procs {
-		t.Errorf("%d holders in %d processes, want %d in %d: %+v", len(p.Holders), len(procs), w.FDs, w.Procs, p.Holders)
-	}
+	pipetest.CheckHolders(t, h, w, p.Holders, func(hd snapshot.Holder) uint32 { return hd.PID })
 }
 
 // TestSameAsBPF dumps the same holders both ways: tasks, fds, open-file
