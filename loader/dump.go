@@ -55,8 +55,8 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 	if attempts <= 0 {
 		attempts = 4
 	}
-	slots := scratchSlots(pageSize)
 	tries := uint32(min(attempts, 8))
+	slots := scratchSlots(pageSize, tries)
 	it, err := loadIter(iterConfig{
 		selfTgid:     uint32(os.Getpid()),
 		targets:      targets,
@@ -251,16 +251,27 @@ func (d *dumper) writePipe(r *pipesPsFd, ref int32, comm string) error {
 }
 
 // scratchSlots is how many buffers of one pipe can be copied: enough for
-// the largest pipe an unprivileged user can make (pipe-max-size).
-func scratchSlots(pageSize uint32) uint32 {
-	slots := uint32(256)
+// the largest pipe an unprivileged user can make (pipe-max-size), as far
+// as a ring of at most maxRing holds every attempt at it. (A larger pipe
+// is copied in part and marked incomplete, reason too large.)
+func scratchSlots(pageSize, attempts uint32) uint32 {
+	maxSize := uint64(1 << 20)
 	if b, err := os.ReadFile("/proc/sys/fs/pipe-max-size"); err == nil {
 		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32); err == nil {
-			slots = max(slots, uint32(n)/pageSize)
+			maxSize = n
 		}
 	}
-	return min(slots, 1<<16)
+	return slotsFor(maxSize, pageSize, attempts)
 }
+
+func slotsFor(maxSize uint64, pageSize, attempts uint32) uint32 {
+	slots := max(256, maxSize/uint64(pageSize))
+	fit := (maxRing - 64<<10) / (uint64(pageSize+64) * uint64(attempts))
+	return uint32(min(slots, fit, 1<<16))
+}
+
+// maxRing bounds the ring buffer's size (pipe-max-size can be raised far).
+const maxRing = 256 << 20
 
 // ringBytes holds every copy attempt at the largest pipe: the
 // program copies a pipe only when the ring has room for all its attempts,

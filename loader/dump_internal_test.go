@@ -29,3 +29,22 @@ func TestReusedPid(t *testing.T) {
 		t.Errorf("a pid nobody asked for taken for a reused one")
 	}
 }
+
+// TestRingSize: the ring holds every attempt at the largest pipe copied,
+// and stays bounded however far pipe-max-size was raised.
+func TestRingSize(t *testing.T) {
+	for _, maxSize := range []uint64{4096, 1 << 20, 16 << 20, 1 << 30} {
+		for attempts := uint32(1); attempts <= 8; attempts++ {
+			slots := slotsFor(maxSize, 4096, attempts)
+			ring := uint64(ringBytes(slots, 4096, attempts))
+			need := uint64(slots) * uint64(attempts) * (4096 + 64)
+			if slots < 256 || ring < need || ring > maxRing || ring&(ring-1) != 0 {
+				t.Errorf("pipe-max-size %d, %d attempts: %d slots, ring %d bytes for %d: want >= 256 slots, room, at most %d, a power of two",
+					maxSize, attempts, slots, ring, need, maxRing)
+			}
+		}
+	}
+	if s := slotsFor(1<<20, 4096, 4); s != 256 {
+		t.Errorf("default pipe-max-size, 4 attempts: %d slots, want 256", s)
+	}
+}
