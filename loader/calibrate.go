@@ -242,7 +242,7 @@ func (it *pipeIter) verifyProbe(pr *probe) (bool, error) {
 		if got != nil {
 			return nil
 		}
-		p, err := it.takePipe(ino, func(uint64) bool { return false })
+		p, err := it.takePipe(ino, false, func(uint64) bool { return false })
 		got = p
 		return err
 	})

@@ -102,7 +102,7 @@ func TestWrongTranslationReadsNothing(t *testing.T) {
 	var got *capturedPipe
 	err = it.read(it.dump, fdRecSize, func([]byte) error {
 		if got == nil {
-			got, err = it.takePipe(pr.ino, func(uint64) bool { return false })
+			got, err = it.takePipe(pr.ino, false, func(uint64) bool { return false })
 		}
 		return err
 	})

@@ -88,6 +88,7 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 		files:    map[fileKey]int32{},
 		starts:   host.StartTimes(targets),
 	}
+	it.taken = s.HasPipe
 	if err := it.newRun(); err != nil {
 		return nil, err
 	}
@@ -204,7 +205,7 @@ func (d *dumper) reused(r *pipesPsFd) bool {
 type fileKey struct{ id, ino uint64 }
 
 func (d *dumper) writePipe(r *pipesPsFd, ref int32, comm string) error {
-	c, err := d.it.takePipe(r.Ino, func(ino uint64) bool { return d.s.HasPipe(ino) && ino != r.Ino })
+	c, err := d.it.takePipe(r.Ino, r.First != 0, func(ino uint64) bool { return d.s.HasPipe(ino) && ino != r.Ino })
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
@@ -53,7 +54,7 @@ type pipeIter struct {
 	objs  pipesObjects
 	dump  *link.Iter
 	calib *link.Iter
-	ring  *ringbuf.Reader
+	ring  recordReader
 	rec   ringbuf.Record
 	seq   []byte
 	gen   uint32
@@ -67,6 +68,19 @@ type pipeIter struct {
 	arena    []byte
 	unread   []byte
 	unscoped bool // the kernel cannot scope iterators to a process
+
+	// taken tells which pipes the dump has written (nil: none), and
+	// forget makes the program copy a pipe again when an fd of it comes
+	// (it deletes the pipe from the seen map).
+	taken  func(ino uint64) bool
+	forget func(ino uint64) error
+}
+
+// recordReader is the ring buffer's reader (a *ringbuf.Reader; tests feed
+// records of their own).
+type recordReader interface {
+	ReadInto(*ringbuf.Record) error
+	Close() error
 }
 
 func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
@@ -108,12 +122,20 @@ func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
 	if it.calib, err = link.AttachIter(link.IterOptions{Program: it.objs.Calibrate}); err != nil {
 		return nil, fmt.Errorf("attaching calibration iterator: %w", host.ExplainPermission(err))
 	}
-	if it.ring, err = ringbuf.NewReader(it.objs.Ring); err != nil {
+	rd, err := ringbuf.NewReader(it.objs.Ring)
+	if err != nil {
 		return nil, fmt.Errorf("opening ring buffer: %w", err)
 	}
 	// The ring is only ever read when it already holds what is wanted:
 	// never wait on it.
-	it.ring.SetDeadline(time.Unix(1, 0))
+	rd.SetDeadline(time.Unix(1, 0))
+	it.ring = rd
+	it.forget = func(ino uint64) error {
+		if err := it.objs.Seen.Delete(ino); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("forgetting pipe %d: %w", ino, err)
+		}
+		return nil
+	}
 	return it, nil
 }
 
@@ -136,7 +158,38 @@ func (it *pipeIter) Close() error {
 // the seq_file in order. Ring records that belong to a record are already
 // in the ring when fn sees it. (The dump's context is checked by fn.)
 func (it *pipeIter) read(l *link.Iter, size int, fn func([]byte) error) error {
-	return taskiter.Read(context.Background(), l, it.seq, size, fn)
+	return taskiter.ReadAgain(context.Background(), l, it.seq, size, fn, it.dropOrphans)
+}
+
+// dropOrphans empties the ring of records nobody will ask for. Called
+// when a read of the iterator returned nothing because the ring had no
+// room: every fd record read so far has been handled, so what is left
+// belongs to elements whose fd records never came (their fd closed before
+// the kernel showed them again, or a task the dump left out).
+func (it *pipeIter) dropOrphans() error {
+	for {
+		raw, err := it.peekRing()
+		if err != nil || raw == nil {
+			return err
+		}
+		_, ino, err := ringRecord(raw)
+		if err != nil {
+			return err
+		}
+		it.drop()
+		if err := it.orphan(ino); err != nil {
+			return err
+		}
+	}
+}
+
+// orphan makes a pipe whose copy was dropped unseen, unless it was
+// written already: a later fd of it gets it copied again.
+func (it *pipeIter) orphan(ino uint64) error {
+	if it.taken != nil && it.taken(ino) {
+		return nil
+	}
+	return it.forget(ino)
 }
 
 // nextRing reads the next ring record into the free end of the arena,
@@ -224,8 +277,11 @@ type capturedBuf struct {
 // each copy attempt, then the ps_pipe naming the attempt that holds.
 // Copies of pipes already taken (the kernel copies a pipe again when its
 // seen map is full) are skipped; nil means the ring holds nothing for ino.
+// first says the fd record that asks was the one whose show copied the
+// pipe: its records are then the newest in the ring, and records of other
+// pipes not taken yet ahead of them are orphans (see dropOrphans).
 // The result and its bytes are valid until the next call.
-func (it *pipeIter) takePipe(ino uint64, taken func(uint64) bool) (*capturedPipe, error) {
+func (it *pipeIter) takePipe(ino uint64, first bool, taken func(uint64) bool) (*capturedPipe, error) {
 	p := &it.cur
 	*p = capturedPipe{bufs: p.bufs[:0]}
 	it.restartArena()
@@ -240,7 +296,14 @@ func (it *pipeIter) takePipe(ino uint64, taken func(uint64) bool) (*capturedPipe
 			return nil, err
 		}
 		if recIno != ino && !taken(recIno) {
-			return nil, nil // left for its own fd
+			if !first {
+				return nil, nil // left for its own fd
+			}
+			it.drop()
+			if err := it.orphan(recIno); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		if recIno != ino {
 			it.drop() // part of another copy of a pipe already written

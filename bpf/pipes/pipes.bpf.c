@@ -264,6 +264,20 @@ static long check_one(__u32 i, struct copy_ctx *c)
 }
 
 /*
+ * ring_moved tells whether the pipe's buffer array was replaced since the
+ * copy began (F_SETPIPE_SZ frees the old one): slots read from a freed
+ * array prove nothing, even if they read back the same.
+ */
+static __always_inline bool ring_moved(struct copy_ctx *c)
+{
+	/* Through a local: CO-RE must not relocate copy_ctx's own field. */
+	struct pipe_inode_info *pipe = c->pipe;
+
+	return (__u64)BPF_CORE_READ(pipe, bufs) != (__u64)c->bufs ||
+	       BPF_CORE_READ(pipe, ring_size) != c->ring_size;
+}
+
+/*
  * attempt_one makes copy attempt i+1 of the pipe: returns 1 (stop) when
  * the copy holds, or cannot get better by trying again.
  */
@@ -300,7 +314,8 @@ static long attempt_one(__u32 i, struct copy_ctx *c)
 	 * again, unless the pipe is simply too large.
 	 */
 	if (read_tail(c->pipe) != c->tail ||
-	    bpf_loop(c->done, check_one, c, 0) != c->done) {
+	    bpf_loop(c->done, check_one, c, 0) != c->done ||
+	    ring_moved(c)) {
 		c->reason = PS_REASON_MOVED;
 		return 0;
 	}
@@ -361,7 +376,8 @@ static __always_inline int capture(struct file *file, struct pipe_inode_info *pi
 	need = copy_data ? (__u64)max_attempts * most * ring_cost(sizeof(struct ps_buf)) : 0;
 	need += ring_cost(size);
 	avail = bpf_ringbuf_query(&ring, BPF_RB_RING_SIZE) - bpf_ringbuf_query(&ring, BPF_RB_AVAIL_DATA);
-	if (need > avail)
+	/* The kernel refuses a reservation that would fill the ring exactly. */
+	if (need >= avail)
 		return RETRY_LATER;
 
 	c.pipe = pipe;

@@ -64,6 +64,12 @@ func AttachProcess(prog *ebpf.Program, pid uint32) (*link.Iter, error) {
 // objects without output, or the program asked to revisit one) is
 // retried; ctx is checked between reads.
 func Read(ctx context.Context, l *link.Iter, buf []byte, size int, fn func([]byte) error) error {
+	return ReadAgain(ctx, l, buf, size, fn, nil)
+}
+
+// ReadAgain is Read with again, called before a read is retried after
+// EAGAIN: the program may be waiting for room only the caller can make.
+func ReadAgain(ctx context.Context, l *link.Iter, buf []byte, size int, fn func([]byte) error, again func() error) error {
 	r, err := l.Open()
 	if err != nil {
 		return fmt.Errorf("opening iterator: %w", err)
@@ -71,13 +77,13 @@ func Read(ctx context.Context, l *link.Iter, buf []byte, size int, fn func([]byt
 	defer r.Close()
 
 	var pending []byte
-	for again := 0; ; {
+	for tries := 0; ; {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		n, err := r.Read(buf)
 		if n > 0 {
-			again = 0
+			tries = 0
 			data := buf[:n]
 			if len(pending) > 0 {
 				data = append(pending, data...)
@@ -98,8 +104,13 @@ func Read(ctx context.Context, l *link.Iter, buf []byte, size int, fn func([]byt
 			}
 			return nil
 		case errors.Is(err, unix.EAGAIN):
-			if again++; again > 1000 {
-				return fmt.Errorf("reading iterator: no progress after %d tries: %w", again, err)
+			if tries++; tries > 1000 {
+				return fmt.Errorf("reading iterator: no progress after %d tries: %w", tries, err)
+			}
+			if again != nil {
+				if err := again(); err != nil {
+					return err
+				}
 			}
 		default:
 			return fmt.Errorf("reading iterator: %w", err)
