@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -52,8 +54,11 @@ process that was already stopped is left stopped.
 
 The snapshot is written to a temporary file next to FILE, mode 0600
 (pipe contents can be secrets), and renamed to FILE once complete. An
-existing device or FIFO (-o /dev/null, a FIFO a consumer reads) is
-written in place instead, without --force.`,
+existing character device or FIFO (-o /dev/null, a FIFO a consumer
+reads) is written in place instead, without --force; a FIFO must already
+have its reader. A block device, a socket or a directory is refused, and
+so is a symbolic link unless it leads to a character device or FIFO.
+With --freeze, a process to stop must not read the output pipe or FIFO.`,
 		Flags: []cli.Flag{
 			&cli.IntSliceFlag{Name: "pid", Aliases: []string{"p"}, Usage: "dump the pipes of process `PID` (repeat for more)"},
 			&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "dump every process's pipes (except pipesnap's own)"},
@@ -110,14 +115,24 @@ func runDump(cfg dumpConfig) error {
 		report, err = teecap.Dump(ctx, w, opts)
 		return err
 	}
+	// A process stopped by --freeze cannot drain the output: refuse when
+	// one of them reads it, before anything is stopped.
+	check := func(f *os.File) error {
+		if !cfg.freeze {
+			return nil
+		}
+		return checkFreezeReaders(cfg.pids, f)
+	}
 	switch special, serr := isSpecial(cfg.output); {
 	case cfg.output == "-":
 		opts.ExcludeIno = pipeIno(os.Stdout)
-		err = write(os.Stdout)
+		if err = check(os.Stdout); err == nil {
+			err = write(os.Stdout)
+		}
 	case serr != nil:
 		err = serr
 	case special:
-		err = writeSpecial(cfg.output, &opts, write)
+		err = writeSpecial(ctx, cfg.output, &opts, check, write)
 	default:
 		err = writeAtomic(cfg.output, cfg.force, write)
 	}
@@ -196,8 +211,15 @@ func dumpError(err error) error {
 // links it into place: nothing half-written ever carries the final name,
 // and an existing file is only replaced with force.
 func writeAtomic(path string, force bool, write func(io.Writer) error) (err error) {
-	if _, err := os.Lstat(path); err == nil && !force {
-		return usagef("%s exists: use --force to replace it", path)
+	if st, err := os.Lstat(path); err == nil {
+		// Renaming over a link replaces the link (/dev/stdout), not the
+		// file it points to.
+		if st.Mode()&os.ModeSymlink != 0 {
+			return usagef("%s is a symbolic link: name the file it points to", path)
+		}
+		if !force {
+			return usagef("%s exists: use --force to replace it", path)
+		}
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
@@ -233,9 +255,10 @@ func writeAtomic(path string, force bool, write func(io.Writer) error) (err erro
 	return nil
 }
 
-// isSpecial tells whether path names an existing device, FIFO or socket:
-// those are written in place (a temporary renamed over /dev/null would
-// replace the device with a file).
+// isSpecial tells whether path names an existing character device or
+// FIFO: those are written in place (a temporary renamed over /dev/null
+// would replace the device with a file). Other non-regular files are
+// refused.
 func isSpecial(path string) (bool, error) {
 	if path == "-" {
 		return false, nil
@@ -244,22 +267,60 @@ func isSpecial(path string) (bool, error) {
 	if err != nil {
 		return false, nil // created by writeAtomic
 	}
-	if st.IsDir() {
-		return false, usagef("%s is a directory: -o takes a file name", path)
-	}
-	return !st.Mode().IsRegular(), nil
+	return outputKind(path, st.Mode())
 }
 
-// writeSpecial writes the stream straight into a device or FIFO. A FIFO
-// that is itself one of the dumped pipes is left out, as stdout is.
-func writeSpecial(path string, opts *loader.Options, write func(io.Writer) error) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+// outputKind classifies an existing -o target by its mode: true for a
+// character device or FIFO (written in place), false for a regular file
+// (replaced), a usage error for anything else.
+func outputKind(path string, mode os.FileMode) (bool, error) {
+	switch {
+	case mode.IsRegular():
+		return false, nil
+	case mode&os.ModeCharDevice != 0, mode&os.ModeNamedPipe != 0:
+		return true, nil
+	case mode.IsDir():
+		return false, usagef("%s is a directory: -o takes a file name", path)
+	case mode&os.ModeDevice != 0:
+		return false, usagef("%s is a block device: refusing to write a snapshot over it", path)
+	case mode&os.ModeSocket != 0:
+		return false, usagef("%s is a socket: refusing to write a snapshot over it", path)
+	}
+	return false, usagef("%s is not a regular file, character device or FIFO: refusing to write a snapshot over it", path)
+}
+
+// writeSpecial writes the stream straight into a character device or
+// FIFO. A FIFO that is itself one of the dumped pipes is left out, as
+// stdout is. A FIFO is opened without blocking: with no reader the open
+// fails at once rather than waiting for one out of reach of Ctrl-C, and
+// the file stays in the runtime poller, so that a write blocked on a
+// reader that does not read ends when ctx is cancelled.
+func writeSpecial(ctx context.Context, path string, opts *loader.Options, check func(*os.File) error, write func(io.Writer) error) error {
+	flag := os.O_WRONLY
+	if st, err := os.Stat(path); err == nil && st.Mode()&os.ModeNamedPipe != 0 {
+		flag |= syscall.O_NONBLOCK
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if errors.Is(err, unix.ENXIO) && flag&syscall.O_NONBLOCK != 0 {
+		return fmt.Errorf("FIFO %s has no reader: start the consumer first", path)
+	}
 	if err != nil {
 		return fmt.Errorf("opening output: %w", err)
 	}
 	opts.ExcludeIno = pipeIno(f)
+	if err := check(f); err != nil {
+		f.Close()
+		return err
+	}
+	// A deadline in the past wakes a blocked Write (pollable files only;
+	// for others, such as /dev/null, it is not supported and not needed).
+	unblock := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Unix(1, 0)) })
+	defer unblock()
 	if err := write(f); err != nil {
 		f.Close()
+		if ctx.Err() != nil {
+			return fmt.Errorf("writing %s: %w", path, ctx.Err())
+		}
 		return err
 	}
 	if err := f.Close(); err != nil {
@@ -268,11 +329,62 @@ func writeSpecial(path string, opts *loader.Options, write func(io.Writer) error
 	return nil
 }
 
-// pipeIno is the inode of f if f is a pipe or FIFO, else 0.
+// pipeIno is the inode of f if f is a pipe or FIFO, else 0. It uses Stat,
+// not Fd: Fd would take f out of the poller and disable its deadlines.
 func pipeIno(f *os.File) uint64 {
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+	st, err := f.Stat()
+	if err != nil || st.Mode()&os.ModeNamedPipe == 0 {
 		return 0
 	}
-	return st.Ino
+	return st.Sys().(*syscall.Stat_t).Ino
+}
+
+// checkFreezeReaders refuses --freeze when one of the processes to stop
+// holds a read end of out, a pipe or FIFO: the dump would fill it and
+// wait for a reader that is stopped.
+func checkFreezeReaders(pids []int, out *os.File) error {
+	ost, err := out.Stat()
+	if err != nil || ost.Mode()&os.ModeNamedPipe == 0 {
+		return nil
+	}
+	osys := ost.Sys().(*syscall.Stat_t)
+	for _, pid := range pids {
+		dir := fmt.Sprintf("/proc/%d/fd", pid)
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue // gone or out of reach: the dump says so
+		}
+		for _, e := range ents {
+			var st unix.Stat_t
+			if unix.Stat(filepath.Join(dir, e.Name()), &st) != nil || st.Dev != osys.Dev || st.Ino != osys.Ino {
+				continue
+			}
+			if !fdReads(pid, e.Name()) {
+				continue
+			}
+			what, _ := os.Readlink(filepath.Join(dir, e.Name()))
+			return usagef("--freeze: pid %d reads the output (%s); it would be stopped while pipesnap waits for it: write to a file", pid, what)
+		}
+	}
+	return nil
+}
+
+// fdReads tells whether fd of pid is open for reading (O_RDONLY or
+// O_RDWR), from the flags in /proc/PID/fdinfo/FD.
+func fdReads(pid int, fd string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "flags:"); ok {
+			flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			if err != nil {
+				return false
+			}
+			acc := flags & unix.O_ACCMODE
+			return acc == unix.O_RDONLY || acc == unix.O_RDWR
+		}
+	}
+	return false
 }

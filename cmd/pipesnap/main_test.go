@@ -496,11 +496,7 @@ func TestDumpToSpecialFiles(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan []byte, 1)
-	go func() {
-		b, _ := os.ReadFile(fifo) // opens the read end: the dump's open returns
-		got <- b
-	}()
+	got := readFIFO(t, fifo) // the reader is there before the dump opens the FIFO
 	if _, stderr, code := run(t, "dump", "--method", "tee", "--pid", strconv.Itoa(pid), "-o", fifo); code != 0 {
 		t.Fatalf("dump -o FIFO: exit %d: %s", code, stderr)
 	}
