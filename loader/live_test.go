@@ -3,7 +3,6 @@ package loader_test
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"strconv"
 	"testing"
@@ -116,7 +115,7 @@ func TestDumpLivePipeFrozen(t *testing.T) {
 		if i == 0 {
 			t.Logf("processes stopped for %v, with the %s", report.Frozen, report.FrozenHow)
 		}
-		if stopped(t, h.Rep.PIDs[0]) {
+		if pipetest.Stopped(t, h.Rep.PIDs[0]) {
 			t.Fatalf("holder still stopped after dump %d", i)
 		}
 	}
@@ -124,14 +123,4 @@ func TestDumpLivePipeFrozen(t *testing.T) {
 	if changed < runs/2 {
 		t.Errorf("pipe contents changed in only %d of %d dumps: the pipeline did not run on", changed, runs)
 	}
-}
-
-func stopped(t *testing.T, pid int) bool {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return b[i+2] == 'T'
 }

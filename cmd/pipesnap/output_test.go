@@ -15,17 +15,20 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pipesnap/pipesnap/internal/pipetest"
 )
 
-// stopped tells whether process pid is in the stopped state.
-func stopped(t *testing.T, pid int) bool {
+// sleeper starts `sleep 60` reading stdin, killed when the test ends.
+func sleeper(t *testing.T, stdin *os.File) int {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
+	cmd := exec.Command("sleep", "60")
+	cmd.Stdin = stdin
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	i := bytes.LastIndexByte(b, ')')
-	return b[i+2] == 'T'
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd.Process.Pid
 }
 
 // fifoReader makes a FIFO and starts a process that holds its read end
@@ -51,13 +54,7 @@ func fifoReader(t *testing.T) (fifo string, pid int, r *os.File) {
 	if serr != nil {
 		t.Fatal(serr)
 	}
-	cmd := exec.Command("sleep", "60")
-	cmd.Stdin = r
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return fifo, cmd.Process.Pid, r
+	return fifo, sleeper(t, r), r
 }
 
 // readFIFO opens the read end of fifo, so that a writer's non-blocking
@@ -177,7 +174,7 @@ func TestDumpFIFOStalledReaderInterrupted(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("dump blocked on a stalled FIFO reader did not end within 2s of SIGINT")
 	}
-	if stopped(t, pid) {
+	if pipetest.Stopped(t, pid) {
 		t.Errorf("process %d left stopped", pid)
 	}
 }
@@ -190,15 +187,9 @@ func TestDumpFreezeReaderOfOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	consumer := exec.Command("sleep", "60")
-	consumer.Stdin = r
-	if err := consumer.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { consumer.Process.Kill(); consumer.Wait() })
+	cpid := sleeper(t, r)
 	r.Close()
 	st, _ := w.Stat()
-	cpid := consumer.Process.Pid
 	cmd := exec.Command(pipesnapBin, "dump", "--method", "tee", "--freeze", "--pid", strconv.Itoa(cpid), "-o", "-")
 	cmd.Stdout = w
 	var stderr bytes.Buffer
@@ -221,7 +212,7 @@ func TestDumpFreezeReaderOfOutput(t *testing.T) {
 		<-done
 		t.Fatal("--freeze with the reader of stdout: still running after 10s")
 	}
-	if stopped(t, cpid) {
+	if pipetest.Stopped(t, cpid) {
 		t.Errorf("consumer %d left stopped", cpid)
 	}
 
@@ -231,7 +222,7 @@ func TestDumpFreezeReaderOfOutput(t *testing.T) {
 	if want := fmt.Sprintf("--freeze: pid %d reads the output (%s)", fpid, fifo); code != 2 || !strings.Contains(stderr2, want) {
 		t.Errorf("--freeze with the reader of the FIFO: exit %d, %q; want 2, %q", code, stderr2, want)
 	}
-	if stopped(t, fpid) {
+	if pipetest.Stopped(t, fpid) {
 		t.Errorf("FIFO reader %d left stopped", fpid)
 	}
 }

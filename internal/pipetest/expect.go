@@ -2,6 +2,7 @@ package pipetest
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"slices"
 	"testing"
@@ -182,4 +183,15 @@ func OpenFDs(t testing.TB) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+// Stopped tells whether process pid is in the stopped state (T).
+func Stopped(t testing.TB, pid int) bool {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i+2 < len(b) && b[i+2] == 'T'
 }
