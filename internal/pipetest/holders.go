@@ -276,15 +276,8 @@ func runHolder(kind string) error {
 		if err != nil {
 			return err
 		}
-		var lim unix.Rlimit
-		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-			return err
-		}
-		if lim.Cur = uint64(2*n + 64); lim.Cur > lim.Max {
-			return fmt.Errorf("%d pipes need %d fds, the hard limit is %d", n, lim.Cur, lim.Max)
-		}
-		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-			return fmt.Errorf("raising the fd limit to %d: %w", lim.Cur, err)
+		if _, err := setNofile(uint64(2*n + 64)); err != nil {
+			return fmt.Errorf("%d pipes: %w", n, err)
 		}
 		if rep.Inos, err = manyPipes(n); err != nil {
 			return err
@@ -296,19 +289,15 @@ func runHolder(kind string) error {
 		if err != nil {
 			return err
 		}
-		var lim unix.Rlimit
-		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-			return err
-		}
-		lim.Cur = lim.Max
-		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		max, err := setNofile(0)
+		if err != nil {
 			return err
 		}
 		null, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
-		for uint64(null)+uint64(2*n)+64 < lim.Max {
+		for uint64(null)+uint64(2*n)+64 < max {
 			if null, err = unix.FcntlInt(uintptr(null), unix.F_DUPFD_CLOEXEC, 0); err != nil {
 				return err
 			}
@@ -418,4 +407,24 @@ func StartHolder(t testing.TB, kind string, env ...string) *Holder {
 func (h *Holder) Stop() {
 	h.stdin.Close()
 	h.cmd.Wait()
+}
+
+// setNofile sets the soft fd limit to want, or to the hard limit when
+// want is 0, and returns the hard limit.
+func setNofile(want uint64) (uint64, error) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, err
+	}
+	if want == 0 {
+		want = lim.Max
+	}
+	if want > lim.Max {
+		return lim.Max, fmt.Errorf("%d fds needed, the hard limit is %d", want, lim.Max)
+	}
+	lim.Cur = want
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return lim.Max, fmt.Errorf("raising the fd limit to %d: %w", want, err)
+	}
+	return lim.Max, nil
 }
