@@ -60,8 +60,9 @@ func (d *Decoder) Header() Header { return d.hdr }
 // Offset returns the offset of the next record.
 func (d *Decoder) Offset() int64 { return d.off }
 
-// Next returns the next item: *Task, *FDEnt, *File, *Pipe, *Buffer or
-// *Note. After the trailer and TAIL have been checked it returns
+// Next returns the next item: *Task, *FDEnt, *File, *Pipe, *Buffer,
+// *Note, and in a revision 2 stream *TaskState, *Waiter or *OpenWait.
+// After the trailer and TAIL have been checked it returns
 // (nil, io.EOF). Errors are *Error and stick: later calls repeat them.
 func (d *Decoder) Next() (any, error) {
 	if d.err != nil {
@@ -98,9 +99,13 @@ func (d *Decoder) next() (any, error) {
 		return d.buffer(h)
 	}
 	switch h.typ {
-	case TypeTask:
-		return d.task(h)
-	case TypeFDEnt:
+	case TypeTask, TypeFDEnt:
+		if d.st == stWait {
+			return nil, d.bad(h, "after the wait records (PS_TASK_STATE, PS_WAITER, PS_OPEN_WAIT): every task section must come before them")
+		}
+		if h.typ == TypeTask {
+			return d.task(h)
+		}
 		if d.st == stTop {
 			return nil, d.bad(h, "FD_ENT before the first PS_TASK")
 		}
@@ -109,11 +114,29 @@ func (d *Decoder) next() (any, error) {
 		return d.note(h)
 	case TypeTrailer:
 		return nil, d.trailer(h)
+	case TypeTaskState, TypeWaiter, TypeOpenWait:
+		if d.hdr.Revision < 2 {
+			return nil, d.bad(h, "not in a revision %d stream (new in revision 2)", d.hdr.Revision)
+		}
+		switch h.typ {
+		case TypeTaskState:
+			return d.taskState(h)
+		case TypeWaiter:
+			return d.waiter(h)
+		}
+		return d.openWait(h)
 	}
-	if d.st == stTop {
-		return nil, d.unexpected(h, "PS_TASK, PS_NOTE or PS_TRAILER")
+	waits := ""
+	if d.hdr.Revision >= 2 {
+		waits = "PS_TASK_STATE, PS_WAITER, PS_OPEN_WAIT, "
 	}
-	return nil, d.unexpected(h, "PS_TASK, FD_ENT, PS_NOTE or PS_TRAILER")
+	switch d.st {
+	case stTop:
+		return nil, d.unexpected(h, "PS_TASK, "+waits+"PS_NOTE or PS_TRAILER")
+	case stWait:
+		return nil, d.unexpected(h, waits+"PS_NOTE or PS_TRAILER")
+	}
+	return nil, d.unexpected(h, "PS_TASK, FD_ENT, "+waits+"PS_NOTE or PS_TRAILER")
 }
 
 func (d *Decoder) header() error {
@@ -136,8 +159,9 @@ func (d *Decoder) header() error {
 	if m := le.Uint64(p[0:]); m != HeadMagic {
 		return d.fail(h, ErrMagic, "magic %#016x, want %#016x", m, HeadMagic)
 	}
-	if rev := le.Uint16(p[16:]); rev != Revision {
-		return d.fail(h, ErrRevision, "revision %d, this reader knows %d", rev, Revision)
+	rev := le.Uint16(p[16:])
+	if rev < MinRevision || rev > Revision {
+		return d.fail(h, ErrRevision, "revision %d, this reader knows %d to %d", rev, MinRevision, Revision)
 	}
 	if len(p) != sizeHeader {
 		return d.bad(h, "len %d, want %d", h.len, preHeader+sizeHeader)
@@ -150,7 +174,7 @@ func (d *Decoder) header() error {
 		Major:    le.Uint16(p[10:]),
 		Minor:    le.Uint16(p[12:]),
 		Patch:    le.Uint16(p[14:]),
-		Revision: Revision,
+		Revision: rev,
 		Time:     nsTime(le.Uint64(p[24:])),
 		Flags:    le.Uint64(p[32:]),
 	}
@@ -183,15 +207,12 @@ func (d *Decoder) task(h recHead) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	comm := p[24 : 24+commLen]
-	n := bytes.IndexByte(comm, 0)
-	switch {
-	case !zero(p[20:24]):
+	if !zero(p[20:24]) {
 		return nil, d.bad(h, "padding not zero")
-	case n < 0:
-		return nil, d.bad(h, "comm has no NUL")
-	case !zero(comm[n:]):
-		return nil, d.bad(h, "comm padding after the NUL not zero")
+	}
+	comm, err := d.comm(h, p[24:24+commLen])
+	if err != nil {
+		return nil, err
 	}
 	d.st = stTask
 	return &Task{
@@ -199,8 +220,146 @@ func (d *Decoder) task(h recHead) (any, error) {
 		TID:     le.Uint32(p[4:]),
 		StartNS: le.Uint64(p[8:]),
 		UID:     le.Uint32(p[16:]),
-		Comm:    string(comm[:n]),
+		Comm:    comm,
 	}, nil
+}
+
+// comm reads a comm field: NUL-terminated, zero after the first NUL.
+func (d *Decoder) comm(h recHead, c []byte) (string, error) {
+	n := bytes.IndexByte(c, 0)
+	switch {
+	case n < 0:
+		return "", d.bad(h, "comm has no NUL")
+	case !zero(c[n:]):
+		return "", d.bad(h, "comm padding after the NUL not zero")
+	}
+	return string(c[:n]), nil
+}
+
+// state checks a state letter.
+func (d *Decoder) state(h recHead, s byte) error {
+	if !ValidState(s) {
+		return d.bad(h, "state %q: want one of %s or 0", s, stateLetters)
+	}
+	return nil
+}
+
+// taskState reads a PS_TASK_STATE and its wchan STRING.
+func (d *Decoder) taskState(h recHead) (any, error) {
+	p, err := d.fixed(h, sizeTaskState)
+	if err != nil {
+		return nil, err
+	}
+	ts := &TaskState{PID: le.Uint32(p[0:]), TID: le.Uint32(p[4:]), State: p[8]}
+	flags := le.Uint32(p[24:])
+	switch {
+	case !zero(p[9:16]) || !zero(p[28:32]):
+		return nil, d.bad(h, "padding not zero")
+	case flags&^waitKnownFlag != 0:
+		return nil, d.bad(h, "flags %#x: unknown bits", flags)
+	}
+	if err := d.state(h, ts.State); err != nil {
+		return nil, err
+	}
+	if ts.Wait, err = nsWait(le.Uint64(p[16:]), flags); err != nil {
+		return nil, d.bad(h, "%v", err)
+	}
+	ts.WaitKnown = flags&waitKnownFlag != 0
+	if h, err = d.head(); err != nil {
+		return nil, err
+	}
+	if h.typ != TypeString {
+		return nil, d.unexpected(h, "STRING with the task's wchan")
+	}
+	if ts.Wchan, err = d.str(h); err != nil {
+		return nil, err
+	}
+	d.st = stWait
+	return ts, nil
+}
+
+// waiter reads a PS_WAITER.
+func (d *Decoder) waiter(h recHead) (any, error) {
+	p, err := d.fixed(h, sizeWaiter)
+	if err != nil {
+		return nil, err
+	}
+	w := &Waiter{
+		PipeRef: int32(le.Uint32(p[0:])),
+		PID:     le.Uint32(p[4:]),
+		TID:     le.Uint32(p[8:]),
+		Queue:   Queue(p[12]),
+		Via:     Via(p[13]),
+		State:   p[14],
+		EpollFD: int32(le.Uint32(p[16:])),
+		Events:  le.Uint32(p[20:]),
+	}
+	flags := le.Uint32(p[32:])
+	switch k := d.refs.kind(w.PipeRef); {
+	case k == 0:
+		return nil, d.bad(h, "pipe_ref: objref %d is not defined", w.PipeRef)
+	case k != refPipe:
+		return nil, d.bad(h, "pipe_ref: objref %d is a %s, not a pipe", w.PipeRef, kindName(k))
+	case p[15] != 0 || !zero(p[52:56]):
+		return nil, d.bad(h, "padding not zero")
+	case flags&^(waitKnownFlag|outsideFlag) != 0:
+		return nil, d.bad(h, "flags %#x: unknown bits", flags)
+	}
+	if err := checkWaiter(w.Queue, w.Via, w.EpollFD, w.Events); err != nil {
+		return nil, d.bad(h, "%v", err)
+	}
+	if err := d.state(h, w.State); err != nil {
+		return nil, err
+	}
+	if w.Wait, err = nsWait(le.Uint64(p[24:]), flags); err != nil {
+		return nil, d.bad(h, "%v", err)
+	}
+	w.WaitKnown = flags&waitKnownFlag != 0
+	w.Outside = flags&outsideFlag != 0
+	if w.Comm, err = d.comm(h, p[36:36+commLen]); err != nil {
+		return nil, err
+	}
+	d.st = stWait
+	return w, nil
+}
+
+// openWait reads a PS_OPEN_WAIT and its path STRING.
+func (d *Decoder) openWait(h recHead) (any, error) {
+	p, err := d.fixed(h, sizeOpenWait)
+	if err != nil {
+		return nil, err
+	}
+	o := &OpenWait{PID: le.Uint32(p[0:]), TID: le.Uint32(p[4:]), End: p[8], State: p[9], Ino: le.Uint64(p[16:])}
+	flags := le.Uint32(p[32:])
+	switch {
+	case o.End != OpenRead && o.End != OpenWrite:
+		return nil, d.bad(h, "end %d: want %d (read) or %d (write)", o.End, OpenRead, OpenWrite)
+	case !zero(p[10:16]) || !zero(p[52:56]):
+		return nil, d.bad(h, "padding not zero")
+	case flags&^waitKnownFlag != 0:
+		return nil, d.bad(h, "flags %#x: unknown bits", flags)
+	}
+	if err := d.state(h, o.State); err != nil {
+		return nil, err
+	}
+	if o.Wait, err = nsWait(le.Uint64(p[24:]), flags); err != nil {
+		return nil, d.bad(h, "%v", err)
+	}
+	o.WaitKnown = flags&waitKnownFlag != 0
+	if o.Comm, err = d.comm(h, p[36:36+commLen]); err != nil {
+		return nil, err
+	}
+	if h, err = d.head(); err != nil {
+		return nil, err
+	}
+	if h.typ != TypeString {
+		return nil, d.unexpected(h, "STRING with the FIFO's path")
+	}
+	if o.Path, err = d.str(h); err != nil {
+		return nil, err
+	}
+	d.st = stWait
+	return o, nil
 }
 
 func (d *Decoder) fdent(h recHead) (any, error) {

@@ -44,7 +44,12 @@ func patch(b []byte, off int, with []byte) []byte {
 }
 
 func TestTruncatedEverywhere(t *testing.T) {
-	w := goldenWire()
+	for _, w := range []*wire{goldenWire(), goldenWireV2()} {
+		truncatedEverywhere(t, w)
+	}
+}
+
+func truncatedEverywhere(t *testing.T, w *wire) {
 	for n := range len(w.b) {
 		off := w.recordAt(n)
 		if n == off && n > 0 {
@@ -80,16 +85,32 @@ func TestTailMagic(t *testing.T) {
 }
 
 func TestRevision(t *testing.T) {
-	for _, rev := range []uint16{0, 2, 0xffff} {
-		wantErr(t, patch(goldenWire().b, 8+16, u16(rev)), ErrRevision, 0, "HEADER record", "revision")
+	for _, rev := range []uint16{0, 3, 0xffff} {
+		wantErr(t, patch(goldenWire().b, 8+16, u16(rev)), ErrRevision, 0, "HEADER record", "revision", "knows 1 to 2")
+		wantErr(t, patch(goldenWireV2().b, 8+16, u16(rev)), ErrRevision, 0, "HEADER record", "revision")
 	}
 	// A later revision with a longer HEADER is still reported as such.
-	w := new(wire).rec(TypeHeader, u64(HeadMagic), u16(1), pad(6), u16(2), pad(100))
+	w := new(wire).rec(TypeHeader, u64(HeadMagic), u16(1), pad(6), u16(3), pad(100))
 	wantErr(t, w.b, ErrRevision, 0)
+	// Revision 2 has rev 1's HEADER: a longer one is malformed.
+	w = new(wire).rec(TypeHeader, u64(HeadMagic), u16(1), pad(6), u16(2), pad(100))
+	wantErr(t, w.b, ErrMalformed, 0, "len 126, want 48")
+	// Both revisions decode, and the header says which.
+	for _, b := range [][]byte{goldenWire().b, goldenWireV2().b} {
+		h, _, err := decodeAll(b)
+		if err != nil || h.Revision != uint16(b[8+16]) {
+			t.Errorf("revision %d: %v, header revision %d", b[8+16], err, h.Revision)
+		}
+	}
 }
 
 func TestFlippedByte(t *testing.T) {
-	w := goldenWire()
+	for _, w := range []*wire{goldenWire(), goldenWireV2()} {
+		flippedByte(t, w)
+	}
+}
+
+func flippedByte(t *testing.T, w *wire) {
 	trailer := w.at(TypeTrailer, 0)
 	data := map[int]bool{} // bytes only the checksum covers: buffer data
 	for _, k := range []int{3, 4} {

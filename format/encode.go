@@ -23,6 +23,7 @@ const (
 	stFile              // an FD_ENT named a new objref: FILE must follow
 	stPipe              // a FILE named a new pipe objref: FILE_PIPE must follow
 	stBufs              // a pipe's PS_BUF+BUFFER pairs are due
+	stWait              // after a wait record (rev 2): no more task sections
 	stDone              // after TAIL (decoder) or Close (encoder)
 )
 
@@ -43,7 +44,7 @@ type Encoder struct {
 	bufsLeft  uint32 // stBufs: buffers still due
 	bytesLeft uint64 // stBufs: bytes those buffers must carry
 
-	scratch [sizePipe]byte
+	scratch [maxFixed]byte
 }
 
 var errClosed = errors.New("format: encoder is closed")
@@ -54,7 +55,7 @@ func NewEncoder(w io.Writer, h Header) (*Encoder, error) {
 		h.Revision = Revision
 	}
 	if h.Revision != Revision {
-		return nil, fmt.Errorf("format: revision %d: only %d is supported", h.Revision, Revision)
+		return nil, fmt.Errorf("format: revision %d: only %d is written", h.Revision, Revision)
 	}
 	if h.Flags&^HeaderFrozen != 0 {
 		return nil, fmt.Errorf("format: header flags %#x: unknown bits", h.Flags)
@@ -123,11 +124,11 @@ func (e *Encoder) WriteTask(t Task) error {
 	if err := e.ready("WriteTask", 1); err != nil {
 		return err
 	}
-	if len(t.Comm) >= commLen {
-		return fmt.Errorf("format: task comm %q: at most %d bytes", t.Comm, commLen-1)
+	if e.st == stWait {
+		return errAfterWaits("WriteTask")
 	}
-	if err := checkString(t.Comm); err != nil {
-		return fmt.Errorf("format: task comm: %w", err)
+	if err := checkComm(t.Comm); err != nil {
+		return fmt.Errorf("format: task %w", err)
 	}
 	p := e.scratch[:sizeTask]
 	clear(p)
@@ -149,6 +150,9 @@ func (e *Encoder) WriteFDEnt(fd FDEnt) error {
 	}
 	if e.st == stTop {
 		return errors.New("format: WriteFDEnt: no task section open")
+	}
+	if e.st == stWait {
+		return errAfterWaits("WriteFDEnt")
 	}
 	if fd.FD < 0 {
 		return fmt.Errorf("format: WriteFDEnt: fd %d is negative", fd.FD)
@@ -327,7 +331,128 @@ func (e *Encoder) WriteBuffer(b Buffer) error {
 	return e.err
 }
 
-// WriteNote writes a note; notes may come between fd entries and tasks.
+func errAfterWaits(what string) error {
+	return fmt.Errorf("format: %s: wait records were written: task sections must all come before them", what)
+}
+
+// WriteTaskState writes a PS_TASK_STATE and its wchan STRING. The wait
+// records (WriteTaskState, WriteWaiter, WriteOpenWait, in any order and
+// mixed with notes) come after the last task section: no WriteTask or
+// WriteFDEnt may follow them.
+func (e *Encoder) WriteTaskState(s TaskState) error {
+	const what = "WriteTaskState"
+	if err := e.ready(what, 2); err != nil {
+		return err
+	}
+	if !ValidState(s.State) {
+		return fmt.Errorf("format: %s: state %q: want one of %s or 0", what, s.State, stateLetters)
+	}
+	if err := checkWait(s.Wait, s.WaitKnown); err != nil {
+		return fmt.Errorf("format: %s: %w", what, err)
+	}
+	if err := checkString(s.Wchan); err != nil {
+		return fmt.Errorf("format: %s: wchan: %w", what, err)
+	}
+	p := e.scratch[:sizeTaskState]
+	clear(p)
+	le.PutUint32(p[0:], s.PID)
+	le.PutUint32(p[4:], s.TID)
+	p[8] = s.State
+	le.PutUint64(p[16:], waitNS(s.Wait))
+	le.PutUint32(p[24:], waitFlag(s.WaitKnown))
+	e.record(TypeTaskState, p)
+	e.string(s.Wchan)
+	e.st = stWait
+	return e.err
+}
+
+// WriteWaiter writes a PS_WAITER. w.PipeRef must name a pipe already
+// written. See WriteTaskState for where it may come.
+func (e *Encoder) WriteWaiter(w Waiter) error {
+	const what = "WriteWaiter"
+	if err := e.ready(what, 1); err != nil {
+		return err
+	}
+	if k := e.refs.kind(w.PipeRef); k != refPipe {
+		if k == 0 {
+			return fmt.Errorf("format: %s: pipe objref %d is not defined", what, w.PipeRef)
+		}
+		return fmt.Errorf("format: %s: objref %d is a %s, not a pipe", what, w.PipeRef, kindName(k))
+	}
+	if err := checkWaiter(w.Queue, w.Via, w.EpollFD, w.Events); err != nil {
+		return fmt.Errorf("format: %s: %w", what, err)
+	}
+	if !ValidState(w.State) {
+		return fmt.Errorf("format: %s: state %q: want one of %s or 0", what, w.State, stateLetters)
+	}
+	if err := checkWait(w.Wait, w.WaitKnown); err != nil {
+		return fmt.Errorf("format: %s: %w", what, err)
+	}
+	if err := checkComm(w.Comm); err != nil {
+		return fmt.Errorf("format: %s: %w", what, err)
+	}
+	flags := waitFlag(w.WaitKnown)
+	if w.Outside {
+		flags |= outsideFlag
+	}
+	p := e.scratch[:sizeWaiter]
+	clear(p)
+	le.PutUint32(p[0:], uint32(w.PipeRef))
+	le.PutUint32(p[4:], w.PID)
+	le.PutUint32(p[8:], w.TID)
+	p[12] = uint8(w.Queue)
+	p[13] = uint8(w.Via)
+	p[14] = w.State
+	le.PutUint32(p[16:], uint32(w.EpollFD))
+	le.PutUint32(p[20:], w.Events)
+	le.PutUint64(p[24:], waitNS(w.Wait))
+	le.PutUint32(p[32:], flags)
+	copy(p[36:], w.Comm)
+	e.record(TypeWaiter, p)
+	e.st = stWait
+	return e.err
+}
+
+// WriteOpenWait writes a PS_OPEN_WAIT and its path STRING. See
+// WriteTaskState for where it may come.
+func (e *Encoder) WriteOpenWait(o OpenWait) error {
+	const what = "WriteOpenWait"
+	if err := e.ready(what, 2); err != nil {
+		return err
+	}
+	if o.End != OpenRead && o.End != OpenWrite {
+		return fmt.Errorf("format: %s: end %d: want %d (read) or %d (write)", what, o.End, OpenRead, OpenWrite)
+	}
+	if !ValidState(o.State) {
+		return fmt.Errorf("format: %s: state %q: want one of %s or 0", what, o.State, stateLetters)
+	}
+	if err := checkWait(o.Wait, o.WaitKnown); err != nil {
+		return fmt.Errorf("format: %s: %w", what, err)
+	}
+	if err := checkComm(o.Comm); err != nil {
+		return fmt.Errorf("format: %s: %w", what, err)
+	}
+	if err := checkString(o.Path); err != nil {
+		return fmt.Errorf("format: %s: path: %w", what, err)
+	}
+	p := e.scratch[:sizeOpenWait]
+	clear(p)
+	le.PutUint32(p[0:], o.PID)
+	le.PutUint32(p[4:], o.TID)
+	p[8] = o.End
+	p[9] = o.State
+	le.PutUint64(p[16:], o.Ino)
+	le.PutUint64(p[24:], waitNS(o.Wait))
+	le.PutUint32(p[32:], waitFlag(o.WaitKnown))
+	copy(p[36:], o.Comm)
+	e.record(TypeOpenWait, p)
+	e.string(o.Path)
+	e.st = stWait
+	return e.err
+}
+
+// WriteNote writes a note; notes may come between fd entries and tasks,
+// and among the wait records.
 func (e *Encoder) WriteNote(n Note) error {
 	if err := e.ready("WriteNote", 2); err != nil {
 		return err

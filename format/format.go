@@ -7,11 +7,18 @@ package format
 import (
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"time"
 )
 
-// Revision is the stream format revision this package reads and writes.
-const Revision = 1
+// Revision is the stream format revision this package writes. The
+// decoder reads it and every earlier one (MinRevision up).
+const Revision = 2
+
+// MinRevision is the oldest revision the decoder reads. Revision 1 has
+// no PS_TASK_STATE, PS_WAITER or PS_OPEN_WAIT records.
+const MinRevision = 1
 
 // Magic values of the HEADER and TAIL records (as in Linux-CR).
 const (
@@ -35,21 +42,30 @@ const (
 	TypeBuf     = 20003
 	TypeNote    = 20004
 	TypeTrailer = 20005
+
+	// Revision 2: who waits (section 4, after the last task section).
+	TypeTaskState = 20006
+	TypeWaiter    = 20007
+	TypeOpenWait  = 20008
 )
 
 // Payload sizes of the fixed-size records, pre-header excluded.
 const (
-	sizeHeader   = 40
-	sizeFDEnt    = 16
-	sizeFile     = 40
-	sizeFilePipe = 8
-	sizeTail     = 8
-	sizeTask     = 40
-	sizePipe     = 72
-	sizeBuf      = 16
-	sizeNote     = 8
-	sizeTrailer  = 16
+	sizeHeader    = 40
+	sizeFDEnt     = 16
+	sizeFile      = 40
+	sizeFilePipe  = 8
+	sizeTail      = 8
+	sizeTask      = 40
+	sizePipe      = 72
+	sizeBuf       = 16
+	sizeNote      = 8
+	sizeTrailer   = 16
+	sizeTaskState = 32
+	sizeWaiter    = 56
+	sizeOpenWait  = 56
 
+	maxFixed  = max(sizeHeader, sizePipe, sizeWaiter, sizeOpenWait)
 	preHeader = 8
 )
 
@@ -58,7 +74,7 @@ const (
 	MaxString    = 4096    // STRING payload, trailing NUL included
 	MaxBuffer    = 1 << 20 // BUFFER payload inside a pipe
 	MaxUTSBuffer = 256     // each of the HEADER's three BUFFERs
-	commLen      = 16      // PS_TASK comm field, NUL padded
+	commLen      = 16      // comm fields (PS_TASK, PS_WAITER, PS_OPEN_WAIT), NUL padded
 )
 
 // Header is the HEADER record and its three uts BUFFERs.
@@ -230,6 +246,110 @@ type Note struct {
 	Msg  string
 }
 
+// TaskState is a PS_TASK_STATE + STRING pair (revision 2): the scheduler
+// state of one thread, for telling what a stuck pipeline waits for.
+type TaskState struct {
+	PID, TID  uint32
+	State     byte          // the /proc state letter (see ValidState); 0 if unknown
+	Wait      time.Duration // since the thread last ran; 0 when running or unknown
+	WaitKnown bool          // Wait was measured (a running thread: true, 0)
+	Wchan     string        // kernel function it sleeps in; "" if running or unknown
+}
+
+// Queue is the pipe wait queue a waiter sleeps on.
+type Queue uint8
+
+const (
+	QueueRead  Queue = 0 // the read queue: waiting for data (or for writers to appear)
+	QueueWrite Queue = 1 // the write queue: waiting for room (or for readers)
+)
+
+func (q Queue) String() string {
+	switch q {
+	case QueueRead:
+		return "read"
+	case QueueWrite:
+		return "write"
+	}
+	return fmt.Sprintf("queue %d", uint8(q))
+}
+
+// Via is how a waiter came to sleep on the pipe's queue.
+type Via uint8
+
+const (
+	ViaDirect Via = 0 // in read, write, splice... on the pipe itself
+	ViaPoll   Via = 1 // in poll, ppoll, select or pselect
+	ViaEpoll  Via = 2 // in epoll_wait, through an epoll instance watching the pipe
+	ViaOther  Via = 3 // something else, or not known
+
+	viaMax = ViaOther
+)
+
+func (v Via) String() string {
+	switch v {
+	case ViaDirect:
+		return "direct"
+	case ViaPoll:
+		return "poll"
+	case ViaEpoll:
+		return "epoll"
+	case ViaOther:
+		return "other"
+	}
+	return fmt.Sprintf("via %d", uint8(v))
+}
+
+// Waiter is a PS_WAITER record (revision 2): one task sleeping on a wait
+// queue of a pipe defined earlier in the stream.
+type Waiter struct {
+	PipeRef   int32 // objref of the pipe (a File.PipeRef)
+	PID, TID  uint32
+	Queue     Queue
+	Via       Via
+	State     byte          // as TaskState.State
+	EpollFD   int32         // with ViaEpoll: the epoll fd in the waiter, -1 if unknown; else -1
+	Events    uint32        // poll/epoll events waited for (POLLIN...); 0 with ViaDirect
+	Wait      time.Duration // as TaskState.Wait
+	WaitKnown bool
+	Outside   bool   // the task is not one of the dumped processes
+	Comm      string // at most 15 bytes, no NUL; "" if unknown
+}
+
+// OpenWait.End values: the end of a FIFO a task is blocked opening.
+const (
+	OpenRead  uint8 = 1 // open(O_RDONLY): waits for a writer
+	OpenWrite uint8 = 2 // open(O_WRONLY): waits for a reader
+)
+
+// OpenWait is a PS_OPEN_WAIT + STRING pair (revision 2): a task blocked
+// in open(2) of a FIFO, which holds no fd on it yet.
+type OpenWait struct {
+	PID, TID  uint32
+	End       uint8  // OpenRead or OpenWrite
+	State     byte   // as TaskState.State
+	Ino       uint64 // the FIFO's inode, 0 if unknown
+	Wait      time.Duration
+	WaitKnown bool
+	Comm      string // at most 15 bytes, no NUL
+	Path      string // the FIFO's path, "" if unknown
+}
+
+// Flag bits of the revision 2 records.
+const (
+	waitKnownFlag = 1 // PS_TASK_STATE, PS_WAITER, PS_OPEN_WAIT: wait_ns was measured
+	outsideFlag   = 2 // PS_WAITER: the task is not one of the dumped processes
+)
+
+// stateLetters are the task states /proc/<pid>/stat shows (fs/proc/array.c).
+const stateLetters = "RSDTtXZPI"
+
+// ValidState reports whether s may be a State field: one of the /proc
+// state letters R S D T t X Z P I, or 0 for unknown.
+func ValidState(s byte) bool {
+	return s == 0 || strings.IndexByte(stateLetters, s) >= 0
+}
+
 // Trailer is the PS_TRAILER record. The encoder fills it in; the decoder
 // checks it and does not return it.
 type Trailer struct {
@@ -290,6 +410,12 @@ func RecordName(typ uint32) string {
 		return "PS_NOTE"
 	case TypeTrailer:
 		return "PS_TRAILER"
+	case TypeTaskState:
+		return "PS_TASK_STATE"
+	case TypeWaiter:
+		return "PS_WAITER"
+	case TypeOpenWait:
+		return "PS_OPEN_WAIT"
 	}
 	return fmt.Sprintf("type %d", typ)
 }
@@ -362,4 +488,64 @@ func nsTime(ns uint64) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, int64(ns))
+}
+
+// checkComm tells whether s fits a comm field: at most 15 bytes, no NUL.
+func checkComm(s string) error {
+	if len(s) >= commLen {
+		return fmt.Errorf("comm %q: at most %d bytes", s, commLen-1)
+	}
+	return checkString(s)
+}
+
+// checkWait tells whether a wait fits wait_ns and flags: not negative,
+// and 0 unless known.
+func checkWait(d time.Duration, known bool) error {
+	switch {
+	case d < 0:
+		return fmt.Errorf("wait %v is negative", d)
+	case d != 0 && !known:
+		return fmt.Errorf("wait %v but WaitKnown is false", d)
+	}
+	return nil
+}
+
+// waitNS maps a wait to the stream (checkWait passed).
+func waitNS(d time.Duration) uint64 { return uint64(d) }
+
+// waitFlag is bit 0 of the revision 2 flags.
+func waitFlag(known bool) uint32 {
+	if known {
+		return waitKnownFlag
+	}
+	return 0
+}
+
+// nsWait checks wait_ns against its flags and maps it to a Duration.
+func nsWait(ns uint64, flags uint32) (time.Duration, error) {
+	switch {
+	case ns > math.MaxInt64:
+		return 0, fmt.Errorf("wait_ns %d does not fit in an int64", ns)
+	case ns != 0 && flags&waitKnownFlag == 0:
+		return 0, fmt.Errorf("wait_ns %d but flags bit 0 (wait known) is clear", ns)
+	}
+	return time.Duration(ns), nil
+}
+
+// checkWaiter tells whether a waiter's queue, via, epoll_fd and events
+// are known values that agree with each other.
+func checkWaiter(q Queue, v Via, epollFD int32, events uint32) error {
+	switch {
+	case q > QueueWrite:
+		return fmt.Errorf("queue %d: want 0 (read) or 1 (write)", uint8(q))
+	case v > viaMax:
+		return fmt.Errorf("via %d: want 0 (direct) to 3 (other)", uint8(v))
+	case v == ViaEpoll && epollFD < -1:
+		return fmt.Errorf("epoll_fd %d: want an fd, or -1 if unknown", epollFD)
+	case v != ViaEpoll && epollFD != -1:
+		return fmt.Errorf("epoll_fd %d with via %v: want -1 (only epoll waiters have one)", epollFD, v)
+	case v == ViaDirect && events != 0:
+		return fmt.Errorf("events %#x with via direct: want 0 (only poll and epoll waiters wait for events)", events)
+	}
+	return nil
 }

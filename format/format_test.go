@@ -2,6 +2,7 @@ package format
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,14 +12,22 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/golden-v1.bin and the fuzz seed corpus")
+var update = flag.Bool("update", false, "rewrite testdata/golden-v2.bin and the fuzz seed corpus")
 
-const goldenFile = "testdata/golden-v1.bin"
+// The golden streams. golden-v1.bin is frozen: it stands for the streams
+// of revision 1 writers, which the decoder must keep reading; -update
+// does not rewrite it.
+const (
+	goldenV1File = "testdata/golden-v1.bin"
+	goldenV2File = "testdata/golden-v2.bin"
+)
 
 // goldenWire is the golden stream written out field by field: one task
 // holding a pipe through three fds (fd 0 defines file 1 and pipe 2, fd 3
@@ -27,6 +36,36 @@ const goldenFile = "testdata/golden-v1.bin"
 func goldenWire() *wire {
 	w := new(wire)
 	w.stdHeader()
+	goldenBody(w)
+	w.trailer()
+	w.tail()
+	return w
+}
+
+// goldenWireV2 is the golden v2 stream: the v1 golden's records under a
+// rev 2 HEADER, then a wait section with every revision 2 record: cat's
+// two threads (one asleep reading pipe 2, one running), cat itself as a
+// direct waiter on pipe 2's read queue, a process outside the dump
+// waiting through epoll on the FIFO (pipe 5), a note, and a process
+// blocked opening another FIFO for writing.
+func goldenWireV2() *wire {
+	w := new(wire)
+	w.stdHeaderV2()
+	goldenBody(w)
+	w.taskState(4242, 4242, 'S', 1500000000, 1, "pipe_read")
+	w.taskState(4242, 4243, 'R', 0, 1, "")
+	w.waiter(2, 4242, 4242, 0, 0, 'S', -1, 0, 1500000000, 1, "cat")
+	w.waiter(5, 5151, 5152, 0, 2, 'S', 7, 0x1, 0, 2, "nginx")
+	w.note(5151, 1, "pid 5151 holds no pipe fd")
+	w.openWait(6060, 6060, 2, 'S', 4712, 2250000000, 1, "producer", "/tmp/ps.out")
+	w.trailer()
+	w.tail()
+	return w
+}
+
+// goldenBody is what both golden streams have between HEADER and the
+// trailer (the v1 golden's records).
+func goldenBody(w *wire) {
 	w.task(4242, 4242, 987654321, 1000, "cat")
 	w.fdent(1, 0, 0)
 	w.file(ModeRead, 0, 0, 0, 2)
@@ -43,16 +82,16 @@ func goldenWire() *wire {
 	w.psPipe(goldenFIFO)
 	w.str("/tmp/ps.fifo")
 	w.note(4242, 1, "fifo 4711 not captured")
-	w.trailer()
-	w.tail()
-	return w
 }
 
+// goldenHeader is the golden v2 stream's header; goldenHeaderV1 the v1's.
 var goldenHeader = Header{
 	Arch: ArchX86_64, Major: 6, Minor: 18, Patch: 0, Revision: Revision,
 	Time:  time.Unix(0, 1700000000123456789),
 	Flags: HeaderFrozen, Release: "6.18.0", Version: "#1 SMP", Machine: "x86_64",
 }
+
+var goldenHeaderV1 = func() Header { h := goldenHeader; h.Revision = 1; return h }()
 
 var goldenPipe = Pipe{
 	Ref: 2, Ino: 31337, Kind: KindPipe, Attempts: 1,
@@ -85,6 +124,20 @@ func goldenItems() []any {
 	}
 }
 
+func goldenItemsV2() []any {
+	return append(goldenItems(),
+		&TaskState{PID: 4242, TID: 4242, State: 'S', Wait: 1500 * time.Millisecond, WaitKnown: true, Wchan: "pipe_read"},
+		&TaskState{PID: 4242, TID: 4243, State: 'R', WaitKnown: true},
+		&Waiter{PipeRef: 2, PID: 4242, TID: 4242, Queue: QueueRead, Via: ViaDirect, State: 'S', EpollFD: -1,
+			Wait: 1500 * time.Millisecond, WaitKnown: true, Comm: "cat"},
+		&Waiter{PipeRef: 5, PID: 5151, TID: 5152, Queue: QueueRead, Via: ViaEpoll, State: 'S', EpollFD: 7, Events: 0x1,
+			Outside: true, Comm: "nginx"},
+		&Note{PID: 5151, Code: 1, Msg: "pid 5151 holds no pipe fd"},
+		&OpenWait{PID: 6060, TID: 6060, End: OpenWrite, State: 'S', Ino: 4712, Wait: 2250 * time.Millisecond, WaitKnown: true,
+			Comm: "producer", Path: "/tmp/ps.out"},
+	)
+}
+
 // encodeAll writes h and items (as Decoder.Next returns them) with the
 // encoder.
 func encodeAll(h Header, items []any) ([]byte, error) {
@@ -107,6 +160,12 @@ func encodeAll(h Header, items []any) ([]byte, error) {
 			err = e.WriteBuffer(*v)
 		case *Note:
 			err = e.WriteNote(*v)
+		case *TaskState:
+			err = e.WriteTaskState(*v)
+		case *Waiter:
+			err = e.WriteWaiter(*v)
+		case *OpenWait:
+			err = e.WriteOpenWait(*v)
 		default:
 			err = fmt.Errorf("unknown item %T", it)
 		}
@@ -168,10 +227,38 @@ func checkItems(t *testing.T, got, want []any) {
 	}
 }
 
-func TestGolden(t *testing.T) {
+// TestGoldenV1: the frozen revision 1 file decodes, and is what the
+// encoder writes for the same records but for the revision.
+func TestGoldenV1(t *testing.T) {
 	want := goldenWire().b
+	file, err := os.ReadFile(goldenV1File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(file, want) {
+		t.Fatalf("%s differs from the v1 golden bytes built in the test: revision 1 streams must not change", goldenV1File)
+	}
+	h, items, err := decodeAll(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkHeader(t, h, goldenHeaderV1)
+	checkItems(t, items, goldenItems())
 
+	// Revision 2 only adds records: the encoder writes the same bytes.
 	got, err := encodeAll(goldenHeader, goldenItems())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got = asRevision(got, 1); !bytes.Equal(got, want) {
+		t.Fatalf("encoder output (as rev 1) differs from the v1 golden bytes\n got %x\nwant %x", got, want)
+	}
+}
+
+func TestGoldenV2(t *testing.T) {
+	want := goldenWireV2().b
+
+	got, err := encodeAll(goldenHeader, goldenItemsV2())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,12 +269,12 @@ func TestGolden(t *testing.T) {
 	if *update {
 		writeTestdata(t, want)
 	}
-	file, err := os.ReadFile(goldenFile)
+	file, err := os.ReadFile(goldenV2File)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(file, want) {
-		t.Fatalf("%s differs from the golden bytes built in the test: the format changed? (go test -run TestGolden -update rewrites it)", goldenFile)
+		t.Fatalf("%s differs from the golden bytes built in the test: the format changed? (go test -run TestGolden -update rewrites it)", goldenV2File)
 	}
 
 	h, items, err := decodeAll(want)
@@ -195,28 +282,42 @@ func TestGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkHeader(t, h, goldenHeader)
-	checkItems(t, items, goldenItems())
+	checkItems(t, items, goldenItemsV2())
 }
 
-// TestGoldenLayout pins facts FORMAT.md states about the golden stream.
+// What FORMAT.md section 11 says of golden-v2.bin.
+const (
+	goldenV2Len     = 1122
+	goldenV2Records = 35
+	goldenV2Waits   = 0x2c9 // offset of its first PS_TASK_STATE
+)
+
+// TestGoldenLayout pins facts FORMAT.md states about the golden streams.
 func TestGoldenLayout(t *testing.T) {
 	w := goldenWire()
 	if len(w.b) != 753 || len(w.offs) != 25 {
-		t.Errorf("golden stream: %d bytes, %d records; FORMAT.md says 753 and 25", len(w.b), len(w.offs))
+		t.Errorf("golden v1 stream: %d bytes, %d records; FORMAT.md says 753 and 25", len(w.b), len(w.offs))
+	}
+	w = goldenWireV2()
+	if len(w.b) != goldenV2Len || len(w.offs) != goldenV2Records {
+		t.Errorf("golden v2 stream: %d bytes, %d records; FORMAT.md says %d and %d", len(w.b), len(w.offs), goldenV2Len, goldenV2Records)
+	}
+	if off := w.at(TypeTaskState, 0); off != goldenV2Waits {
+		t.Errorf("golden v2 stream: wait section at %#x; FORMAT.md says %#x", off, goldenV2Waits)
 	}
 }
 
-// writeTestdata rewrites the golden file and the fuzz seed corpus.
+// writeTestdata rewrites the v2 golden file and the fuzz seed corpus.
 func writeTestdata(t *testing.T, golden []byte) {
 	t.Helper()
-	if err := os.WriteFile(goldenFile, golden, 0o644); err != nil {
+	if err := os.WriteFile(goldenV2File, golden, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join("testdata", "fuzz", "FuzzDecode")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for name, b := range fuzzSeeds(golden) {
+	for name, b := range fuzzSeeds() {
 		content := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
@@ -225,10 +326,11 @@ func writeTestdata(t *testing.T, golden []byte) {
 }
 
 // fuzzSeeds are the committed seed inputs of FuzzDecode.
-func fuzzSeeds(golden []byte) map[string][]byte {
-	w := goldenWire()
-	flip := func(off int, x byte) []byte {
-		b := bytes.Clone(golden)
+func fuzzSeeds() map[string][]byte {
+	w, w2 := goldenWire(), goldenWireV2()
+	golden, golden2 := w.b, w2.b
+	flip := func(b []byte, off int, x byte) []byte {
+		b = bytes.Clone(b)
 		b[off] ^= x
 		return b
 	}
@@ -243,21 +345,57 @@ func fuzzSeeds(golden []byte) map[string][]byte {
 	v.psPipe(Pipe{Kind: KindFIFO, Status: StatusPacket, NrBufs: 1})
 	v.psBuf(0, 0, 0, BufPacket).buffer("")
 	v.task(11, 11, 0, 0, "b").fdent(1, 1, 1)
+	// The same in revision 2, with a wait section right after a FIFO
+	// without a path (read ahead), every queue, via and state, and
+	// unknown waits, empty comms, wchan and path.
+	v2 := new(wire).stdHeaderV2()
+	v2.note(0, 2, "")
+	v2.task(7, 8, 9, 10, "fifteen-bytes-x")
+	v2.fdent(1, 9, 0).file(ModeRead|ModeWrite, 2, 0, 0, 2).filePipe(0)
+	v2.psPipe(Pipe{Kind: KindFIFO})
+	for i, st := range []byte("\x00RSDTtXZPI") {
+		v2.taskState(uint32(i), uint32(i), st, 0, uint32(i%2), "")
+	}
+	v2.waiter(2, 1, 1, 0, 0, 'D', -1, 0, 0, 0, "")
+	v2.waiter(2, 2, 2, 1, 1, 0, -1, 0x4, 1<<63-1, 3, "fifteen-bytes-x")
+	v2.waiter(2, 3, 3, 1, 2, 'S', -1, 0xffffffff, 1, 1, "e")
+	v2.waiter(2, 4, 4, 0, 3, 'S', -1, 0x1, 0, 2, "o")
+	v2.openWait(5, 5, 1, 0, 0, 0, 0, "", "")
+	v2.note(0, 0, "x")
+	v2.openWait(6, 7, 2, 'S', 9, 10, 1, "w", "/f")
+	// No task at all: wait records right after the HEADER.
+	v3 := new(wire).stdHeaderV2()
+	v3.openWait(1, 1, 1, 'S', 0, 0, 0, "cat", "/x").taskState(1, 1, 'S', 0, 0, "fifo_open")
 	return map[string][]byte{
 		"golden":        golden,
 		"truncated":     golden[:len(golden)/2],
 		"variety":       v.end(),
-		"data-flipped":  flip(w.at(TypeBuffer, 3)+8, 0x20),
-		"objref-skip":   flip(w.at(TypeFDEnt, 2), 0x04),
-		"nrbufs":        flip(w.at(TypePipe, 0)+8+56, 0x01),
-		"tail-magic":    flip(w.at(TypeTail, 0)+8, 0xff),
-		"unknown-type":  flip(w.at(TypeNote, 0)+1, 0x01),
+		"data-flipped":  flip(golden, w.at(TypeBuffer, 3)+8, 0x20),
+		"objref-skip":   flip(golden, w.at(TypeFDEnt, 2), 0x04),
+		"nrbufs":        flip(golden, w.at(TypePipe, 0)+8+56, 0x01),
+		"tail-magic":    flip(golden, w.at(TypeTail, 0)+8, 0xff),
+		"unknown-type":  flip(golden, w.at(TypeNote, 0)+1, 0x01),
 		"trailing-byte": append(bytes.Clone(golden), 0),
+
+		"golden-v2":     golden2,
+		"variety-v2":    v2.end(),
+		"waits-only-v2": v3.end(),
+		"truncated-v2":  golden2[:w2.at(TypeWaiter, 1)+30],
+		"waits-in-v1":   asRevision(golden2, 1),
+		"waiter-ref":    flip(golden2, w2.at(TypeWaiter, 0)+8, 0x04),
+		"waiter-via":    flip(golden2, w2.at(TypeWaiter, 1)+8+13, 0x01),
+		"waiter-pad":    flip(golden2, w2.at(TypeWaiter, 0)+8+15, 0x01),
+		"state-letter":  flip(golden2, w2.at(TypeTaskState, 0)+8+8, 0x20),
+		"open-end":      flip(golden2, w2.at(TypeOpenWait, 0)+8+8, 0x01),
+		"wait-unknown":  flip(golden2, w2.at(TypeOpenWait, 0)+8+32, 0x01),
+		"task-after-wait": append(bytes.Clone(golden2[:w2.at(TypeTrailer, 0)]),
+			new(wire).task(1, 1, 0, 0, "late").b...),
 	}
 }
 
 func TestFuzzSeedsCommitted(t *testing.T) {
-	for name, b := range fuzzSeeds(goldenWire().b) {
+	valid := map[string]bool{"golden": true, "variety": true, "golden-v2": true, "variety-v2": true, "waits-only-v2": true}
+	for name, b := range fuzzSeeds() {
 		got, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzDecode", name))
 		if err != nil {
 			t.Fatal(err)
@@ -266,7 +404,7 @@ func TestFuzzSeedsCommitted(t *testing.T) {
 			t.Errorf("seed %s is stale (go test -run TestGolden -update rewrites it)", name)
 		}
 		_, _, err = decodeAll(b)
-		if valid := name == "golden" || name == "variety"; valid != (err == nil) {
+		if valid[name] != (err == nil) {
 			t.Errorf("seed %s: decoding gives %v", name, err)
 		}
 	}
@@ -332,6 +470,49 @@ func randomStream(r *rand.Rand) (Header, []any) {
 				items = append(items, b)
 			}
 			note()
+		}
+	}
+	// Half the streams end with a wait section.
+	if r.IntN(2) == 0 {
+		return h, items
+	}
+	wait := func() (time.Duration, bool) {
+		switch r.IntN(3) {
+		case 0:
+			return 0, false
+		case 1:
+			return 0, true
+		}
+		return time.Duration(r.Int64()), true
+	}
+	state := func() byte { return "\x00RSDTtXZPI"[r.IntN(10)] }
+	for range r.IntN(12) {
+		switch r.IntN(4) {
+		case 0:
+			s := &TaskState{PID: r.Uint32(), TID: r.Uint32(), State: state(), Wchan: randString(r, 0, 40)}
+			s.Wait, s.WaitKnown = wait()
+			items = append(items, s)
+		case 1:
+			if len(pipes) == 0 {
+				continue
+			}
+			w := &Waiter{PipeRef: pipes[r.IntN(len(pipes))], PID: r.Uint32(), TID: r.Uint32(), Queue: Queue(r.IntN(2)),
+				Via: Via(r.IntN(4)), State: state(), EpollFD: -1, Outside: r.IntN(2) == 0, Comm: randString(r, 0, 15)}
+			if w.Via != ViaDirect {
+				w.Events = r.Uint32()
+			}
+			if w.Via == ViaEpoll && r.IntN(2) == 0 {
+				w.EpollFD = r.Int32()
+			}
+			w.Wait, w.WaitKnown = wait()
+			items = append(items, w)
+		case 2:
+			o := &OpenWait{PID: r.Uint32(), TID: r.Uint32(), End: uint8(1 + r.IntN(2)), State: state(), Ino: r.Uint64(),
+				Comm: randString(r, 0, 15), Path: randString(r, 0, 200)}
+			o.Wait, o.WaitKnown = wait()
+			items = append(items, o)
+		default:
+			items = append(items, &Note{PID: r.Uint32(), Code: r.Uint32(), Msg: randString(r, 0, 100)})
 		}
 	}
 	return h, items
@@ -425,11 +606,75 @@ func TestStrings(t *testing.T) {
 	if KindPipe.String() != "pipe" || KindFIFO.String() != "fifo" || Kind(7).String() != "kind 7" {
 		t.Error("Kind.String")
 	}
+	if QueueRead.String() != "read" || QueueWrite.String() != "write" || Queue(2).String() != "queue 2" {
+		t.Error("Queue.String")
+	}
+	if ViaDirect.String() != "direct" || ViaPoll.String() != "poll" || ViaEpoll.String() != "epoll" ||
+		ViaOther.String() != "other" || Via(4).String() != "via 4" {
+		t.Error("Via.String")
+	}
+	for typ, want := range map[uint32]string{TypeTaskState: "PS_TASK_STATE", TypeWaiter: "PS_WAITER", TypeOpenWait: "PS_OPEN_WAIT"} {
+		if RecordName(typ) != want {
+			t.Errorf("RecordName(%d) = %q", typ, RecordName(typ))
+		}
+	}
+	for c := range 256 {
+		if want := c == 0 || strings.IndexByte("RSDTtXZPI", byte(c)) >= 0; ValidState(byte(c)) != want {
+			t.Errorf("ValidState(%q) = %v", byte(c), !want)
+		}
+	}
 	e := &Error{Offset: 1234, Record: "FILE", Err: fmt.Errorf("%w: x", ErrMalformed)}
 	if e.Error() != "offset 1234: FILE record: malformed: x" || !errors.Is(e, ErrMalformed) {
 		t.Errorf("Error() = %q", e.Error())
 	}
 	if !strings.HasPrefix((&Error{Offset: 5, Err: ErrTruncated}).Error(), "offset 5: truncated") {
 		t.Error("Error() without a record")
+	}
+}
+
+// TestFormatDumps: the annotated dumps of FORMAT.md section 11 are the
+// golden files' bytes, all of them, in order.
+func TestFormatDumps(t *testing.T) {
+	doc, err := os.ReadFile("FORMAT.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := regexp.MustCompile(`^([0-9a-f]{4})  ([0-9a-f]{2}(?: [0-9a-f]{2})*)(?:  |$)`)
+	for _, g := range []struct {
+		heading string
+		want    []byte
+		from    int // the dump starts here
+	}{
+		{"### testdata/golden-v1.bin", goldenWire().b, 0},
+		{"### testdata/golden-v2.bin", goldenWireV2().b, goldenV2Waits},
+	} {
+		_, sec, ok := strings.Cut(string(doc), "\n"+g.heading+"\n")
+		if !ok {
+			t.Fatalf("FORMAT.md has no %q", g.heading)
+		}
+		_, sec, _ = strings.Cut(sec, "\n```\n")
+		sec, _, _ = strings.Cut(sec, "\n```\n")
+		next := g.from
+		for _, l := range strings.Split(sec, "\n") {
+			m := line.FindStringSubmatch(l)
+			if m == nil {
+				continue
+			}
+			off, _ := strconv.ParseUint(m[1], 16, 32)
+			b, err := hex.DecodeString(strings.ReplaceAll(m[2], " ", ""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if int(off) != next {
+				t.Fatalf("%s: line %q at %#x, want %#x", g.heading, l, off, next)
+			}
+			if next+len(b) > len(g.want) || !bytes.Equal(b, g.want[next:next+len(b)]) {
+				t.Fatalf("%s: line %q differs from the golden bytes", g.heading, l)
+			}
+			next += len(b)
+		}
+		if next != len(g.want) {
+			t.Errorf("%s: the dump ends at %#x, the stream at %#x", g.heading, next, len(g.want))
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package format
 
 import (
+	"bytes"
 	"encoding/binary"
 	"hash/crc32"
 )
@@ -118,4 +119,41 @@ func (w *wire) recordAt(off int) int {
 		start = o
 	}
 	return start
+}
+
+// stdHeaderV2 is the golden v2 stream's header: stdHeader with rev 2.
+func (w *wire) stdHeaderV2() *wire {
+	return w.header(1, 6, 18, 0, 2, 1700000000123456789, 1, "6.18.0", "#1 SMP", "x86_64")
+}
+
+func comm16(s string) []byte {
+	c := make([]byte, 16)
+	copy(c, s)
+	return c
+}
+
+// taskState writes PS_TASK_STATE and its wchan STRING.
+func (w *wire) taskState(pid, tid uint32, state byte, waitNS uint64, flags uint32, wchan string) *wire {
+	return w.rec(TypeTaskState, u32(pid), u32(tid), []byte{state}, pad(7), u64(waitNS), u32(flags), pad(4)).str(wchan)
+}
+
+// waiter writes a PS_WAITER.
+func (w *wire) waiter(pipeRef int32, pid, tid uint32, queue, via, state byte, epollFD int32, events uint32, waitNS uint64, flags uint32, comm string) *wire {
+	return w.rec(TypeWaiter, i32(pipeRef), u32(pid), u32(tid), []byte{queue, via, state, 0}, i32(epollFD), u32(events),
+		u64(waitNS), u32(flags), comm16(comm), pad(4))
+}
+
+// openWait writes PS_OPEN_WAIT and its path STRING.
+func (w *wire) openWait(pid, tid uint32, end, state byte, ino, waitNS uint64, flags uint32, comm, path string) *wire {
+	return w.rec(TypeOpenWait, u32(pid), u32(tid), []byte{end, state}, pad(6), u64(ino), u64(waitNS), u32(flags), comm16(comm), pad(4)).str(path)
+}
+
+// asRevision returns a copy of a whole stream b with the HEADER's rev set
+// to rev and the trailer's CRC made right again.
+func asRevision(b []byte, rev uint16) []byte {
+	b = bytes.Clone(b)
+	copy(b[8+16:], u16(rev))
+	off := len(b) - (preHeader + sizeTail) - (preHeader + sizeTrailer)
+	copy(b[off+8:], u32(crc32.Checksum(b[:off], crc32.MakeTable(crc32.Castagnoli))))
+	return b
 }

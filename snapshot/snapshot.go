@@ -17,6 +17,12 @@ type Snapshot struct {
 	Tasks  []*Task
 	Pipes  []*Pipe // in the order they were met
 	Notes  []format.Note
+
+	// Revision 2 streams: what the threads of interest were doing, and
+	// the tasks blocked opening a FIFO (they hold no fd on it yet).
+	// Both in stream order; a pipe's waiters are in its Waiters.
+	TaskStates []format.TaskState
+	OpenWaits  []format.OpenWait
 }
 
 // Task is one process and the pipe fds it held.
@@ -41,6 +47,7 @@ type Pipe struct {
 	format.Pipe
 	Buffers []format.Buffer // Data is set only where Options asked for it
 	Holders []Holder
+	Waiters []format.Waiter // tasks asleep on its wait queues, in stream order (revision 2)
 }
 
 // Holder is one fd of one task referring to the pipe.
@@ -88,6 +95,7 @@ func Read(r io.Reader, opt Options) (*Snapshot, error) {
 	var task *Task
 	var fd *format.FDEnt
 	var pipe *Pipe
+	preview := 0 // bytes of pipe's buffers kept so far
 	for {
 		rec, err := dec.Next()
 		if errors.Is(err, io.EOF) {
@@ -112,6 +120,7 @@ func Read(r io.Reader, opt Options) (*Snapshot, error) {
 			}
 		case *format.Pipe:
 			pipe = &Pipe{Pipe: *v}
+			preview = 0
 			pipes.set(v.Ref, pipe)
 			s.Pipes = append(s.Pipes, pipe)
 			addFD(task, fd, files.get(fd.FileRef), pipe)
@@ -120,14 +129,26 @@ func Read(r io.Reader, opt Options) (*Snapshot, error) {
 			keep := opt.Data && (opt.Ino == 0 || opt.Ino == pipe.Ino)
 			if !keep {
 				b.Data = nil
-				if have := previewLen(pipe); have < opt.Preview {
+				if preview < opt.Preview {
 					// A copy: v.Data would keep the decoder's whole chunk.
-					b.Data = bytes.Clone(v.Data[:min(len(v.Data), opt.Preview-have)])
+					b.Data = bytes.Clone(v.Data[:min(len(v.Data), opt.Preview-preview)])
 				}
 			}
+			preview += len(b.Data)
 			pipe.Buffers = append(pipe.Buffers, b)
 		case *format.Note:
 			s.Notes = append(s.Notes, *v)
+		case *format.TaskState:
+			s.TaskStates = append(s.TaskStates, *v)
+		case *format.Waiter:
+			p := pipes.get(v.PipeRef)
+			if p == nil {
+				// The decoder checks that PipeRef names a pipe: not reached.
+				return nil, fmt.Errorf("offset %d: waiter on objref %d, not a pipe", dec.Offset(), v.PipeRef)
+			}
+			p.Waiters = append(p.Waiters, *v)
+		case *format.OpenWait:
+			s.OpenWaits = append(s.OpenWaits, *v)
 		default:
 			return nil, fmt.Errorf("offset %d: unexpected record %T", dec.Offset(), rec)
 		}
@@ -154,14 +175,6 @@ func (t byRef[T]) get(ref int32) *T {
 		return nil
 	}
 	return t[ref]
-}
-
-func previewLen(p *Pipe) int {
-	n := 0
-	for _, b := range p.Buffers {
-		n += len(b.Data)
-	}
-	return n
 }
 
 func addFD(t *Task, e *format.FDEnt, f *format.File, p *Pipe) {
