@@ -15,13 +15,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/pipesnap/pipesnap/pipemodel"
 
-	"github.com/pipesnap/pipesnap/pipestate"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Source takes one sample of the pipes.
-type Source func(context.Context) (*pipestate.Sample, error)
+type Source func(context.Context) (*pipemodel.Sample, error)
 
 // Collector is a prometheus.Collector over a Source. Scrapes are
 // serialized: one walk at a time.
@@ -29,7 +29,7 @@ type Collector struct {
 	mu       sync.Mutex
 	source   Source
 	maxPipes int
-	prev     map[uint64]*pipestate.Pipe
+	prev     map[uint64]*pipemodel.Pipe
 	totals   map[uint64]*totals
 	errors   float64
 
@@ -59,7 +59,7 @@ func New(source Source, maxPipes int) *Collector {
 	return &Collector{
 		source:   source,
 		maxPipes: maxPipes,
-		prev:     map[uint64]*pipestate.Pipe{},
+		prev:     map[uint64]*pipemodel.Pipe{},
 		totals:   map[uint64]*totals{},
 
 		queued:         pipe("queued_bytes", "Bytes queued in the pipe."),
@@ -155,8 +155,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 // update adds what moved since the previous sample to every pipe's
 // counters (all pipes, exported or not, so a pipe that enters the top
 // keeps its history), and forgets the pipes that are gone.
-func (c *Collector) update(s *pipestate.Sample) {
-	next := make(map[uint64]*pipestate.Pipe, len(s.Pipes))
+func (c *Collector) update(s *pipemodel.Sample) {
+	next := make(map[uint64]*pipemodel.Pipe, len(s.Pipes))
 	for _, p := range s.Pipes {
 		next[p.Ino] = p
 		t := c.totals[p.Ino]
@@ -165,7 +165,7 @@ func (c *Collector) update(s *pipestate.Sample) {
 			c.totals[p.Ino] = t
 		}
 		if q := c.prev[p.Ino]; q != nil {
-			f := pipestate.FlowBetween(q, p, s.PageSize)
+			f := pipemodel.FlowBetween(q, p, s.PageSize)
 			t.read += f.Read
 			t.written += f.Written
 			t.bufs += f.BufsWritten
@@ -181,18 +181,10 @@ func (c *Collector) update(s *pipestate.Sample) {
 
 // Rank orders pipes by how much they deserve a look: blocked tasks
 // first, then full ones, then by fill, then by inode.
-func Rank(pipes []*pipestate.Pipe) []*pipestate.Pipe {
+func Rank(pipes []*pipemodel.Pipe) []*pipemodel.Pipe {
 	out := slices.Clone(pipes)
-	fill := func(p *pipestate.Pipe) float64 {
-		if p.Capacity == 0 {
-			return 0
-		}
-		return float64(p.Bytes) / float64(p.Capacity)
-	}
-	slices.SortStableFunc(out, func(a, b *pipestate.Pipe) int {
-		ba := len(a.Blocked("read")) + len(a.Blocked("write"))
-		bb := len(b.Blocked("read")) + len(b.Blocked("write"))
-		if c := cmp.Compare(bb, ba); c != 0 {
+	slices.SortStableFunc(out, func(a, b *pipemodel.Pipe) int {
+		if c := cmp.Compare(b.BlockedTasks(), a.BlockedTasks()); c != 0 {
 			return c
 		}
 		if a.Full() != b.Full() {
@@ -201,7 +193,7 @@ func Rank(pipes []*pipestate.Pipe) []*pipestate.Pipe {
 			}
 			return 1
 		}
-		if c := cmp.Compare(fill(b), fill(a)); c != 0 {
+		if c := cmp.Compare(b.Fill(), a.Fill()); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.Ino, b.Ino)
@@ -210,13 +202,13 @@ func Rank(pipes []*pipestate.Pipe) []*pipestate.Pipe {
 }
 
 // Labels are a pipe's label values, in PipeLabels order.
-func Labels(p *pipestate.Pipe) []string {
+func Labels(p *pipemodel.Pipe) []string {
 	return []string{strconv.FormatUint(p.Ino, 10), p.Kind, Comms(p, "read"), Comms(p, "write")}
 }
 
 // Comms names the commands holding one end: sorted, each once, at most
 // maxComms of them and "+N" for the rest.
-func Comms(p *pipestate.Pipe, end string) string {
+func Comms(p *pipemodel.Pipe, end pipemodel.End) string {
 	var names []string
 	for _, h := range p.Ends(end) {
 		if !slices.Contains(names, h.Comm) {

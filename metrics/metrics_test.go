@@ -5,25 +5,25 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/pipesnap/pipesnap/pipemodel"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-
-	"github.com/pipesnap/pipesnap/pipestate"
 )
 
-func pipe(ino uint64, bytes uint64, head, tail uint32, holders ...pipestate.Holder) *pipestate.Pipe {
-	p := &pipestate.Pipe{Ino: ino, Kind: "pipe", Bytes: bytes, Capacity: 65536, MaxUsage: 16, RingSize: 16,
+func pipe(ino uint64, bytes uint64, head, tail uint32, holders ...pipemodel.Holder) *pipemodel.Pipe {
+	p := &pipemodel.Pipe{Ino: ino, Kind: "pipe", Bytes: bytes, Capacity: 65536, MaxUsage: 16, RingSize: 16,
 		Head: head, Tail: tail, Bufs: head - tail, Readers: 1, Writers: 1, Holders: holders}
 	for i := range p.Bufs {
 		n := uint32(4096)
 		if i == p.Bufs-1 {
 			n = uint32(bytes - uint64(i)*4096)
 		}
-		p.Slots = append(p.Slots, pipestate.Slot{Len: n})
+		p.Slots = append(p.Slots, pipemodel.Slot{Len: n})
 	}
 	for _, h := range holders {
 		if h.Blocked == "writing" {
-			p.Waiters = append(p.Waiters, pipestate.Waiter{Queue: "write", Kind: "blocked", PID: h.PID})
+			p.Waiters = append(p.Waiters, pipemodel.Waiter{Queue: "write", Kind: "blocked", PID: h.PID})
 		}
 	}
 	return p
@@ -64,22 +64,22 @@ func value(m *dto.Metric) float64 {
 }
 
 func TestCollector(t *testing.T) {
-	w := pipestate.Holder{PID: 10, Comm: "yes", End: "write", Blocked: "writing"}
-	r := pipestate.Holder{PID: 11, Comm: "sleep", End: "read"}
-	samples := []*pipestate.Sample{
-		{PageSize: 4096, Pipes: []*pipestate.Pipe{
+	w := pipemodel.Holder{PID: 10, Comm: "yes", End: "write", Blocked: "writing"}
+	r := pipemodel.Holder{PID: 11, Comm: "sleep", End: "read"}
+	samples := []*pipemodel.Sample{
+		{PageSize: 4096, Pipes: []*pipemodel.Pipe{
 			pipe(1, 65536, 116, 100, w, r),
 			pipe(2, 100, 1, 0),
 			pipe(3, 5000, 12, 10),
 		}},
-		{PageSize: 4096, Pipes: []*pipestate.Pipe{
+		{PageSize: 4096, Pipes: []*pipemodel.Pipe{
 			pipe(1, 65536, 116, 100, w, r), // stuck
 			pipe(2, 50, 2, 1),              // 100 bytes read, 50 written
 			pipe(3, 5000, 22, 20),          // 10 buffers through, unseen
 		}},
 	}
 	n := 0
-	c := New(func(context.Context) (*pipestate.Sample, error) {
+	c := New(func(context.Context) (*pipemodel.Sample, error) {
 		s := samples[min(n, len(samples)-1)]
 		n++
 		return s, nil
@@ -104,7 +104,7 @@ func TestCollector(t *testing.T) {
 }
 
 func TestCollectorError(t *testing.T) {
-	c := New(func(context.Context) (*pipestate.Sample, error) { return nil, errors.New("boom") }, 0)
+	c := New(func(context.Context) (*pipemodel.Sample, error) { return nil, errors.New("boom") }, 0)
 	got := gather(t, c)
 	if got["pipesnap_up"][""] != 0 || got["pipesnap_walk_errors_total"][""] != 1 {
 		t.Errorf("up %v, errors %v", got["pipesnap_up"], got["pipesnap_walk_errors_total"])
@@ -112,11 +112,11 @@ func TestCollectorError(t *testing.T) {
 }
 
 func TestComms(t *testing.T) {
-	p := &pipestate.Pipe{}
+	p := &pipemodel.Pipe{}
 	for _, c := range []string{"e", "d", "c", "b", "a", "a"} {
-		p.Holders = append(p.Holders, pipestate.Holder{Comm: c, End: "read"})
+		p.Holders = append(p.Holders, pipemodel.Holder{Comm: c, End: "read"})
 	}
-	p.Holders = append(p.Holders, pipestate.Holder{Comm: "w", End: "rdwr"})
+	p.Holders = append(p.Holders, pipemodel.Holder{Comm: "w", End: "rdwr"})
 	if got := Comms(p, "read"); got != "a,b,c,+3" {
 		t.Errorf("readers %q", got)
 	}

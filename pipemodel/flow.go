@@ -1,4 +1,4 @@
-package pipestate
+package pipemodel
 
 // Flow is what went through a pipe between two samples.
 type Flow struct {

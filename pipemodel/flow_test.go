@@ -1,4 +1,4 @@
-package pipestate
+package pipemodel
 
 import "testing"
 

@@ -45,29 +45,96 @@ type pipestatePstFd struct {
 	Path      [256]int8
 }
 
+type pipestatePstKind uint32
+
+const (
+	pipestatePstKindPST_KIND_PIPE pipestatePstKind = 1
+	pipestatePstKindPST_KIND_FIFO pipestatePstKind = 2
+)
+
+type pipestatePstOpen uint32
+
+const (
+	pipestatePstOpenPST_OPEN_NONE  pipestatePstOpen = 0
+	pipestatePstOpenPST_OPEN_READ  pipestatePstOpen = 1
+	pipestatePstOpenPST_OPEN_WRITE pipestatePstOpen = 2
+)
+
+type pipestatePstQueue uint32
+
+const (
+	pipestatePstQueuePST_QUEUE_READ  pipestatePstQueue = 0
+	pipestatePstQueuePST_QUEUE_WRITE pipestatePstQueue = 1
+)
+
 type pipestatePstSlot struct {
 	_      structs.HostLayout
 	Offset uint32
 	Len    uint32
 }
 
-type pipestatePstWaiter struct {
-	_       structs.HostLayout
-	Entry   uint64
-	Private uint64
-	Tid     uint32
-	Tgid    uint32
-	State   uint32
-	Queue   uint8
-	Kind    uint8
-	Flags   uint16
-	Comm    [16]int8
+type pipestatePstStatus uint32
+
+const (
+	pipestatePstStatusPST_STATUS_MOVED         pipestatePstStatus = 1
+	pipestatePstStatusPST_STATUS_WAITERS_TRUNC pipestatePstStatus = 2
+	pipestatePstStatusPST_STATUS_THREADS_TRUNC pipestatePstStatus = 4
+	pipestatePstStatusPST_STATUS_BAD_RING      pipestatePstStatus = 8
+)
+
+type pipestatePstTask struct {
+	_           structs.HostLayout
+	Tgid        uint32
+	Tid         uint32
+	StartNs     uint64
+	IdleNs      uint64
+	State       uint32
+	Open        uint32
+	OpenIno     uint64
+	OpenReaders uint32
+	OpenWriters uint32
+	OpenDfd     int32
+	NameLen     uint32
+	Comm        [16]int8
+	Name        [256]int8
 }
+
+type pipestatePstWaiter struct {
+	_        structs.HostLayout
+	Entry    uint64
+	Private  uint64
+	WaitNs   uint64
+	Ep       uint64
+	Tid      uint32
+	Tgid     uint32
+	State    uint32
+	Events   uint32
+	TargetFd int32
+	Queue    uint8
+	Kind     uint8
+	Sleeping uint8
+	Pad      uint8
+	Flags    uint16
+	Pad2     uint16
+	Pad3     uint32
+	Comm     [16]int8
+}
+
+type pipestatePstWkind uint32
+
+const (
+	pipestatePstWkindPST_W_THREAD pipestatePstWkind = 1
+	pipestatePstWkindPST_W_TASK   pipestatePstWkind = 2
+	pipestatePstWkindPST_W_POLL   pipestatePstWkind = 3
+	pipestatePstWkindPST_W_EPOLL  pipestatePstWkind = 4
+	pipestatePstWkindPST_W_OTHER  pipestatePstWkind = 5
+)
 
 type pipestateWork struct {
 	_     structs.HostLayout
 	Node  uint64
 	Head  uint64
+	Now   uint64
 	Left  uint32
 	Known uint32
 }
@@ -76,22 +143,35 @@ type pipestateWork struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	pipestateMapRecScratch      = "rec_scratch"
-	pipestateMapTargets         = "targets"
-	pipestateMapWorkScratch     = "work_scratch"
-	pipestateProgPipeState      = "pipe_state"
-	pipestateVarFilterTgids     = "filter_tgids"
-	pipestateVarMaxAttempts     = "max_attempts"
-	pipestateVarMaxThreads      = "max_threads"
-	pipestateVarSelfTgid        = "self_tgid"
-	pipestateVarUnusedPstFd     = "unused_pst_fd"
-	pipestateVarUnusedPstSlot   = "unused_pst_slot"
-	pipestateVarUnusedPstWaiter = "unused_pst_waiter"
-	pipestateVarWakeAutoremove  = "wake_autoremove"
-	pipestateVarWakeDefault     = "wake_default"
-	pipestateVarWakeEpPoll      = "wake_ep_poll"
-	pipestateVarWakePollwake    = "wake_pollwake"
-	pipestateVarWakeWoken       = "wake_woken"
+	pipestateMapInos             = "inos"
+	pipestateMapRecScratch       = "rec_scratch"
+	pipestateMapSeen             = "seen"
+	pipestateMapTargets          = "targets"
+	pipestateMapTaskScratch      = "task_scratch"
+	pipestateMapWorkScratch      = "work_scratch"
+	pipestateProgPipeState       = "pipe_state"
+	pipestateProgTaskState       = "task_state"
+	pipestateVarFilterInos       = "filter_inos"
+	pipestateVarFilterTgids      = "filter_tgids"
+	pipestateVarMaxAttempts      = "max_attempts"
+	pipestateVarMaxThreads       = "max_threads"
+	pipestateVarSelfTgid         = "self_tgid"
+	pipestateVarUnusedPstFd      = "unused_pst_fd"
+	pipestateVarUnusedPstKind    = "unused_pst_kind"
+	pipestateVarUnusedPstOpen    = "unused_pst_open"
+	pipestateVarUnusedPstQueue   = "unused_pst_queue"
+	pipestateVarUnusedPstSlot    = "unused_pst_slot"
+	pipestateVarUnusedPstStatus  = "unused_pst_status"
+	pipestateVarUnusedPstTask    = "unused_pst_task"
+	pipestateVarUnusedPstWaiter  = "unused_pst_waiter"
+	pipestateVarUnusedPstWkind   = "unused_pst_wkind"
+	pipestateVarWakeAutoremove   = "wake_autoremove"
+	pipestateVarWakeDefault      = "wake_default"
+	pipestateVarWakeEpAutoremove = "wake_ep_autoremove"
+	pipestateVarWakeEpPoll       = "wake_ep_poll"
+	pipestateVarWakePollwake     = "wake_pollwake"
+	pipestateVarWakeWoken        = "wake_woken"
+	pipestateVarWalkGen          = "walk_gen"
 )
 
 // loadPipestate returns the embedded CollectionSpec for pipestate.
@@ -137,14 +217,18 @@ type pipestateSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type pipestateProgramSpecs struct {
 	PipeState *ebpf.ProgramSpec `ebpf:"pipe_state"`
+	TaskState *ebpf.ProgramSpec `ebpf:"task_state"`
 }
 
 // pipestateMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pipestateMapSpecs struct {
+	Inos        *ebpf.MapSpec `ebpf:"inos"`
 	RecScratch  *ebpf.MapSpec `ebpf:"rec_scratch"`
+	Seen        *ebpf.MapSpec `ebpf:"seen"`
 	Targets     *ebpf.MapSpec `ebpf:"targets"`
+	TaskScratch *ebpf.MapSpec `ebpf:"task_scratch"`
 	WorkScratch *ebpf.MapSpec `ebpf:"work_scratch"`
 }
 
@@ -152,18 +236,27 @@ type pipestateMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pipestateVariableSpecs struct {
-	FilterTgids     *ebpf.VariableSpec `ebpf:"filter_tgids"`
-	MaxAttempts     *ebpf.VariableSpec `ebpf:"max_attempts"`
-	MaxThreads      *ebpf.VariableSpec `ebpf:"max_threads"`
-	SelfTgid        *ebpf.VariableSpec `ebpf:"self_tgid"`
-	UnusedPstFd     *ebpf.VariableSpec `ebpf:"unused_pst_fd"`
-	UnusedPstSlot   *ebpf.VariableSpec `ebpf:"unused_pst_slot"`
-	UnusedPstWaiter *ebpf.VariableSpec `ebpf:"unused_pst_waiter"`
-	WakeAutoremove  *ebpf.VariableSpec `ebpf:"wake_autoremove"`
-	WakeDefault     *ebpf.VariableSpec `ebpf:"wake_default"`
-	WakeEpPoll      *ebpf.VariableSpec `ebpf:"wake_ep_poll"`
-	WakePollwake    *ebpf.VariableSpec `ebpf:"wake_pollwake"`
-	WakeWoken       *ebpf.VariableSpec `ebpf:"wake_woken"`
+	FilterInos       *ebpf.VariableSpec `ebpf:"filter_inos"`
+	FilterTgids      *ebpf.VariableSpec `ebpf:"filter_tgids"`
+	MaxAttempts      *ebpf.VariableSpec `ebpf:"max_attempts"`
+	MaxThreads       *ebpf.VariableSpec `ebpf:"max_threads"`
+	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
+	UnusedPstFd      *ebpf.VariableSpec `ebpf:"unused_pst_fd"`
+	UnusedPstKind    *ebpf.VariableSpec `ebpf:"unused_pst_kind"`
+	UnusedPstOpen    *ebpf.VariableSpec `ebpf:"unused_pst_open"`
+	UnusedPstQueue   *ebpf.VariableSpec `ebpf:"unused_pst_queue"`
+	UnusedPstSlot    *ebpf.VariableSpec `ebpf:"unused_pst_slot"`
+	UnusedPstStatus  *ebpf.VariableSpec `ebpf:"unused_pst_status"`
+	UnusedPstTask    *ebpf.VariableSpec `ebpf:"unused_pst_task"`
+	UnusedPstWaiter  *ebpf.VariableSpec `ebpf:"unused_pst_waiter"`
+	UnusedPstWkind   *ebpf.VariableSpec `ebpf:"unused_pst_wkind"`
+	WakeAutoremove   *ebpf.VariableSpec `ebpf:"wake_autoremove"`
+	WakeDefault      *ebpf.VariableSpec `ebpf:"wake_default"`
+	WakeEpAutoremove *ebpf.VariableSpec `ebpf:"wake_ep_autoremove"`
+	WakeEpPoll       *ebpf.VariableSpec `ebpf:"wake_ep_poll"`
+	WakePollwake     *ebpf.VariableSpec `ebpf:"wake_pollwake"`
+	WakeWoken        *ebpf.VariableSpec `ebpf:"wake_woken"`
+	WalkGen          *ebpf.VariableSpec `ebpf:"walk_gen"`
 }
 
 // pipestateObjects contains all objects after they have been loaded into the kernel.
@@ -186,15 +279,21 @@ func (o *pipestateObjects) Close() error {
 //
 // It can be passed to loadPipestateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pipestateMaps struct {
+	Inos        *ebpf.Map `ebpf:"inos"`
 	RecScratch  *ebpf.Map `ebpf:"rec_scratch"`
+	Seen        *ebpf.Map `ebpf:"seen"`
 	Targets     *ebpf.Map `ebpf:"targets"`
+	TaskScratch *ebpf.Map `ebpf:"task_scratch"`
 	WorkScratch *ebpf.Map `ebpf:"work_scratch"`
 }
 
 func (m *pipestateMaps) Close() error {
 	return _PipestateClose(
+		m.Inos,
 		m.RecScratch,
+		m.Seen,
 		m.Targets,
+		m.TaskScratch,
 		m.WorkScratch,
 	)
 }
@@ -203,18 +302,27 @@ func (m *pipestateMaps) Close() error {
 //
 // It can be passed to loadPipestateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pipestateVariables struct {
-	FilterTgids     *ebpf.Variable `ebpf:"filter_tgids"`
-	MaxAttempts     *ebpf.Variable `ebpf:"max_attempts"`
-	MaxThreads      *ebpf.Variable `ebpf:"max_threads"`
-	SelfTgid        *ebpf.Variable `ebpf:"self_tgid"`
-	UnusedPstFd     *ebpf.Variable `ebpf:"unused_pst_fd"`
-	UnusedPstSlot   *ebpf.Variable `ebpf:"unused_pst_slot"`
-	UnusedPstWaiter *ebpf.Variable `ebpf:"unused_pst_waiter"`
-	WakeAutoremove  *ebpf.Variable `ebpf:"wake_autoremove"`
-	WakeDefault     *ebpf.Variable `ebpf:"wake_default"`
-	WakeEpPoll      *ebpf.Variable `ebpf:"wake_ep_poll"`
-	WakePollwake    *ebpf.Variable `ebpf:"wake_pollwake"`
-	WakeWoken       *ebpf.Variable `ebpf:"wake_woken"`
+	FilterInos       *ebpf.Variable `ebpf:"filter_inos"`
+	FilterTgids      *ebpf.Variable `ebpf:"filter_tgids"`
+	MaxAttempts      *ebpf.Variable `ebpf:"max_attempts"`
+	MaxThreads       *ebpf.Variable `ebpf:"max_threads"`
+	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
+	UnusedPstFd      *ebpf.Variable `ebpf:"unused_pst_fd"`
+	UnusedPstKind    *ebpf.Variable `ebpf:"unused_pst_kind"`
+	UnusedPstOpen    *ebpf.Variable `ebpf:"unused_pst_open"`
+	UnusedPstQueue   *ebpf.Variable `ebpf:"unused_pst_queue"`
+	UnusedPstSlot    *ebpf.Variable `ebpf:"unused_pst_slot"`
+	UnusedPstStatus  *ebpf.Variable `ebpf:"unused_pst_status"`
+	UnusedPstTask    *ebpf.Variable `ebpf:"unused_pst_task"`
+	UnusedPstWaiter  *ebpf.Variable `ebpf:"unused_pst_waiter"`
+	UnusedPstWkind   *ebpf.Variable `ebpf:"unused_pst_wkind"`
+	WakeAutoremove   *ebpf.Variable `ebpf:"wake_autoremove"`
+	WakeDefault      *ebpf.Variable `ebpf:"wake_default"`
+	WakeEpAutoremove *ebpf.Variable `ebpf:"wake_ep_autoremove"`
+	WakeEpPoll       *ebpf.Variable `ebpf:"wake_ep_poll"`
+	WakePollwake     *ebpf.Variable `ebpf:"wake_pollwake"`
+	WakeWoken        *ebpf.Variable `ebpf:"wake_woken"`
+	WalkGen          *ebpf.Variable `ebpf:"walk_gen"`
 }
 
 // pipestatePrograms contains all programs after they have been loaded into the kernel.
@@ -222,11 +330,13 @@ type pipestateVariables struct {
 // It can be passed to loadPipestateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pipestatePrograms struct {
 	PipeState *ebpf.Program `ebpf:"pipe_state"`
+	TaskState *ebpf.Program `ebpf:"task_state"`
 }
 
 func (p *pipestatePrograms) Close() error {
 	return _PipestateClose(
 		p.PipeState,
+		p.TaskState,
 	)
 }
 

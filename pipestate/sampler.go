@@ -20,6 +20,7 @@ import (
 	"github.com/pipesnap/pipesnap/internal/bpfload"
 	"github.com/pipesnap/pipesnap/internal/host"
 	"github.com/pipesnap/pipesnap/internal/taskiter"
+	"github.com/pipesnap/pipesnap/pipemodel"
 )
 
 // Sentinels for what stops a sampler before it starts.
@@ -43,7 +44,9 @@ type Options struct {
 // all of it. A Sampler is not safe for concurrent use.
 type Sampler struct {
 	objs     pipestateObjects
-	all      *link.Iter
+	all      *link.Iter // the fd walk of every task
+	allTasks *link.Iter // the task walk of every task
+	gen      uint32     // walks so far: the program's walk_gen
 	targets  []uint32
 	starts   map[uint32]uint64 // requested tgid -> start time, clock ticks
 	unscoped bool              // the kernel cannot scope iterators
@@ -74,7 +77,6 @@ func Open(opts Options) (_ *Sampler, err error) {
 	}
 	consts := map[string]any{
 		pipestateVarSelfTgid:    uint32(os.Getpid()),
-		pipestateVarFilterTgids: len(targets) > 0,
 		pipestateVarMaxThreads:  uint32(maxThreads),
 		pipestateVarMaxAttempts: uint32(3),
 	}
@@ -97,8 +99,14 @@ func Open(opts Options) (_ *Sampler, err error) {
 			return nil, fmt.Errorf("adding pid %d to the target map: %w", tgid, err)
 		}
 	}
+	if err := s.objs.FilterTgids.Set(len(targets) > 0); err != nil {
+		return nil, fmt.Errorf("setting the target filter: %w", err)
+	}
 	if s.all, err = link.AttachIter(link.IterOptions{Program: s.objs.PipeState}); err != nil {
 		return nil, fmt.Errorf("attaching iterator: %w", host.ExplainPermission(err))
+	}
+	if s.allTasks, err = link.AttachIter(link.IterOptions{Program: s.objs.TaskState}); err != nil {
+		return nil, fmt.Errorf("attaching task iterator: %w", host.ExplainPermission(err))
 	}
 	return s, nil
 }
@@ -106,9 +114,11 @@ func Open(opts Options) (_ *Sampler, err error) {
 // Close releases the program, its maps and links.
 func (s *Sampler) Close() error {
 	var errs []error
-	if s.all != nil {
-		errs = append(errs, s.all.Close())
-		s.all = nil
+	for _, l := range []**link.Iter{&s.all, &s.allTasks} {
+		if *l != nil {
+			errs = append(errs, (*l).Close())
+			*l = nil
+		}
 	}
 	errs = append(errs, s.objs.Close())
 	return errors.Join(errs...)
@@ -121,9 +131,9 @@ func (s *Sampler) Targets() []uint32 { return s.targets }
 // The program starts without the wake functions' addresses (wake.go):
 // the first walk that leaves a waiter unexplained has the Sampler read
 // them from /proc/kallsyms, once, and walk again.
-func (s *Sampler) Sample(ctx context.Context) (*Sample, error) {
+func (s *Sampler) Sample(ctx context.Context) (*pipemodel.Sample, error) {
 	out, err := s.sample(ctx)
-	if err != nil || s.wake != wakeUnread || !out.unexplained() {
+	if err != nil || s.wake != wakeUnread || !unexplained(out) {
 		return out, err
 	}
 	s.kallsymsReads++
@@ -140,15 +150,31 @@ func (s *Sampler) Sample(ctx context.Context) (*Sample, error) {
 	return s.sample(ctx)
 }
 
-// sample walks the processes once.
-func (s *Sampler) sample(ctx context.Context) (*Sample, error) {
+// sample walks the processes once: their fds, then, when the other end
+// of one of their pipes is held by a process that was not asked for, the
+// fds of every process for those pipes alone (who holds the other end is
+// where a stall often is), then the threads of every process seen.
+func (s *Sampler) sample(ctx context.Context) (*pipemodel.Sample, error) {
 	b := newBuilder(s.pageSize, s.starts)
 	start := time.Now()
+	s.gen++
+	if err := s.objs.WalkGen.Set(s.gen); err != nil {
+		return nil, fmt.Errorf("setting the walk number: %w", err)
+	}
 	if err := s.walk(ctx, b.add); err != nil {
+		return nil, err
+	}
+	outside, err := s.walkOtherEnds(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.walkTasks(ctx, b, outside); err != nil {
 		return nil, err
 	}
 	out := b.finish()
 	out.Time, out.Took = start, time.Since(start)
+	out.Scoped = len(s.targets) > 0
+	resolveEpollFDs(out)
 	for _, tgid := range s.targets {
 		if !b.seen[tgid] && !processAlive(tgid, s.starts[tgid]) {
 			out.Gone = append(out.Gone, tgid)
@@ -191,6 +217,122 @@ func (s *Sampler) read(ctx context.Context, l *link.Iter, fn func(*pipestatePstF
 		// in place, valid until the next read.
 		return fn((*pipestatePstFd)(unsafe.Pointer(&b[0])))
 	})
+}
+
+// walkOtherEnds walks every process's fds for the pipes whose other end
+// the walked processes do not hold all of, and adds those holders,
+// marked outside. It returns whether it found any.
+func (s *Sampler) walkOtherEnds(ctx context.Context, b *builder) (bool, error) {
+	if len(s.targets) == 0 {
+		return false, nil
+	}
+	var want []uint64
+	for _, p := range b.pipes {
+		if len(want) == maxOtherEnds {
+			break
+		}
+		var rd, wr uint32
+		for _, h := range p.Holders {
+			if h.End.Reads() {
+				rd++
+			}
+			if h.End.Writes() {
+				wr++
+			}
+		}
+		if p.Readers > rd || p.Writers > wr {
+			want = append(want, p.Ino)
+		}
+	}
+	if len(want) == 0 {
+		return false, nil
+	}
+	for _, ino := range want {
+		if err := s.objs.Inos.Put(ino, uint8(1)); err != nil {
+			return false, fmt.Errorf("adding inode %d to the inode map: %w", ino, err)
+		}
+	}
+	defer func() {
+		for _, ino := range want {
+			s.objs.Inos.Delete(ino)
+		}
+		s.objs.FilterInos.Set(false)
+		s.objs.FilterTgids.Set(true)
+	}()
+	if err := s.objs.FilterTgids.Set(false); err != nil {
+		return false, err
+	}
+	if err := s.objs.FilterInos.Set(true); err != nil {
+		return false, err
+	}
+	b.outside = true
+	defer func() { b.outside = false }()
+	if err := s.read(ctx, s.all, b.add); err != nil {
+		return false, err
+	}
+	return len(b.outsideProcs) > 0, nil
+}
+
+// maxOtherEnds bounds the pipes looked for outside the walked processes
+// in one sample (the program's inode map).
+const maxOtherEnds = 4096
+
+// walkTasks reads the threads of the processes the fd walks reported,
+// and the tasks asleep opening a FIFO: scoped to the targets where the
+// kernel allows and no holder outside them was found, else every task
+// (the program keeps those of the processes seen in this walk).
+func (s *Sampler) walkTasks(ctx context.Context, b *builder, outside bool) error {
+	fn := func(rec []byte) error {
+		b.addTask((*pipestatePstTask)(unsafe.Pointer(&rec[0])))
+		return nil
+	}
+	if len(s.targets) == 0 || s.unscoped || outside {
+		if outside {
+			if err := s.objs.FilterTgids.Set(false); err != nil {
+				return err
+			}
+			defer s.objs.FilterTgids.Set(true)
+		}
+		return taskiter.Read(ctx, s.allTasks, s.seq, taskRecSize, fn)
+	}
+	for _, tgid := range s.targets {
+		l, err := taskiter.AttachProcess(s.objs.TaskState, tgid)
+		switch {
+		case errors.Is(err, taskiter.ErrNoScope):
+			return taskiter.Read(ctx, s.allTasks, s.seq, taskRecSize, fn)
+		case errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT):
+			continue
+		case err != nil:
+			return fmt.Errorf("attaching task iterator to pid %d: %w", tgid, err)
+		}
+		err = taskiter.Read(ctx, l, s.seq, taskRecSize, fn)
+		l.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var taskRecSize = int(unsafe.Sizeof(pipestatePstTask{}))
+
+// resolveEpollFDs names the epoll fd of each epoll waiter with a task.
+func resolveEpollFDs(smp *pipemodel.Sample) {
+	for _, p := range smp.Pipes {
+		for i := range p.Waiters {
+			w := &p.Waiters[i]
+			if w.Kind != pipemodel.WaiterEpoll || w.PID == 0 || !w.WaitsFor(p) {
+				continue
+			}
+			w.EpollFD = epollFD(w.PID, w.TargetFD, p.Ino)
+			for j := range p.Holders {
+				h := &p.Holders[j]
+				if h.PID == w.PID && h.Via == "epoll" && h.EpollFD == 0 {
+					h.EpollFD = w.EpollFD
+				}
+			}
+		}
+	}
 }
 
 // Preflight checks what a walk needs before anything is loaded: something

@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"github.com/pipesnap/pipesnap/internal/pipetest"
+	"github.com/pipesnap/pipesnap/pipemodel"
 	"github.com/pipesnap/pipesnap/pipestate"
 )
 
 func TestMain(m *testing.M) { pipetest.Main(m) }
 
 // sample walks the given processes once.
-func sample(t *testing.T, opts pipestate.Options) *pipestate.Sample {
+func sample(t *testing.T, opts pipestate.Options) *pipemodel.Sample {
 	t.Helper()
 	s, err := pipestate.Open(opts)
 	if err != nil {
@@ -28,7 +29,7 @@ func sample(t *testing.T, opts pipestate.Options) *pipestate.Sample {
 	return smp
 }
 
-func find(t *testing.T, s *pipestate.Sample, ino uint64) *pipestate.Pipe {
+func find(t *testing.T, s *pipemodel.Sample, ino uint64) *pipemodel.Pipe {
 	t.Helper()
 	p := s.Find(ino)
 	if p == nil {
@@ -45,11 +46,11 @@ type holder struct {
 	blocked string
 }
 
-func checkHolders(t *testing.T, p *pipestate.Pipe, want ...holder) {
+func checkHolders(t *testing.T, p *pipemodel.Pipe, want ...holder) {
 	t.Helper()
 	var got []holder
 	for _, h := range p.Holders {
-		got = append(got, holder{int(h.PID), h.FD, h.End, h.Blocked})
+		got = append(got, holder{int(h.PID), h.FD, string(h.End), h.Blocked})
 	}
 	slices.SortFunc(want, func(a, b holder) int {
 		if a.pid != b.pid {
@@ -62,7 +63,7 @@ func checkHolders(t *testing.T, p *pipestate.Pipe, want ...holder) {
 	}
 }
 
-func blockedPIDs(p *pipestate.Pipe, queue string) []int {
+func blockedPIDs(p *pipemodel.Pipe, queue pipemodel.Queue) []int {
 	var out []int
 	for _, w := range p.Blocked(queue) {
 		out = append(out, int(w.PID))
@@ -174,7 +175,7 @@ func TestStuckPipelines(t *testing.T) {
 			holder{reader.PID, 0, "read", ""})
 		kinds := map[string]int{}
 		for _, w := range p.Waiters {
-			kinds[w.Queue+"/"+w.Kind]++
+			kinds[string(w.Queue)+"/"+string(w.Kind)]++
 			if w.Kind == "poll" && (w.PID != uint32(reader.PID) || w.TID != uint32(reader.TID)) {
 				t.Errorf("poll waiter %+v, want thread %d of %d", w, reader.TID, reader.PID)
 			}
@@ -239,12 +240,12 @@ func TestFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := pipestate.FlowBetween(find(t, a, flowing.Ino()), find(t, b, flowing.Ino()), a.PageSize)
+	f := pipemodel.FlowBetween(find(t, a, flowing.Ino()), find(t, b, flowing.Ino()), a.PageSize)
 	if f.Read < 1<<20 || f.BufsRead == 0 || f.Written < f.Read-65536 {
 		t.Errorf("flowing pipe: %+v, want more than 1 MiB read in 100ms", f)
 	}
-	f = pipestate.FlowBetween(find(t, a, stuck.Ino()), find(t, b, stuck.Ino()), a.PageSize)
-	if f != (pipestate.Flow{Exact: true}) {
+	f = pipemodel.FlowBetween(find(t, a, stuck.Ino()), find(t, b, stuck.Ino()), a.PageSize)
+	if f != (pipemodel.Flow{Exact: true}) {
 		t.Errorf("stuck pipe: %+v, want nothing moved", f)
 	}
 }

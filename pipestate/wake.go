@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"strconv"
+
+	"github.com/pipesnap/pipesnap/pipemodel"
 )
 
 // The wake functions tell what a wait queue entry is: a task sleeping in
@@ -27,7 +29,7 @@ import (
 // wakeFuncs are the addresses of the wake functions; 0 where kallsyms
 // does not list one.
 type wakeFuncs struct {
-	autoremove, dflt, woken, pollwake, epPoll uint64
+	autoremove, dflt, woken, pollwake, epPoll, epAutoremove uint64
 }
 
 // wakeState is what a Sampler knows of the wake functions.
@@ -71,6 +73,8 @@ func parseWakeFuncs(r io.Reader) (wakeFuncs, error) {
 		"woken_wake_function":      &w.woken,
 		"pollwake":                 &w.pollwake,
 		"ep_poll_callback":         &w.epPoll,
+		// Linux 6.x; before, epoll_wait sleeps with default_wake_function.
+		"ep_autoremove_wake_function": &w.epAutoremove,
 	}
 	br := bufio.NewReaderSize(r, 64<<10)
 	for left := len(want); left > 0; {
@@ -119,6 +123,7 @@ func (s *Sampler) setWakeFuncs(w wakeFuncs) error {
 		{"woken_wake_function", s.objs.WakeWoken.Set, w.woken},
 		{"pollwake", s.objs.WakePollwake.Set, w.pollwake},
 		{"ep_poll_callback", s.objs.WakeEpPoll.Set, w.epPoll},
+		{"ep_autoremove_wake_function", s.objs.WakeEpAutoremove.Set, w.epAutoremove},
 		{"autoremove_wake_function", s.objs.WakeAutoremove.Set, w.autoremove},
 	} {
 		if err := v.set(v.addr); err != nil {
@@ -132,10 +137,10 @@ func (s *Sampler) setWakeFuncs(w wakeFuncs) error {
 // functions would tell more about: an entry that is no thread of a walked
 // process (a poll/select or epoll entry, a task of another process), as
 // the program reports them while the wake functions are unset.
-func (smp *Sample) unexplained() bool {
+func unexplained(smp *pipemodel.Sample) bool {
 	for _, p := range smp.Pipes {
 		for _, w := range p.Waiters {
-			if w.Kind == "other" {
+			if w.Kind == pipemodel.WaiterOther {
 				return true
 			}
 		}

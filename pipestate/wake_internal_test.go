@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/pipesnap/pipesnap/internal/pipetest"
+	"github.com/pipesnap/pipesnap/pipemodel"
 )
 
 // openSampler opens a sampler of pids, closed when the test ends.
@@ -22,7 +23,7 @@ func openSampler(t *testing.T, pids []int) *Sampler {
 	return s
 }
 
-func mustSample(t *testing.T, s *Sampler) *Sample {
+func mustSample(t *testing.T, s *Sampler) *pipemodel.Sample {
 	t.Helper()
 	smp, err := s.Sample(context.Background())
 	if err != nil {
@@ -39,7 +40,7 @@ type waiterKey struct {
 	Outside     bool
 }
 
-func waiterKeys(t *testing.T, smp *Sample, ino uint64) []waiterKey {
+func waiterKeys(t *testing.T, smp *pipemodel.Sample, ino uint64) []waiterKey {
 	t.Helper()
 	p := smp.Find(ino)
 	if p == nil {
@@ -47,7 +48,7 @@ func waiterKeys(t *testing.T, smp *Sample, ino uint64) []waiterKey {
 	}
 	var out []waiterKey
 	for _, w := range p.Waiters {
-		out = append(out, waiterKey{w.Queue, w.Kind, w.PID, w.TID, w.Comm, w.Outside})
+		out = append(out, waiterKey{string(w.Queue), string(w.Kind), w.PID, w.TID, w.Comm, w.Outside})
 	}
 	slices.SortFunc(out, func(a, b waiterKey) int {
 		return strings.Compare(a.Queue+a.Kind, b.Queue+b.Kind)
@@ -80,7 +81,7 @@ func TestWakeFuncsNotNeeded(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			pl := pipetest.StartStuck(t, kind)
 			s := openSampler(t, pl.PIDs())
-			var smp *Sample
+			var smp *pipemodel.Sample
 			for range 3 {
 				smp = mustSample(t, s)
 			}
@@ -143,7 +144,7 @@ func TestWakeFuncsNeeded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !first.unexplained() {
+		if !unexplained(first) {
 			t.Fatalf("waiters %+v without the wake functions: want them unexplained", first.Find(pl.Ino()).Waiters)
 		}
 		sampleAfterKallsyms(t, s, pl.Ino(), []waiterKey{
@@ -154,10 +155,17 @@ func TestWakeFuncsNeeded(t *testing.T) {
 	t.Run("outside", func(t *testing.T) {
 		pl := pipetest.StartStuck(t, "empty")
 		reader := pl.PID("reader")
+		// The walk for the other end of the pipe finds the reader and
+		// matches its thread there: no kallsyms needed, and the task is
+		// still outside the walked processes.
 		s := openSampler(t, []int{pl.PID("writer")})
-		sampleAfterKallsyms(t, s, pl.Ino(), []waiterKey{
-			{Queue: "read", Kind: "blocked", PID: uint32(reader), TID: uint32(reader), Comm: "cat", Outside: true},
-		})
+		want := []waiterKey{{Queue: "read", Kind: "blocked", PID: uint32(reader), TID: uint32(reader), Comm: "cat", Outside: true}}
+		if got := waiterKeys(t, mustSample(t, s), pl.Ino()); !slices.Equal(got, want) {
+			t.Errorf("waiters:\n got %+v\nwant %+v", got, want)
+		}
+		if s.kallsymsReads != 0 {
+			t.Errorf("kallsyms read %d times, want none", s.kallsymsReads)
+		}
 	})
 	t.Run("hidden", func(t *testing.T) {
 		// kallsyms with hidden addresses (kptr_restrict): read once, then
@@ -174,7 +182,7 @@ func TestWakeFuncsNeeded(t *testing.T) {
 		s := openSampler(t, pl.PIDs())
 		for range 3 {
 			smp := mustSample(t, s)
-			if !smp.unexplained() {
+			if !unexplained(smp) {
 				t.Errorf("waiters %+v: want them unexplained", smp.Find(pl.Ino()).Waiters)
 			}
 		}
@@ -197,7 +205,7 @@ func TestParseWakeFuncs(t *testing.T) {
 			"ffffffff816d8f00 t pollwake\n" +
 			"ffffffff816d8f10 t pollwake\n" + // the first one counts
 			"ffffffff8172fab0 t ep_poll_callback", // no newline at the end
-			wakeFuncs{0xffffffff813d2580, 0xffffffff813a8d70, 0xffffffff813cf0d0, 0xffffffff816d8f00, 0xffffffff8172fab0}},
+			wakeFuncs{0xffffffff813d2580, 0xffffffff813a8d70, 0xffffffff813cf0d0, 0xffffffff816d8f00, 0xffffffff8172fab0, 0}},
 		{"hidden", "0000000000000000 T _text\n0000000000000000 T autoremove_wake_function\n", wakeFuncs{}},
 		{"modules", "ffffffff813d2580 T autoremove_wake_function\n" +
 			"ffffffffc0000000 t pollwake\t[mod]\n" +
@@ -217,24 +225,24 @@ func TestParseWakeFuncs(t *testing.T) {
 // said (a thread matched in its own process over a task seen from
 // outside, over an entry no record could explain).
 func TestAddWaiterKeepsTheBest(t *testing.T) {
-	other := Waiter{Queue: "read", Kind: "other", entry: 1}
-	outside := Waiter{Queue: "read", Kind: "blocked", PID: 7, TID: 8, Outside: true, entry: 1}
-	thread := Waiter{Queue: "read", Kind: "blocked", PID: 7, TID: 8, entry: 1}
-	for _, order := range [][]Waiter{
+	other := pipemodel.Waiter{Queue: "read", Kind: "other", Entry: 1}
+	outside := pipemodel.Waiter{Queue: "read", Kind: "blocked", PID: 7, TID: 8, Outside: true, Entry: 1}
+	thread := pipemodel.Waiter{Queue: "read", Kind: "blocked", PID: 7, TID: 8, Entry: 1}
+	for _, order := range [][]pipemodel.Waiter{
 		{other, thread}, {thread, other}, {outside, thread}, {thread, outside},
 		{other, outside, thread}, {thread, outside, other},
 	} {
-		var p Pipe
+		var p pipemodel.Pipe
 		for _, w := range order {
-			p.addWaiter(w)
+			addWaiter(&p, w)
 		}
 		if len(p.Waiters) != 1 || p.Waiters[0] != thread {
 			t.Errorf("%+v merged into %+v, want %+v", order, p.Waiters, thread)
 		}
 	}
-	var p Pipe
-	p.addWaiter(other)
-	p.addWaiter(outside)
+	var p pipemodel.Pipe
+	addWaiter(&p, other)
+	addWaiter(&p, outside)
 	if len(p.Waiters) != 1 || p.Waiters[0] != outside {
 		t.Errorf("other then outside merged into %+v, want %+v", p.Waiters, outside)
 	}

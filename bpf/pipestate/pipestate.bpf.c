@@ -28,7 +28,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Configuration, fixed at load time. */
 const volatile __u32 self_tgid = 0;		/* pipesnap itself: never reported */
-const volatile bool filter_tgids = false;	/* only tgids in the targets map */
 const volatile __u32 max_threads = 4096;	/* threads compared per (task, fd) */
 const volatile __u32 max_attempts = 3;		/* reads of a moving pipe */
 
@@ -49,6 +48,40 @@ __u64 wake_default = 0;
 __u64 wake_woken = 0;
 __u64 wake_pollwake = 0;
 __u64 wake_ep_poll = 0;
+/* The wake function of a task in epoll_wait (6.x; 5.x: default_wake_function). */
+__u64 wake_ep_autoremove = 0;
+
+/*
+ * What a walk reports, set from Go before each walk (ordinary globals):
+ * only the tgids in targets, only the inodes in inos (the walk that finds
+ * who holds the other end of a walked pipe), and the walk's number, which
+ * the fd walk writes into seen for every process it reports so that the
+ * task walk reports those processes' threads and no others.
+ */
+bool filter_tgids = false;
+bool filter_inos = false;
+__u32 walk_gen = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u8);
+} inos SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pst_task);
+} task_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -72,6 +105,7 @@ struct {
 struct work {
 	__u64 node;	/* the thread_node list_head of the next thread */
 	__u64 head;	/* &signal->thread_head: the end of the list */
+	__u64 now;	/* last_ran() of the walking task: now, on the same clock */
 	__u32 left;	/* candidates not matched yet */
 	__u32 known;	/* the wake functions were set when the record began */
 };
@@ -87,6 +121,12 @@ struct {
 const struct pst_fd *unused_pst_fd __attribute__((unused));
 const struct pst_waiter *unused_pst_waiter __attribute__((unused));
 const struct pst_slot *unused_pst_slot __attribute__((unused));
+const struct pst_task *unused_pst_task __attribute__((unused));
+const enum pst_kind *unused_pst_kind __attribute__((unused));
+const enum pst_queue *unused_pst_queue __attribute__((unused));
+const enum pst_wkind *unused_pst_wkind __attribute__((unused));
+const enum pst_status *unused_pst_status __attribute__((unused));
+const enum pst_open *unused_pst_open __attribute__((unused));
 
 /* The kind of an entry still to be compared with the process's threads. */
 #define W_CANDIDATE 0
@@ -171,12 +211,104 @@ static __always_inline bool is_fn(__u64 fn, __u64 sym)
 	return sym && fn == sym;
 }
 
+/*
+ * last_ran is when task t last stopped running, in nanoseconds of the
+ * scheduler's clock (rq_clock: sched_clock_cpu, the same on every CPU):
+ * sched_info.last_arrival, when it last got a CPU (CONFIG_SCHED_INFO,
+ * kept whenever schedstats or delay accounting are built in, as in every
+ * distribution kernel), plus how long it then ran (se.sum_exec_runtime
+ * since se.prev_sum_exec_runtime, which the fair class sets when it
+ * picks the task). Without sched_info: se.exec_start, the task clock of
+ * the CPU it last ran on (it leaves out IRQ and steal time, so CPUs
+ * differ a little). Comparing it with last_ran of the walking task, which
+ * is running, gives how long t has not run with one clock: no clock
+ * domain is crossed. 0: no timestamp.
+ */
+static __always_inline __u64 last_ran(struct task_struct *t)
+{
+	__u64 at, sum, prev;
+
+	if (bpf_core_field_exists(t->sched_info.last_arrival)) {
+		at = BPF_CORE_READ(t, sched_info.last_arrival);
+		sum = BPF_CORE_READ(t, se.sum_exec_runtime);
+		prev = BPF_CORE_READ(t, se.prev_sum_exec_runtime);
+		/* A class that does not keep prev_sum_exec_runtime (rt) makes
+		 * the difference the whole run time: not a slice. */
+		if (at && sum > prev && sum - prev < 10ULL * 1000000000ULL)
+			at += sum - prev;
+		return at;
+	}
+	return BPF_CORE_READ(t, se.exec_start);
+}
+
+static __always_inline __u64 now_ns(void)
+{
+	return last_ran(bpf_get_current_task_btf());
+}
+
+/* idle_since: how long t has not run at now; 0 for a task running now. */
+static __always_inline __u64 idle_since(struct task_struct *t, __u64 now)
+{
+	__u64 at = last_ran(t);
+
+	if (!at || !now)
+		return PST_IDLE_UNKNOWN;
+	if (BPF_CORE_READ(t, __state) == 0 || at >= now)
+		return 0;
+	return now - at;
+}
+
 static __always_inline void fill_task(struct pst_waiter *w, struct task_struct *t)
 {
+	struct work *k = work();
+
 	w->tid = BPF_CORE_READ(t, pid);
 	w->tgid = BPF_CORE_READ(t, tgid);
 	w->state = BPF_CORE_READ(t, __state);
+	w->wait_ns = k ? idle_since(t, k->now) : PST_IDLE_UNKNOWN;
 	BPF_CORE_READ_STR_INTO(&w->comm, t, comm);
+}
+
+/* is_task_wake: a wake function whose entry's private is a task. */
+static __always_inline bool is_task_wake(__u64 fn)
+{
+	return is_fn(fn, wake_autoremove) || is_fn(fn, wake_default) ||
+	       is_fn(fn, wake_woken) || is_fn(fn, wake_ep_autoremove);
+}
+
+/*
+ * epoll_entry reads an ep_poll_callback entry: the eppoll_entry around
+ * it names the epitem (the registration: its events, the fd it names)
+ * and the eventpoll, whose wq holds the tasks asleep in epoll_wait on it.
+ * The first of them is the waiter: the instance wakes one at a time.
+ */
+static __always_inline void epoll_entry(struct pst_waiter *w, struct wait_queue_entry *e)
+{
+	struct eppoll_entry *pwq = (void *)e - bpf_core_field_offset(struct eppoll_entry, wait);
+	struct epitem *epi = BPF_CORE_READ(pwq, base);
+	struct eventpoll *ep;
+	struct wait_queue_entry *s;
+	__u64 head, next, fn;
+
+	w->kind = PST_W_EPOLL;
+	if (!epi)
+		return;
+	ep = BPF_CORE_READ(epi, ep);
+	w->events = BPF_CORE_READ(epi, event.events);
+	w->target_fd = BPF_CORE_READ(epi, ffd.fd);
+	w->ep = (__u64)ep;
+	if (!ep)
+		return;
+	head = (__u64)&ep->wq.head;
+	next = (__u64)BPF_CORE_READ(ep, wq.head.next);
+	if (!next || next == head)
+		return;
+	s = (void *)next - bpf_core_field_offset(struct wait_queue_entry, entry);
+	fn = (__u64)BPF_CORE_READ(s, func);
+	if (!is_task_wake(fn) || !BPF_CORE_READ(s, private))
+		return;
+	fill_task(w, (struct task_struct *)BPF_CORE_READ(s, private));
+	w->sleeping = 1;
 }
 
 struct queue_ctx {
@@ -221,17 +353,26 @@ static long queue_entry(__u32 i, struct queue_ctx *c)
 	w->tid = 0;
 	w->tgid = 0;
 	w->state = 0;
+	w->wait_ns = PST_IDLE_UNKNOWN;
+	w->ep = 0;
+	w->events = 0;
+	w->target_fd = -1;
+	w->sleeping = 0;
 	w->comm[0] = 0;
 	if (is_fn(fn, wake_ep_poll)) {
-		w->kind = PST_W_EPOLL;
+		epoll_entry(w, e);
 	} else if (priv && is_fn(fn, wake_pollwake)) {
+		/* poll/select: the entry is in a poll_table_entry, whose key
+		 * is the events asked for; private is the poll_wqueues. */
 		struct poll_wqueues *pq = (void *)priv;
+		struct poll_table_entry *pe = (void *)e -
+			bpf_core_field_offset(struct poll_table_entry, wait);
 
 		w->kind = PST_W_POLL;
+		w->events = BPF_CORE_READ(pe, key);
+		w->sleeping = !BPF_CORE_READ(pq, triggered);
 		fill_task(w, BPF_CORE_READ(pq, polling_task));
-	} else if (priv && (!k->known || is_fn(fn, wake_autoremove) ||
-			    is_fn(fn, wake_default) ||
-			    is_fn(fn, wake_woken))) {
+	} else if (priv && (!k->known || is_task_wake(fn))) {
 		w->kind = W_CANDIDATE;
 		k->left++;
 	} else {
@@ -293,6 +434,7 @@ static __always_inline void read_waiters(struct pst_fd *r, struct pipe_inode_inf
 	if (!k)
 		return;
 	k->left = 0;
+	k->now = now_ns();
 	/* Read once: one record classifies all its entries alike. */
 	k->known = wake_autoremove != 0;
 	walk_queue(&pipe->rd_wait, PST_QUEUE_READ);
@@ -327,7 +469,7 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 	struct pipe_inode_info *pipe;
 	struct inode *inode;
 	struct pst_fd *r;
-	__u32 tgid;
+	__u32 tgid, gen;
 
 	if (!task || !file)
 		return 0;
@@ -342,11 +484,15 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 	r = scratch();
 	if (!r)
 		return 0;
+	r->ino = BPF_CORE_READ(inode, i_ino);
+	if (filter_inos && !bpf_map_lookup_elem(&inos, &r->ino))
+		return 0;
+	gen = walk_gen;
+	bpf_map_update_elem(&seen, &tgid, &gen, BPF_ANY);
 
 	r->tgid = tgid;
 	r->tid = task->pid;
 	r->start_ns = BPF_CORE_READ(task, start_boottime);
-	r->ino = BPF_CORE_READ(inode, i_ino);
 	r->file_id = (__u64)file;
 	r->fd = ctx->fd;
 	r->f_flags = BPF_CORE_READ(file, f_flags);
@@ -372,6 +518,142 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 	}
 	read_ring(r, pipe);
 	read_waiters(r, pipe, task);
+	bpf_seq_write(seq, r, sizeof(*r));
+	return 0;
+}
+
+/* Bound of a kernel stack (THREAD_SIZE is 16 KiB, 32 KiB with KASAN). */
+#define STACK_BOUND (32 << 10)
+
+struct onq_ctx {
+	__u64 head;
+	__u64 pos;
+	__u64 task;
+	bool found;
+};
+
+static long onq_entry(__u32 i, struct onq_ctx *c)
+{
+	struct wait_queue_entry *e;
+
+	if (!c->pos || c->pos == c->head)
+		return 1;
+	e = (void *)c->pos - bpf_core_field_offset(struct wait_queue_entry, entry);
+	if ((__u64)BPF_CORE_READ(e, private) == c->task) {
+		c->found = true;
+		return 1;
+	}
+	c->pos = (__u64)BPF_CORE_READ(e, entry.next);
+	return 0;
+}
+
+/* on_queue tells whether task t has an entry on wait queue wq. */
+static __always_inline bool on_queue(struct wait_queue_head *wq, struct task_struct *t)
+{
+	struct onq_ctx c = {
+		.head = (__u64)&wq->head,
+		.pos = (__u64)BPF_CORE_READ(wq, head.next),
+		.task = (__u64)t,
+	};
+
+	bpf_loop(64, onq_entry, &c, 0);
+	return c.found;
+}
+
+/*
+ * open_wait finds a task asleep in open(2) of a FIFO (fifo_open ->
+ * wait_for_partner): it holds no fd of it yet, so the fd walk cannot see
+ * it. During a path walk the task's nameidata (on its own kernel stack)
+ * names the path; at the open of the last component, the FIFO. That is
+ * taken as a fact only when it checks out: the pointer lies on the
+ * task's stack, the inode is a FIFO with a pipe, and the task has an
+ * entry on the pipe's rd_wait, where wait_for_partner sleeps whichever
+ * end it opens. Which end: fifo_open counts the opener's end before it
+ * sleeps, so a reader waits while there is no writer, a writer while
+ * there is no reader.
+ */
+static __always_inline void open_wait(struct pst_task *r, struct task_struct *t)
+{
+	struct nameidata *nd = BPF_CORE_READ(t, nameidata);
+	__u64 stack = (__u64)BPF_CORE_READ(t, stack);
+	struct pipe_inode_info *pipe;
+	struct filename *name;
+	struct inode *inode;
+	__u32 readers, writers;
+	long n;
+
+	r->open = PST_OPEN_NONE;
+	if (!nd || !stack || (__u64)nd < stack || (__u64)nd >= stack + STACK_BOUND)
+		return;
+	inode = BPF_CORE_READ(nd, path.dentry, d_inode);
+	if (!inode || (BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFIFO)
+		return;
+	pipe = BPF_CORE_READ(inode, i_pipe);
+	if (!pipe || !on_queue(&pipe->rd_wait, t))
+		return;
+	readers = BPF_CORE_READ(pipe, readers);
+	writers = BPF_CORE_READ(pipe, writers);
+	if (!writers)
+		r->open = PST_OPEN_READ;
+	else if (!readers)
+		r->open = PST_OPEN_WRITE;
+	else
+		return; /* about to wake */
+	r->open_ino = BPF_CORE_READ(inode, i_ino);
+	r->open_readers = readers;
+	r->open_writers = writers;
+	r->open_dfd = BPF_CORE_READ(nd, dfd);
+	name = BPF_CORE_READ(nd, name);
+	r->name_len = 0;
+	r->name[0] = 0;
+	if (name) {
+		n = bpf_probe_read_kernel_str(r->name, sizeof(r->name), BPF_CORE_READ(name, name));
+		if (n > 0)
+			r->name_len = n - 1;
+	}
+}
+
+/*
+ * task_state reports the threads of the processes the fd walk reported
+ * (seen in this walk), with their scheduling state and how long each has
+ * not run, and any thread asleep opening a FIFO.
+ */
+SEC("iter/task")
+int task_state(struct bpf_iter__task *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct task_struct *t = ctx->task;
+	struct pst_task *r;
+	__u32 tgid, zero = 0, *gen;
+
+	if (!t)
+		return 0;
+	tgid = t->tgid;
+	if (tgid == self_tgid)
+		return 0;
+	if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
+		return 0;
+	r = bpf_map_lookup_elem(&task_scratch, &zero);
+	if (!r)
+		return 0;
+	open_wait(r, t);
+	gen = bpf_map_lookup_elem(&seen, &tgid);
+	if (r->open == PST_OPEN_NONE && !(gen && *gen == walk_gen))
+		return 0;
+	if (r->open == PST_OPEN_NONE) {
+		r->open_ino = 0;
+		r->open_readers = 0;
+		r->open_writers = 0;
+		r->open_dfd = 0;
+		r->name_len = 0;
+		r->name[0] = 0;
+	}
+	r->tgid = tgid;
+	r->tid = t->pid;
+	r->start_ns = BPF_CORE_READ(t, group_leader, start_boottime);
+	r->state = BPF_CORE_READ(t, __state);
+	r->idle_ns = idle_since(t, now_ns());
+	BPF_CORE_READ_STR_INTO(&r->comm, t, comm);
 	bpf_seq_write(seq, r, sizeof(*r));
 	return 0;
 }

@@ -39,6 +39,16 @@ enum pst_wkind {
 	PST_W_OTHER = 5,
 };
 
+/* What a task asleep in open(2) of a FIFO waits for. */
+enum pst_open {
+	PST_OPEN_NONE = 0,
+	PST_OPEN_READ = 1,	/* opening for reading: waits for a writer */
+	PST_OPEN_WRITE = 2,	/* opening for writing: waits for a reader */
+};
+
+/* idle_ns and wait_ns when the kernel keeps no timestamp pipesnap reads. */
+#define PST_IDLE_UNKNOWN 0xffffffffffffffffULL
+
 enum pst_status {
 	PST_STATUS_MOVED = 1,		/* head/tail moved during every read */
 	PST_STATUS_WAITERS_TRUNC = 2,	/* more wait entries than reported */
@@ -49,12 +59,20 @@ enum pst_status {
 struct pst_waiter {
 	__u64 entry;	/* the wait_queue_entry: its identity across records */
 	__u64 private;	/* the entry's private; compared, never shown */
+	__u64 wait_ns;	/* since the task last ran (PST_IDLE_UNKNOWN) */
+	__u64 ep;	/* epoll: the eventpoll, an identity */
 	__u32 tid;	/* the task's thread id, when there is a task */
 	__u32 tgid;
 	__u32 state;	/* the task's __state */
+	__u32 events;	/* poll/epoll: the events waited for */
+	__s32 target_fd;	/* epoll: the fd the registration names */
 	__u8 queue;	/* enum pst_queue */
 	__u8 kind;	/* enum pst_wkind */
+	__u8 sleeping;	/* poll/epoll: a task sleeps in the call right now */
+	__u8 _pad;
 	__u16 flags;	/* the entry's flags (WQ_FLAG_EXCLUSIVE...) */
+	__u16 _pad2;
+	__u32 _pad3;
 	char comm[PST_COMM_LEN];
 };
 
@@ -93,6 +111,26 @@ struct pst_fd {
 	struct pst_slot slots[PST_SLOTS];	/* buffers tail, tail+1, ... */
 	struct pst_waiter waiters[PST_MAX_WAITERS];
 	char path[PST_PATH_LEN];
+};
+
+/*
+ * struct pst_task: one thread of a process the fd walk reported (or any
+ * thread asleep in open(2) of a FIFO), with its scheduling state.
+ */
+struct pst_task {
+	__u32 tgid;
+	__u32 tid;
+	__u64 start_ns;		/* the process's start time (boot clock) */
+	__u64 idle_ns;		/* since the thread last ran (PST_IDLE_UNKNOWN) */
+	__u32 state;		/* __state */
+	__u32 open;		/* enum pst_open */
+	__u64 open_ino;		/* the FIFO's inode */
+	__u32 open_readers;	/* the FIFO's open ends, the waiter's own included */
+	__u32 open_writers;
+	__s32 open_dfd;		/* the directory fd the path is relative to (AT_FDCWD) */
+	__u32 name_len;		/* of name, the path as given to open(2) */
+	char comm[PST_COMM_LEN];
+	char name[PST_PATH_LEN];
 };
 
 #endif

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,9 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+
+	"github.com/pipesnap/pipesnap/diagnose"
+	"github.com/pipesnap/pipesnap/pipemodel"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -115,9 +119,10 @@ polling], waiters [queue, kind, pid, tid, comm, state, outside]), procs
 }
 
 type jsonState struct {
-	Pipes []jsonStatePipe  `json:"pipes"`
-	Procs []pipestate.Proc `json:"procs"`
-	Gone  []uint32         `json:"gone"`
+	Pipes     []jsonStatePipe      `json:"pipes"`
+	Procs     []pipemodel.Proc     `json:"procs"`
+	Gone      []uint32             `json:"gone"`
+	OpenWaits []pipemodel.OpenWait `json:"open_waits"`
 	// TookUS is how long the kernel walk took, in microseconds.
 	TookUS int64 `json:"took_us"`
 }
@@ -134,12 +139,13 @@ type jsonStatePipe struct {
 	UnseenReaders uint32             `json:"unseen_readers"`
 	UnseenWriters uint32             `json:"unseen_writers"`
 	Moving        bool               `json:"moving"`
-	Holders       []pipestate.Holder `json:"holders"`
-	Waiters       []pipestate.Waiter `json:"waiters"`
+	Holders       []pipemodel.Holder `json:"holders"`
+	Waiters       []pipemodel.Waiter `json:"waiters"`
 }
 
-func stateJSON(s *pipestate.Sample) jsonState {
-	out := jsonState{Pipes: []jsonStatePipe{}, Procs: []pipestate.Proc{}, Gone: []uint32{}, TookUS: s.Took.Microseconds()}
+func stateJSON(s *pipemodel.Sample) jsonState {
+	out := jsonState{Pipes: []jsonStatePipe{}, Procs: []pipemodel.Proc{}, Gone: []uint32{}, TookUS: s.Took.Microseconds(),
+		OpenWaits: append([]pipemodel.OpenWait{}, s.OpenWaits...)}
 	for _, p := range s.Pipes {
 		jp := jsonStatePipe{
 			Ino: p.Ino, Kind: p.Kind, Path: p.Path, Bytes: p.Bytes, Capacity: p.Capacity, Bufs: p.Bufs,
@@ -147,22 +153,22 @@ func stateJSON(s *pipestate.Sample) jsonState {
 			Moving: p.Moving, Holders: p.Holders, Waiters: p.Waiters,
 		}
 		if jp.Holders == nil {
-			jp.Holders = []pipestate.Holder{}
+			jp.Holders = []pipemodel.Holder{}
 		}
 		if jp.Waiters == nil {
-			jp.Waiters = []pipestate.Waiter{}
+			jp.Waiters = []pipemodel.Waiter{}
 		}
 		out.Pipes = append(out.Pipes, jp)
 	}
 	for _, pr := range s.Procs {
 		out.Procs = append(out.Procs, *pr)
 	}
-	slices.SortFunc(out.Procs, func(a, b pipestate.Proc) int { return int(a.PID) - int(b.PID) })
+	slices.SortFunc(out.Procs, func(a, b pipemodel.Proc) int { return int(a.PID) - int(b.PID) })
 	out.Gone = append(out.Gone, s.Gone...)
 	return out
 }
 
-func writeStateJSON(w io.Writer, s *pipestate.Sample) error {
+func writeStateJSON(w io.Writer, s *pipemodel.Sample) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(stateJSON(s))
@@ -170,14 +176,15 @@ func writeStateJSON(w io.Writer, s *pipestate.Sample) error {
 
 type tableOptions struct {
 	bar   bool                                      // a fill bar column
-	rates map[uint64]pipestate.Flow                 // watch: what went through, per pipe
+	rates map[uint64]pipemodel.Flow                 // watch: what went through, per pipe
 	dt    float64                                   // seconds the rates are over
-	order func([]*pipestate.Pipe) []*pipestate.Pipe // row order; nil: by inode
+	order func([]*pipemodel.Pipe) []*pipemodel.Pipe // row order; nil: by inode
 	rows  int                                       // at most this many rows; 0: all
 }
 
-func writeStateTable(w io.Writer, s *pipestate.Sample, opt tableOptions) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
+	bw := bufio.NewWriter(w)
+	tw := tabwriter.NewWriter(bw, 0, 4, 2, ' ', 0)
 	head := []string{"INO", "KIND", "BYTES/CAPACITY"}
 	if opt.bar {
 		head = append(head, "FILL")
@@ -185,7 +192,7 @@ func writeStateTable(w io.Writer, s *pipestate.Sample, opt tableOptions) error {
 	if opt.rates != nil {
 		head = append(head, "IN/s", "OUT/s")
 	}
-	head = append(head, "R", "W", "HOLDERS")
+	head = append(head, "R", "W", "WAIT", "STATE", "HOLDERS", "PATH")
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	pipes := s.Pipes
 	if opt.order != nil {
@@ -197,11 +204,7 @@ func writeStateTable(w io.Writer, s *pipestate.Sample, opt tableOptions) error {
 			break
 		}
 		shown++
-		kind := p.Kind
-		if p.Path != "" {
-			kind += " " + p.Path
-		}
-		cols := []string{fmt.Sprint(p.Ino), kind, fmt.Sprintf("%d/%d", p.Bytes, p.Capacity)}
+		cols := []string{fmt.Sprint(p.Ino), p.Kind, fmt.Sprintf("%d/%d", p.Bytes, p.Capacity)}
 		if opt.bar {
 			cols = append(cols, fillBar(p.Bytes, p.Capacity, 10))
 		}
@@ -212,40 +215,110 @@ func writeStateTable(w io.Writer, s *pipestate.Sample, opt tableOptions) error {
 			}
 			cols = append(cols, in, out)
 		}
-		cols = append(cols, fmt.Sprint(p.Readers), fmt.Sprint(p.Writers), holdersText(p))
-		fmt.Fprintln(tw, strings.Join(cols, "\t"))
+		wait := "-"
+		if d, ok := p.LongestWait(); ok {
+			wait = diagnose.Duration(d)
+		}
+		cols = append(cols, fmt.Sprint(p.Readers), fmt.Sprint(p.Writers), wait, holderStates(s, p), holdersText(s, p))
+		fmt.Fprintln(tw, strings.Join(withPath(cols, p.Path), "\t"))
+	}
+	for _, ow := range s.OpenWaits {
+		if opt.rows > 0 && shown == opt.rows {
+			break
+		}
+		shown++
+		cols := []string{fmt.Sprint(ow.Ino), "fifo", "-"}
+		if opt.bar {
+			cols = append(cols, "")
+		}
+		if opt.rates != nil {
+			cols = append(cols, "-", "-")
+		}
+		cols = append(cols, fmt.Sprint(ow.Readers), fmt.Sprint(ow.Writers), diagnose.Duration(ow.Wait), ow.State.Name(),
+			fmt.Sprintf("%d(%s):-:%s:opening", ow.PID, ow.Comm, ow.End))
+		fmt.Fprintln(tw, strings.Join(withPath(cols, ow.Path), "\t"))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if left := len(pipes) - shown; left > 0 {
-		fmt.Fprintf(w, "... %d more pipes\n", left)
+	if left := len(pipes) + len(s.OpenWaits) - shown; left > 0 {
+		fmt.Fprintf(bw, "... %d more pipes\n", left)
 	}
 	for _, pid := range s.Gone {
-		fmt.Fprintf(w, "note: pid %d exited\n", pid)
+		fmt.Fprintf(bw, "note: pid %d exited\n", pid)
 	}
-	return nil
+	return bw.Flush()
 }
 
-// holdersText shows each holder as pid(comm):fd:end, with :blocked or
-// :polling, then the tasks blocked on the pipe outside the walk.
-func holdersText(p *pipestate.Pipe) string {
+// withPath adds a FIFO's path as the last cell. Rows without one end at
+// HOLDERS, so that column is padded only where a path follows it, and a
+// long path widens no other column.
+func withPath(cols []string, path string) []string {
+	if path == "" {
+		return cols
+	}
+	return append(cols, path)
+}
+
+// holderStates lists the states of the processes holding a pipe, the
+// ones that stop a pipeline first: "stopped,sleeping".
+func holderStates(s *pipemodel.Sample, p *pipemodel.Pipe) string {
+	order := []pipemodel.State{"T", "t", "D", "Z", "X", "R", "S", "I", "P"}
+	seen := map[pipemodel.State]bool{}
+	for _, h := range p.Holders {
+		if pr := s.Procs[h.PID]; pr != nil {
+			seen[pr.State] = true
+		}
+	}
+	var out []string
+	for _, st := range order {
+		if seen[st] {
+			out = append(out, st.Name())
+		}
+	}
+	if len(out) == 0 {
+		return "-"
+	}
+	return strings.Join(out, ",")
+}
+
+// holdersText shows each holder as pid(comm):fd:end, with :blocked
+// (asleep in read or write on the pipe), :waiting (in poll, select or
+// epoll_wait for it), or :polling (in poll/select with it, waiting for
+// something else), and :stopped, :zombie or :uninterruptible for such a
+// process; then the tasks blocked on the pipe outside the walk.
+func holdersText(s *pipemodel.Sample, p *pipemodel.Pipe) string {
 	var parts []string
 	for _, h := range p.Holders {
-		s := fmt.Sprintf("%d(%s):%d:%s", h.PID, h.Comm, h.FD, h.End)
+		str := fmt.Sprintf("%d(%s):%d:%s", h.PID, h.Comm, h.FD, h.End)
 		switch {
 		case h.Blocked != "":
-			s += ":blocked"
-			if h.End == "rdwr" {
-				s += "-" + h.Blocked
+			str += ":blocked"
+			if h.End == pipemodel.EndRdwr {
+				str += "-" + h.Blocked
+			}
+		case h.Waiting != "":
+			str += ":waiting"
+			if h.End == pipemodel.EndRdwr {
+				str += "-" + h.Waiting
 			}
 		case h.Polling:
-			s += ":polling"
+			str += ":polling"
 		}
-		parts = append(parts, s)
+		if pr := s.Procs[h.PID]; pr != nil {
+			switch pr.State {
+			case "T", "t":
+				str += ":stopped"
+			case "Z":
+				str += ":zombie"
+			case "D":
+				str += ":uninterruptible"
+			}
+		}
+		parts = append(parts, str)
 	}
 	for _, wt := range p.Waiters {
-		if wt.Kind == "blocked" && wt.Outside {
+		if wt.Kind == pipemodel.WaiterBlocked && wt.Outside && !p.Holds(wt.PID) {
 			parts = append(parts, fmt.Sprintf("%d(%s):-:%s:blocked", wt.PID, wt.Comm, wt.Queue))
 		}
 	}

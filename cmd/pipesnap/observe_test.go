@@ -175,31 +175,40 @@ type diagOut struct {
 		Procs []struct {
 			PID int `json:"pid"`
 		} `json:"procs"`
+		Stages [][]struct {
+			PID int `json:"pid"`
+		} `json:"stages"`
 		Pipes   []uint64 `json:"pipes"`
 		Stuck   bool     `json:"stuck"`
 		StuckAt []int    `json:"stuck_at"`
 		Summary string   `json:"summary"`
 	} `json:"chains"`
 	Findings []struct {
-		Kind    string `json:"kind"`
-		Ino     uint64 `json:"ino"`
-		Message string `json:"message"`
-		Blocked []struct {
-			PID   int      `json:"pid"`
-			TID   int      `json:"tid"`
-			End   string   `json:"end"`
-			State string   `json:"state"`
-			Wchan string   `json:"wchan"`
-			Stack []string `json:"stack"`
-		} `json:"blocked"`
-		Idle []struct {
-			PID   int    `json:"pid"`
-			End   string `json:"end"`
-			State string `json:"state"`
-			Wchan string `json:"wchan"`
-		} `json:"idle"`
+		Kind     string     `json:"kind"`
+		Category string     `json:"category"`
+		Ino      uint64     `json:"ino"`
+		Waiting  []diagTask `json:"waiting"`
+		OtherEnd []diagTask `json:"other_end"`
+		Culprits []diagTask `json:"culprits"`
+		ForNS    int64      `json:"for_ns"`
+		Message  string     `json:"message"`
 	} `json:"findings"`
-	Moving []uint64 `json:"moving"`
+	Moving     []uint64       `json:"moving"`
+	Considered int            `json:"considered"`
+	LeftOut    map[string]int `json:"left_out"`
+}
+
+type diagTask struct {
+	PID     int      `json:"pid"`
+	TID     int      `json:"tid"`
+	End     string   `json:"end"`
+	Via     string   `json:"via"`
+	EpollFD int      `json:"epoll_fd"`
+	State   string   `json:"state"`
+	WaitNS  int64    `json:"wait_ns"`
+	Wchan   string   `json:"wchan"`
+	Stack   []string `json:"stack"`
+	Outside bool     `json:"outside"`
 }
 
 func diagnoseJSON(t *testing.T, wantCode int, args ...string) diagOut {
@@ -217,11 +226,11 @@ func diagnoseJSON(t *testing.T, wantCode int, args ...string) diagOut {
 
 // finding is what a test expects diagnose to say about one pipe.
 type finding struct {
-	ino     uint64
-	kind    string
-	blocked []int // pids
-	idle    []int
-	msg     string
+	ino      uint64
+	kind     string
+	waiting  []int // pids
+	culprits []int
+	msg      string
 }
 
 func (v diagOut) check(t *testing.T, f finding) {
@@ -230,68 +239,81 @@ func (v diagOut) check(t *testing.T, f finding) {
 		if got.Ino != f.ino {
 			continue
 		}
-		var blocked, idle []int
-		for _, b := range got.Blocked {
-			blocked = append(blocked, b.PID)
-			if b.State != "S" || !strings.Contains(b.Wchan, "pipe") {
-				t.Errorf("blocked task %+v: want state S, waiting in the pipe code", b)
-			}
-			if len(b.Stack) == 0 || !strings.Contains(strings.Join(b.Stack, " "), "pipe_") {
-				t.Errorf("blocked task %d: stack %q lacks the pipe code", b.PID, b.Stack)
+		var waiting, culprits []int
+		for _, b := range got.Waiting {
+			waiting = append(waiting, b.PID)
+			if b.Via == "read" || b.Via == "write" {
+				if b.State != "S" || !strings.Contains(b.Wchan, "pipe") {
+					t.Errorf("blocked task %+v: want state S, waiting in the pipe code", b)
+				}
+				if len(b.Stack) == 0 || !strings.Contains(strings.Join(b.Stack, " "), "pipe_") {
+					t.Errorf("blocked task %d: stack %q lacks the pipe code", b.PID, b.Stack)
+				}
 			}
 		}
-		for _, i := range got.Idle {
-			idle = append(idle, i.PID)
+		for _, i := range got.Culprits {
+			culprits = append(culprits, i.PID)
 		}
-		if got.Kind != f.kind || !slices.Equal(blocked, f.blocked) || !slices.Equal(idle, f.idle) || !strings.Contains(got.Message, f.msg) {
-			t.Errorf("pipe %d: %s, blocked %v, idle %v, %q\nwant %s, blocked %v, idle %v, %q", f.ino,
-				got.Kind, blocked, idle, got.Message, f.kind, f.blocked, f.idle, f.msg)
+		if got.Kind != f.kind || !slices.Equal(waiting, f.waiting) || !slices.Equal(culprits, f.culprits) || !strings.Contains(got.Message, f.msg) {
+			t.Errorf("pipe %d: %s, waiting %v, culprits %v, %q\nwant %s, waiting %v, culprits %v, %q", f.ino,
+				got.Kind, waiting, culprits, got.Message, f.kind, f.waiting, f.culprits, f.msg)
 		}
 		return
 	}
 	t.Errorf("no finding for pipe %d (%s): %+v", f.ino, f.kind, v.Findings)
 }
 
+// minWait is the --min-wait the tests give: stall-shaped waits of the
+// test pipelines, a fraction of a second old, count.
+var minWait = []string{"--min-wait", "100ms"}
+
 func TestDiagnoseStuckPipelines(t *testing.T) {
 	requireBPF(t)
+	args := func(pl *pipetest.Pipeline) []string { return append(slices.Clone(minWait), pidArgs(pl.PIDs()...)...) }
 	t.Run("full", func(t *testing.T) {
 		pl := pipetest.StartStuck(t, "full")
 		w, r := pl.PID("writer"), pl.PID("reader")
-		v := diagnoseJSON(t, 1, pidArgs(pl.PIDs()...)...)
+		v := diagnoseJSON(t, 1, args(pl)...)
 		v.check(t, finding{pl.Ino(), "full-reader-idle", []int{w}, []int{r},
-			fmt.Sprintf("yes (pid %d) is blocked writing to pipe %d, which is full (65536/65536); its reader sleep (pid %d) is not reading it: state S, waiting in", w, pl.Ino(), r)})
+			fmt.Sprintf("to write to pipe %d, which is full (65536/65536 bytes); its reader sleep (pid %d) is not reading it: state S, idle ", pl.Ino(), r)})
 		if len(v.Chains) != 1 || !slices.Equal(v.Chains[0].StuckAt, []int{r}) {
 			t.Errorf("chains %+v: want one, stuck at %d", v.Chains, r)
 		}
 	})
 	t.Run("empty", func(t *testing.T) {
+		// A reader waiting for a writer that is alive and asleep is idle,
+		// not stuck.
 		pl := pipetest.StartStuck(t, "empty")
 		w, r := pl.PID("writer"), pl.PID("reader")
-		diagnoseJSON(t, 1, pidArgs(pl.PIDs()...)...).check(t, finding{pl.Ino(), "empty-writer-idle", []int{r}, []int{w},
-			fmt.Sprintf("cat (pid %d) is blocked reading pipe %d, which is empty; its writer sleep (pid %d) is not writing", r, pl.Ino(), w)})
+		v := diagnoseJSON(t, 0, args(pl)...)
+		v.check(t, finding{pl.Ino(), "empty-writer-idle", []int{r}, nil,
+			fmt.Sprintf("for input on pipe %d, which is empty (blocked in read); its writer sleep (pid %d) is alive and waiting itself", pl.Ino(), w)})
+		if v.LeftOut["idle, waiting for input"] != 1 {
+			t.Errorf("left out %v, want 1 idle", v.LeftOut)
+		}
 	})
 	t.Run("no-readers", func(t *testing.T) {
 		pl := pipetest.StartStuck(t, "no-readers")
-		diagnoseJSON(t, 1, pidArgs(pl.PIDs()...)...).check(t, finding{pl.Ino(), "no-readers", nil, []int{pl.PID("writer")},
-			"will get SIGPIPE (or EPIPE) on its next write, and the 5 bytes in it will never be read"})
+		diagnoseJSON(t, 1, args(pl)...).check(t, finding{pl.Ino(), "data-no-reader", nil, nil,
+			"holds 5 bytes and has no reader left: they can never be read; its writer sleep"})
 	})
 	t.Run("unread", func(t *testing.T) {
 		pl := pipetest.StartStuck(t, "unread")
-		diagnoseJSON(t, 1, pidArgs(pl.PIDs()...)...).check(t, finding{pl.Ino(), "unread-no-writers", nil, []int{pl.PID("reader")},
-			"holds 12 bytes and has no writer left"})
+		diagnoseJSON(t, 1, args(pl)...).check(t, finding{pl.Ino(), "unread", nil, []int{pl.PID("reader")},
+			"holds 12 bytes that nobody reads, and no writer is left"})
 	})
 	t.Run("own-writer", func(t *testing.T) {
 		pl := pipetest.StartStuck(t, "own-writer")
 		r := pl.PID("reader")
-		diagnoseJSON(t, 1, pidArgs(pl.PIDs()...)...).check(t, finding{pl.Ino(), "writer-gone", []int{r}, []int{r},
+		diagnoseJSON(t, 1, args(pl)...).check(t, finding{pl.Ino(), "writer-gone", []int{r}, []int{r},
 			fmt.Sprintf("the only write end left is its own (fd 3 of cat (pid %d))", r)})
 	})
 	t.Run("chain", func(t *testing.T) {
 		pl := pipetest.StartStuck(t, "chain")
 		w, m, r := pl.PID("writer"), pl.PID("middle"), pl.PID("reader")
-		v := diagnoseJSON(t, 1, pidArgs(pl.PIDs()...)...)
+		v := diagnoseJSON(t, 1, args(pl)...)
 		v.check(t, finding{pl.Inos["in"], "full-reader-idle", []int{w}, []int{m}, "its reader sleep"})
-		v.check(t, finding{pl.Inos["out"], "empty-writer-idle", []int{r}, []int{m}, "its writer sleep"})
+		v.check(t, finding{pl.Inos["out"], "empty-writer-idle", []int{r}, nil, "its writer sleep"})
 		if len(v.Chains) != 1 {
 			t.Fatalf("chains %+v: want one", v.Chains)
 		}
@@ -310,28 +332,43 @@ func TestDiagnoseStuckPipelines(t *testing.T) {
 	t.Run("thread-reader", func(t *testing.T) {
 		pl := pipetest.StartStuck(t, "thread-reader")
 		r := pl.Stages["reader"]
-		v := diagnoseJSON(t, 1, pidArgs(pl.PIDs()...)...)
-		v.check(t, finding{pl.Ino(), "empty-writer-idle", []int{r.PID}, []int{pl.PID("writer")}, fmt.Sprintf("thread %d", r.TID)})
+		v := diagnoseJSON(t, 0, args(pl)...)
+		v.check(t, finding{pl.Ino(), "empty-writer-idle", []int{r.PID}, nil, fmt.Sprintf("thread %d", r.TID)})
 	})
 	t.Run("poller", func(t *testing.T) {
 		pl := pipetest.StartStuck(t, "poller")
-		if v := diagnoseJSON(t, 0, pidArgs(pl.PIDs()...)...); v.Stuck {
-			t.Errorf("a poller is not stuck: %+v", v.Findings)
-		}
+		r := pl.Stages["reader"]
+		v := diagnoseJSON(t, 0, args(pl)...)
+		v.check(t, finding{pl.Ino(), "empty-writer-idle", []int{r.PID}, nil, "(in poll/select)"})
 	})
 	t.Run("flowing", func(t *testing.T) {
 		pl := pipetest.StartStuck(t, "flowing")
-		v := diagnoseJSON(t, 0, pidArgs(pl.PIDs()...)...)
+		v := diagnoseJSON(t, 0, args(pl)...)
 		if v.Stuck || !slices.Contains(v.Moving, pl.Ino()) {
 			t.Errorf("a flowing pipe: stuck %v, moving %v; want moving, not stuck", v.Stuck, v.Moving)
 		}
 	})
+	t.Run("partial", func(t *testing.T) {
+		// Only the middle of yes | sleep | cat is asked for: the culprit
+		// is still the middle, and the writer outside is named.
+		pl := pipetest.StartStuck(t, "chain")
+		w, m := pl.PID("writer"), pl.PID("middle")
+		v := diagnoseJSON(t, 1, append(slices.Clone(minWait), pidArgs(m)...)...)
+		v.check(t, finding{pl.Inos["in"], "full-reader-idle", []int{w}, []int{m}, ""})
+		for _, f := range v.Findings {
+			for _, t2 := range f.Waiting {
+				if t2.PID == w && !t2.Outside {
+					t.Errorf("writer %d not marked outside: %+v", w, t2)
+				}
+			}
+		}
+	})
 	t.Run("text", func(t *testing.T) {
 		pl := pipetest.StartStuck(t, "chain")
-		out, _, code := run(t, append([]string{"diagnose", "--settle", "0"}, pidArgs(pl.PIDs()...)...)...)
+		out, _, code := run(t, append([]string{"diagnose", "--settle", "0", "--min-wait", "0"}, pidArgs(pl.PIDs()...)...)...)
 		for _, s := range []string{
 			fmt.Sprintf("STUCK yes (%d) | sleep (%d) | cat (%d): stuck at sleep (pid %d)", pl.PID("writer"), pl.PID("middle"), pl.PID("reader"), pl.PID("middle")),
-			"[full-reader-idle]", "[empty-writer-idle]", "pipe_write", "2 stuck pipes",
+			"[full-reader-idle, ", "pipe_write", "1 stall in 1 pipeline: 2 pipes walked, 2 waits considered, left out: 1 idle, waiting for input",
 		} {
 			if code != 1 || !strings.Contains(out, s) {
 				t.Errorf("diagnose text (exit %d) lacks %q:\n%s", code, s, out)
@@ -341,18 +378,23 @@ func TestDiagnoseStuckPipelines(t *testing.T) {
 }
 
 // TestDiagnoseAll: with every process of the machine walked, each test
-// pipeline is still pinned on its right stage.
+// pipeline is still pinned on its right stage, and nothing else is
+// called stuck (the machine's own pipes are idle).
 func TestDiagnoseAll(t *testing.T) {
 	requireBPF(t)
 	chain := pipetest.StartStuck(t, "chain")
 	full := pipetest.StartStuck(t, "full")
 	flowing := pipetest.StartStuck(t, "flowing")
-	v := diagnoseJSON(t, 1, "--all")
+	v := diagnoseJSON(t, 1, append(slices.Clone(minWait), "--all")...)
 	v.check(t, finding{chain.Inos["in"], "full-reader-idle", []int{chain.PID("writer")}, []int{chain.PID("middle")}, ""})
 	v.check(t, finding{full.Ino(), "full-reader-idle", []int{full.PID("writer")}, []int{full.PID("reader")}, ""})
+	ours := map[uint64]bool{chain.Inos["in"]: true, chain.Inos["out"]: true, full.Ino(): true}
 	for _, f := range v.Findings {
 		if f.Ino == flowing.Ino() {
 			t.Errorf("the flowing pipe is reported stuck: %+v", f)
+		}
+		if f.Category == "stall" && !ours[f.Ino] {
+			t.Errorf("a pipe of the machine is called stuck: %+v", f)
 		}
 	}
 	atMiddle := false
@@ -409,14 +451,14 @@ func TestWatch(t *testing.T) {
 		return out
 	}
 	first, second := rows(frames[0]), rows(frames[1])
-	// INO KIND BYTES/CAPACITY IN/s OUT/s R W HOLDERS...
+	// INO KIND BYTES/CAPACITY IN/s OUT/s R W WAIT STATE HOLDERS...
 	if r := first[flowing.Ino()]; len(r) < 5 || r[3] != "-" || r[4] != "-" {
 		t.Errorf("first frame: rates %v, want none yet", r)
 	}
 	if r := second[flowing.Ino()]; len(r) < 5 || !strings.HasSuffix(r[4], "M") && !strings.HasSuffix(r[4], "G") {
 		t.Errorf("second frame: the flowing pipe's rate %v, want megabytes per second", r)
 	}
-	if r := second[full.Ino()]; len(r) < 8 || r[2] != "65536/65536" || r[3] != "0" || r[4] != "0" || !strings.HasSuffix(r[7], ":write:blocked") {
+	if r := second[full.Ino()]; len(r) < 10 || r[2] != "65536/65536" || r[3] != "0" || r[4] != "0" || r[7] == "-" || r[8] != "sleeping" || !strings.HasSuffix(r[9], ":write:blocked") {
 		t.Errorf("second frame: the full pipe %v, want full, no flow, writer blocked", r)
 	}
 }

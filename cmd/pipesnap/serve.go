@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pipesnap/pipesnap/pipemodel"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
@@ -74,7 +76,7 @@ func runServe(s *pipestate.Sampler, addr string, maxPipes int) error {
 	// Collect is serialized by the collector; the sampler is used by
 	// nothing else.
 	var mu sync.Mutex
-	source := func(ctx context.Context) (*pipestate.Sample, error) {
+	source := func(ctx context.Context) (*pipemodel.Sample, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		return s.Sample(ctx)

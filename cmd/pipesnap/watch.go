@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pipesnap/pipesnap/pipemodel"
+
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
@@ -19,8 +21,9 @@ func watchCommand() *cli.Command {
 		Usage:     "a refreshing view of ls, sorted by fill, with throughput per pipe",
 		ArgsUsage: " ",
 		Description: `Walks the pipes every --interval (default 1s) and shows the ls table,
-fullest pipes first (pipes with blocked tasks before others at equal
-fill), with what went through each pipe since the previous frame: IN/s
+fullest pipes first (pipes with waiting tasks before others at equal
+fill), with the longest wait and the holders' states (see ls), and what
+went through each pipe since the previous frame: IN/s
 bytes written, OUT/s bytes read. The kernel keeps no byte counters: the
 rates come from the ring's head and tail movement and the lengths of the
 buffers seen in the two frames. A buffer written and read whole between
@@ -60,7 +63,7 @@ func runWatch(s *pipestate.Sampler, interval time.Duration, iterations int) erro
 	defer stop()
 	out := bufio.NewWriter(os.Stdout)
 	term := isTerminal(os.Stdout)
-	var prev *pipestate.Sample
+	var prev *pipemodel.Sample
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for frame := 1; ; frame++ {
@@ -71,18 +74,18 @@ func runWatch(s *pipestate.Sampler, interval time.Duration, iterations int) erro
 			}
 			return stateError("watch", err)
 		}
-		opt := tableOptions{bar: term, rates: map[uint64]pipestate.Flow{}, order: byFill}
+		opt := tableOptions{bar: term, rates: map[uint64]pipemodel.Flow{}, order: byFill}
 		if prev != nil {
 			opt.dt = cur.Time.Sub(prev.Time).Seconds()
 			for _, p := range cur.Pipes {
 				if q := prev.Find(p.Ino); q != nil {
-					opt.rates[p.Ino] = pipestate.FlowBetween(q, p, cur.PageSize)
+					opt.rates[p.Ino] = pipemodel.FlowBetween(q, p, cur.PageSize)
 				}
 			}
 		}
-		blocked := 0
+		blocked := len(cur.OpenWaits)
 		for _, p := range cur.Pipes {
-			blocked += len(p.Blocked("read")) + len(p.Blocked("write"))
+			blocked += p.BlockedTasks()
 		}
 		if term {
 			fmt.Fprint(out, "\x1b[H\x1b[2J")
@@ -92,7 +95,7 @@ func runWatch(s *pipestate.Sampler, interval time.Duration, iterations int) erro
 		} else if frame > 1 {
 			fmt.Fprintln(out)
 		}
-		fmt.Fprintf(out, "%s  %d pipes, %d blocked tasks, walk %v, every %v\n",
+		fmt.Fprintf(out, "%s  %d pipes, %d waiting tasks, walk %v, every %v\n",
 			cur.Time.Format("15:04:05"), len(cur.Pipes), blocked, cur.Took.Round(time.Microsecond), interval)
 		if term {
 			fmt.Fprintln(out)
@@ -117,24 +120,17 @@ func runWatch(s *pipestate.Sampler, interval time.Duration, iterations int) erro
 
 // byFill orders pipes fullest first; at equal fill, those with blocked
 // tasks first, then by inode.
-func byFill(pipes []*pipestate.Pipe) []*pipestate.Pipe {
+func byFill(pipes []*pipemodel.Pipe) []*pipemodel.Pipe {
 	out := slices.Clone(pipes)
-	fill := func(p *pipestate.Pipe) float64 {
-		if p.Capacity == 0 {
-			return 0
-		}
-		return float64(p.Bytes) / float64(p.Capacity)
-	}
-	blocked := func(p *pipestate.Pipe) int { return len(p.Blocked("read")) + len(p.Blocked("write")) }
-	slices.SortStableFunc(out, func(a, b *pipestate.Pipe) int {
+	slices.SortStableFunc(out, func(a, b *pipemodel.Pipe) int {
 		switch {
-		case fill(a) != fill(b):
-			if fill(a) > fill(b) {
+		case a.Fill() != b.Fill():
+			if a.Fill() > b.Fill() {
 				return -1
 			}
 			return 1
-		case blocked(a) != blocked(b):
-			return blocked(b) - blocked(a)
+		case a.BlockedTasks() != b.BlockedTasks():
+			return b.BlockedTasks() - a.BlockedTasks()
 		case a.Ino < b.Ino:
 			return -1
 		case a.Ino > b.Ino:

@@ -1,0 +1,267 @@
+package diagnose
+
+import (
+	"slices"
+	"time"
+
+	"github.com/pipesnap/pipesnap/pipemodel"
+)
+
+// The rule, as an on-call engineer would apply it (README "How diagnose
+// decides"): a pipe is stuck when it did not move while it was watched
+// and one of these holds for at least the minimum wait:
+//
+//   - a writer waits for room (or the pipe is full) and its reader does
+//     not read: FullReaderIdle, the reader is the culprit;
+//   - data is queued and the reader has not run: Unread;
+//   - a reader waits on an empty pipe whose writer is stopped or stuck in
+//     uninterruptible sleep: WriterStopped;
+//   - a reader waits on an empty pipe whose only write ends are its own:
+//     WriterGone, end of file never comes;
+//   - data sits in a pipe nobody can read: DataNoReader;
+//   - a task waits in open(2) of a FIFO nobody opens from the other end.
+//
+// A reader waiting on an empty pipe whose writer is alive and waiting
+// itself is idle (EmptyWriterIdle), not stuck: an idle daemon, a `tail
+// -f | grep`. An empty pipe with no reader is a warning (NoReaders).
+
+// pipe classifies one pipe that did not move.
+func (d *diagnosis) pipe(p *pipemodel.Pipe) {
+	waitR, waitW := p.Waiting(pipemodel.QueueRead), p.Waiting(pipemodel.QueueWrite)
+	n := d.waitCount(p)
+	f := d.newFinding(p)
+	var age time.Duration
+	switch {
+	case p.Readers == 0:
+		if p.Writers == 0 {
+			return
+		}
+		f.OtherEnd = d.holders(p, pipemodel.EndWrite, nil)
+		if p.Bytes == 0 {
+			f.Kind = NoReaders
+			f.Message = msgNoReaders(d.pipeName(p), f.OtherEnd, p.UnseenWriters)
+			d.add(f, 0, 0)
+			return
+		}
+		f.Kind = DataNoReader
+		age = minIdle(f.OtherEnd)
+		f.Message = msgDataNoReader(d.pipeName(p), p.Bytes, f.OtherEnd)
+		n = max(n, 1)
+	case len(waitW) > 0 || p.Full():
+		f.Kind = FullReaderIdle
+		f.Waiting = d.waiters(waitW)
+		f.OtherEnd = d.holders(p, pipemodel.EndRead, nil)
+		f.Culprits = culprits(f.OtherEnd)
+		age = maxWait(f.Waiting)
+		if len(f.Waiting) == 0 {
+			age = minIdle(f.OtherEnd)
+		}
+		f.Message = msgFull(d.pipeName(p), p, f.Waiting, f.OtherEnd, p.UnseenReaders, d.scoped())
+	case p.Bytes > 0:
+		f.Kind = Unread
+		f.Waiting = d.waiters(waitR)
+		f.OtherEnd = d.holders(p, pipemodel.EndRead, nil)
+		f.Culprits = culprits(f.OtherEnd)
+		age = minIdle(f.OtherEnd)
+		f.Message = msgUnread(d.pipeName(p), p, f.Waiting, f.OtherEnd, p.UnseenReaders, d.scoped())
+	case len(waitR) > 0:
+		f.Waiting = d.waiters(waitR)
+		own := map[uint32]bool{}
+		for _, t := range f.Waiting {
+			own[t.PID] = true
+		}
+		f.OtherEnd = d.holders(p, pipemodel.EndWrite, own)
+		age = maxWait(f.Waiting)
+		var stopped []Task
+		for _, t := range f.OtherEnd {
+			if t.State == "T" || t.State == "t" || t.State == "D" && t.WaitKnown && t.Wait >= d.minWait {
+				stopped = append(stopped, t)
+			}
+		}
+		switch {
+		case len(f.OtherEnd) == 0 && p.UnseenWriters == 0:
+			f.Kind = WriterGone
+			f.OtherEnd = d.holders(p, pipemodel.EndWrite, nil) // its own: where to look
+			f.Culprits = f.OtherEnd
+			f.Message = msgWriterGone(d.pipeName(p), f.Waiting, f.OtherEnd)
+		case len(stopped) > 0 && len(stopped) == len(f.OtherEnd) && p.UnseenWriters == 0:
+			// Every writer is stopped: none can write until continued.
+			f.Kind = WriterStopped
+			f.Culprits = stopped
+			f.Message = msgWriterStopped(d.pipeName(p), f.Waiting, stopped)
+		default:
+			f.Kind = EmptyWriterIdle
+			f.Message = msgIdle(d.pipeName(p), f.Waiting, f.OtherEnd, p.UnseenWriters, d.scoped())
+		}
+	default:
+		return
+	}
+	d.add(f, age, n)
+}
+
+// openWait classifies a task asleep opening a FIFO.
+func (d *diagnosis) openWait(ow pipemodel.OpenWait) {
+	f := Finding{
+		Kind: OpenNoReader, Ino: ow.Ino, PipeKind: "fifo", Path: ow.Path,
+		Readers: ow.Readers, Writers: ow.Writers, OtherEnd: []Task{}, Culprits: []Task{},
+		Waiting: []Task{{
+			PID: ow.PID, TID: ow.TID, Comm: ow.Comm, End: ow.End, Via: "open", State: string(ow.State),
+			Wait: ow.Wait, WaitKnown: true, Wchan: d.kernel.Wchan(ow.PID, ow.TID), Stack: d.kernel.Stack(ow.PID, ow.TID),
+		}},
+	}
+	if ow.End == pipemodel.EndRead {
+		f.Kind = OpenNoWriter
+	}
+	f.Message = msgOpen(f.Waiting[0], ow)
+	d.add(f, ow.Wait, 1)
+}
+
+// add files a finding: a stall only once it has lasted the minimum wait.
+func (d *diagnosis) add(f Finding, age time.Duration, waits int) {
+	f.Category = f.Kind.Category()
+	f.For, f.ForText = age, duration(age)
+	d.rep.Considered += waits
+	switch f.Category {
+	case Stall:
+		if age < d.minWait {
+			d.rep.pending++
+			d.rep.LeftOut[LeftYoung] += max(waits, 1)
+			return
+		}
+	case Idle:
+		d.rep.LeftOut[LeftIdle] += waits
+	}
+	d.rep.Findings = append(d.rep.Findings, f)
+}
+
+func (d *diagnosis) newFinding(p *pipemodel.Pipe) Finding {
+	return Finding{
+		Ino: p.Ino, PipeKind: p.Kind, Path: p.Path, Bytes: p.Bytes, Capacity: p.Capacity,
+		Readers: p.Readers, Writers: p.Writers, Waiting: []Task{}, OtherEnd: []Task{}, Culprits: []Task{},
+	}
+}
+
+// scoped tells whether the sample walked some processes only.
+func (d *diagnosis) scoped() bool {
+	for _, pr := range d.cur.Procs {
+		if pr.Outside {
+			return true
+		}
+	}
+	return d.cur.Scoped
+}
+
+// holders returns the processes holding one end of p, one Task each,
+// leaving out the pids in skip.
+func (d *diagnosis) holders(p *pipemodel.Pipe, end pipemodel.End, skip map[uint32]bool) []Task {
+	out := []Task{}
+	for _, h := range p.Ends(end) {
+		if skip[h.PID] {
+			continue
+		}
+		if i := slices.IndexFunc(out, func(t Task) bool { return t.PID == h.PID }); i >= 0 {
+			out[i].FDs = append(out[i].FDs, h.FD)
+			continue
+		}
+		t := Task{PID: h.PID, Comm: h.Comm, End: h.End, FDs: []int32{h.FD}, Outside: h.Outside}
+		if pr := d.cur.Procs[h.PID]; pr != nil {
+			t.State = string(pr.State)
+			t.Wait, t.WaitKnown = pr.Idle, pr.IdleKnown
+			t.Outside = t.Outside || pr.Outside
+			if pr.Threads > 1 {
+				t.Threads = d.threads(h.PID)
+			}
+		}
+		t.Wchan = d.kernel.Wchan(h.PID, h.PID)
+		t.Stack = d.kernel.Stack(h.PID, h.PID)
+		t.BlockedOn = d.waitsOn[h.PID]
+		out = append(out, t)
+	}
+	return out
+}
+
+func (d *diagnosis) threads(pid uint32) map[string]int {
+	out := map[string]int{}
+	for _, tid := range d.kernel.Threads(pid) {
+		w := d.kernel.Wchan(pid, tid)
+		if w == "" {
+			w = "running"
+		}
+		out[w]++
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// waiters turns waiters into tasks, one per thread.
+func (d *diagnosis) waiters(ws []pipemodel.Waiter) []Task {
+	out := []Task{}
+	for _, w := range ws {
+		if slices.ContainsFunc(out, func(t Task) bool { return t.TID == w.TID }) {
+			continue
+		}
+		end := pipemodel.EndRead
+		if w.Queue == pipemodel.QueueWrite {
+			end = pipemodel.EndWrite
+		}
+		t := Task{
+			PID: w.PID, TID: w.TID, Comm: w.Comm, End: end, Via: viaOf(w), EpollFD: w.EpollFD,
+			State: string(w.State), Wait: w.Wait, WaitKnown: true, Outside: w.Outside,
+			Wchan: d.kernel.Wchan(w.PID, w.TID), Stack: d.kernel.Stack(w.PID, w.TID),
+		}
+		if pr := d.cur.Procs[w.PID]; pr != nil && pr.Outside {
+			t.Outside = true
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// culprits orders the other end's processes: those not waiting on a pipe
+// themselves first (where the chain stopped), then the others.
+func culprits(other []Task) []Task {
+	out := slices.Clone(other)
+	slices.SortStableFunc(out, func(a, b Task) int {
+		return boolInt(len(a.BlockedOn) > 0) - boolInt(len(b.BlockedOn) > 0)
+	})
+	return out
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// maxWait is the longest wait of tasks.
+func maxWait(ts []Task) time.Duration {
+	var out time.Duration
+	for _, t := range ts {
+		out = max(out, t.Wait)
+	}
+	return out
+}
+
+// minIdle is how long the least idle of the processes has not run: as
+// long as one of them runs, something may yet move the pipe. Unknown
+// idle times count as long ago: the kernel could not say, the state
+// decides.
+func minIdle(ts []Task) time.Duration {
+	out := time.Duration(-1)
+	for _, t := range ts {
+		w := t.Wait
+		if !t.WaitKnown {
+			w = 1<<63 - 1
+		}
+		if t.State == "R" {
+			w = 0
+		}
+		if out < 0 || w < out {
+			out = w
+		}
+	}
+	return max(out, 0)
+}

@@ -1,0 +1,344 @@
+package pipestate
+
+import (
+	"slices"
+	"time"
+
+	"github.com/pipesnap/pipesnap/pipemodel"
+)
+
+// builder turns records into a Sample. The first record of a pipe gives
+// its state; every record adds a holder and the waiters it matched; task
+// records add the threads of the processes and the tasks asleep opening
+// a FIFO.
+type builder struct {
+	pageSize uint64
+	starts   map[uint32]uint64 // requested tgid -> start time (clock ticks)
+	pipes    map[uint64]*pipemodel.Pipe
+	procs    map[uint32]*pipemodel.Proc
+	seen     map[uint32]bool
+	opens    []pipemodel.OpenWait
+	// outside: records of the walk for the other ends of walked pipes
+	// come from processes that were not asked for.
+	outside bool
+	// outsideProcs are those processes: shown as holders, not walked.
+	outsideProcs map[uint32]*pipemodel.Proc
+}
+
+func newBuilder(pageSize uint64, starts map[uint32]uint64) *builder {
+	return &builder{
+		pageSize:     pageSize,
+		starts:       starts,
+		pipes:        map[uint64]*pipemodel.Pipe{},
+		procs:        map[uint32]*pipemodel.Proc{},
+		seen:         map[uint32]bool{},
+		outsideProcs: map[uint32]*pipemodel.Proc{},
+	}
+}
+
+// reused tells whether a record's process is not the one asked for: the
+// pid now names another process.
+func (b *builder) reused(tgid uint32, startNs uint64) bool {
+	want, ok := b.starts[tgid]
+	return ok && want != 0 && startNs/(1e9/clockTicks) != want
+}
+
+func (b *builder) add(r *pipestatePstFd) error {
+	if b.reused(r.Tgid, r.StartNs) {
+		return nil
+	}
+	procs := b.procs
+	if b.outside {
+		if _, walked := b.procs[r.Tgid]; walked {
+			return nil // already seen in the walk proper
+		}
+		procs = b.outsideProcs
+	} else {
+		b.seen[r.Tgid] = true
+	}
+	proc := procs[r.Tgid]
+	if proc == nil {
+		proc = &pipemodel.Proc{PID: r.Tgid, Comm: cString(r.Comm[:]), State: pipemodel.StateName(r.TaskState), Threads: r.NrThreads}
+		procs[r.Tgid] = proc
+	}
+	p := b.pipes[r.Ino]
+	if p == nil {
+		if b.outside {
+			return nil // only the other ends of walked pipes
+		}
+		p = b.newPipe(r)
+		b.pipes[r.Ino] = p
+	}
+	if r.Status&uint32(pipestatePstStatusPST_STATUS_WAITERS_TRUNC|pipestatePstStatusPST_STATUS_THREADS_TRUNC) != 0 {
+		p.Truncated = true
+	}
+	h := pipemodel.Holder{
+		PID: r.Tgid, Comm: proc.Comm, FD: int32(r.Fd), End: pipemodel.EndOfMode(r.F_mode), Flags: r.F_flags,
+		File: r.FileId, Mode: r.F_mode, Outside: b.outside,
+	}
+	for i := range min(int(r.Nwaiters), len(r.Waiters)) {
+		w := waiterOf(&r.Waiters[i])
+		if _, walked := b.procs[w.PID]; b.outside && !walked {
+			w.Outside = true // its own thread, but not a walked process
+		}
+		if w.PID == r.Tgid && (!w.Outside || b.outside) {
+			markHolder(&h, w)
+		}
+		addWaiter(p, w)
+	}
+	p.Holders = append(p.Holders, h)
+	return nil
+}
+
+func (b *builder) newPipe(r *pipestatePstFd) *pipemodel.Pipe {
+	p := &pipemodel.Pipe{
+		Ino:      r.Ino,
+		Kind:     "pipe",
+		Bytes:    r.Bytes,
+		Capacity: uint64(r.MaxUsage) * b.pageSize,
+		Bufs:     r.Nbufs,
+		MaxUsage: r.MaxUsage,
+		RingSize: r.RingSize,
+		Head:     r.Head,
+		Tail:     r.Tail,
+		Readers:  r.Readers,
+		Writers:  r.Writers,
+		Moving:   r.Status&uint32(pipestatePstStatusPST_STATUS_MOVED) != 0,
+		BadRing:  r.Status&uint32(pipestatePstStatusPST_STATUS_BAD_RING) != 0,
+	}
+	if r.Kind == uint32(pipestatePstKindPST_KIND_FIFO) {
+		p.Kind = "fifo"
+		if n := int(r.PathLen); n > 0 && n <= len(r.Path) {
+			p.Path = cString(r.Path[:n])
+		}
+	}
+	if n := min(int(r.Nbufs), len(r.Slots)); n > 0 {
+		p.Slots = make([]pipemodel.Slot, n)
+		for i := range n {
+			p.Slots[i] = pipemodel.Slot{Offset: r.Slots[i].Offset, Len: r.Slots[i].Len}
+		}
+	}
+	return p
+}
+
+// markHolder records on a holder that one of its threads is blocked on
+// the pipe, in read or write on an end it holds, or polls it.
+func markHolder(h *pipemodel.Holder, w pipemodel.Waiter) {
+	if !holdsQueue(h, w.Queue) {
+		return
+	}
+	switch w.Kind {
+	case pipemodel.WaiterBlocked:
+		h.Blocked = w.Queue.Verb()
+		if !slices.Contains(h.BlockedTIDs, w.TID) {
+			h.BlockedTIDs = append(h.BlockedTIDs, w.TID)
+		}
+		h.Wait = max(h.Wait, w.Wait)
+	case pipemodel.WaiterPoll:
+		h.Polling = true
+	}
+}
+
+func holdsQueue(h *pipemodel.Holder, q pipemodel.Queue) bool {
+	return q == pipemodel.QueueRead && h.End.Reads() || q == pipemodel.QueueWrite && h.End.Writes()
+}
+
+// markWaiting records on the holders whose threads wait for the pipe in
+// poll, select or epoll_wait (pipemodel.Waiter.WaitsFor): once the
+// pipe's state is known.
+func markWaiting(p *pipemodel.Pipe) {
+	for _, w := range p.Waiters {
+		if w.Kind == pipemodel.WaiterBlocked || !w.WaitsFor(p) {
+			continue
+		}
+		for i := range p.Holders {
+			h := &p.Holders[i]
+			if h.PID != w.PID || !holdsQueue(h, w.Queue) {
+				continue
+			}
+			h.Waiting, h.Via = w.Queue.Verb(), string(w.Kind)
+			if !slices.Contains(h.WaitingTIDs, w.TID) {
+				h.WaitingTIDs = append(h.WaitingTIDs, w.TID)
+			}
+			h.Wait = max(h.Wait, w.Wait)
+		}
+	}
+}
+
+// addTask adds one thread of a reported process, or a task asleep
+// opening a FIFO.
+func (b *builder) addTask(r *pipestatePstTask) {
+	if b.reused(r.Tgid, r.StartNs) {
+		return
+	}
+	idle, known := idleOf(r.IdleNs)
+	state := pipemodel.StateName(r.State)
+	if r.Open != uint32(pipestatePstOpenPST_OPEN_NONE) {
+		ow := pipemodel.OpenWait{
+			PID: r.Tgid, TID: r.Tid, Comm: cString(r.Comm[:]), State: state,
+			End: pipemodel.EndRead, Ino: r.OpenIno, Wait: idle,
+			Readers: r.OpenReaders, Writers: r.OpenWriters,
+		}
+		if r.Open == uint32(pipestatePstOpenPST_OPEN_WRITE) {
+			ow.End = pipemodel.EndWrite
+		}
+		if n := int(r.NameLen); n > 0 && n <= len(r.Name) {
+			ow.Path = resolveOpenPath(r.Tgid, r.OpenDfd, cString(r.Name[:n]), r.OpenIno)
+		}
+		if !slices.ContainsFunc(b.opens, func(o pipemodel.OpenWait) bool { return o.TID == ow.TID }) {
+			b.opens = append(b.opens, ow)
+		}
+	}
+	proc := b.procs[r.Tgid]
+	if proc == nil {
+		proc = b.outsideProcs[r.Tgid]
+	}
+	if proc == nil || slices.ContainsFunc(proc.Tasks, func(t pipemodel.Thread) bool { return t.TID == r.Tid }) {
+		return
+	}
+	th := pipemodel.Thread{TID: r.Tid, State: state, Idle: idle}
+	if r.Tid == r.Tgid {
+		proc.Tasks = slices.Insert(proc.Tasks, 0, th)
+	} else {
+		proc.Tasks = append(proc.Tasks, th)
+	}
+	// The process is idle as long as its least idle thread.
+	if known && (!proc.IdleKnown || idle < proc.Idle) {
+		proc.Idle, proc.IdleKnown = idle, true
+	}
+}
+
+func idleOf(ns uint64) (time.Duration, bool) {
+	if ns == pstIdleUnknown {
+		return 0, false
+	}
+	return time.Duration(min(ns, uint64(1<<63-1))), true
+}
+
+// pstIdleUnknown is PST_IDLE_UNKNOWN of bpf/pipestate/pipestate.h (a
+// #define, which BTF does not carry).
+const pstIdleUnknown = ^uint64(0)
+
+// addWaiter merges a waiter seen from one record with those seen from
+// others: the same wait queue entry is one waiter, and a record that
+// matched it to a thread of its own process knows more than one that did
+// not: one that saw a task outside its process (the wake function said
+// so), or, before the sampler has the wake functions, one that could not
+// tell what the entry is ("other").
+func addWaiter(p *pipemodel.Pipe, w pipemodel.Waiter) {
+	for i, o := range p.Waiters {
+		if o.Entry == w.Entry && o.Queue == w.Queue {
+			if knowledge(w) > knowledge(o) {
+				p.Waiters[i] = w
+			}
+			return
+		}
+	}
+	p.Waiters = append(p.Waiters, w)
+}
+
+// knowledge ranks what a record told of a wait queue entry.
+func knowledge(w pipemodel.Waiter) int {
+	switch {
+	case w.Kind == pipemodel.WaiterOther:
+		return 0
+	case w.Outside:
+		return 1
+	}
+	return 2
+}
+
+func waiterOf(w *pipestatePstWaiter) pipemodel.Waiter {
+	out := pipemodel.Waiter{Queue: pipemodel.QueueRead, Entry: w.Entry}
+	if w.Queue == uint8(pipestatePstQueuePST_QUEUE_WRITE) {
+		out.Queue = pipemodel.QueueWrite
+	}
+	switch pipestatePstWkind(w.Kind) {
+	case pipestatePstWkindPST_W_THREAD, pipestatePstWkindPST_W_TASK:
+		out.Kind = pipemodel.WaiterBlocked
+		out.Outside = pipestatePstWkind(w.Kind) == pipestatePstWkindPST_W_TASK
+	case pipestatePstWkindPST_W_POLL:
+		out.Kind = pipemodel.WaiterPoll
+	case pipestatePstWkindPST_W_EPOLL:
+		out.Kind = pipemodel.WaiterEpoll
+		out.TargetFD = w.TargetFd
+	default:
+		out.Kind = pipemodel.WaiterOther
+	}
+	out.Events = w.Events
+	out.Sleeping = w.Sleeping != 0
+	if w.Tid != 0 {
+		out.PID, out.TID, out.Comm, out.State = w.Tgid, w.Tid, cString(w.Comm[:]), pipemodel.StateName(w.State)
+		out.Wait, _ = idleOf(w.WaitNs)
+	}
+	return out
+}
+
+func (b *builder) finish() *pipemodel.Sample {
+	s := &pipemodel.Sample{PageSize: b.pageSize, Procs: b.procs, OpenWaits: b.opens}
+	for pid, pr := range b.outsideProcs {
+		pr.Outside = true
+		b.procs[pid] = pr
+	}
+	for _, p := range b.pipes {
+		slices.SortFunc(p.Holders, func(a, b pipemodel.Holder) int {
+			if a.PID != b.PID {
+				return cmpU(a.PID, b.PID)
+			}
+			return int(a.FD - b.FD)
+		})
+		// Open files of each end the walk saw: fds that share one (dup,
+		// fork) count once, as the kernel counts them.
+		var rd, wr uint32
+		for i, h := range p.Holders {
+			if h.Outside || slices.ContainsFunc(p.Holders[:i], func(o pipemodel.Holder) bool { return o.File == h.File }) {
+				continue
+			}
+			if h.End.Reads() {
+				rd++
+			}
+			if h.End.Writes() {
+				wr++
+			}
+		}
+		p.UnseenReaders = p.Readers - min(rd, p.Readers)
+		p.UnseenWriters = p.Writers - min(wr, p.Writers)
+		// A blocked task first seen from another process's record (it was
+		// not compared with its own threads) belongs to a walked process
+		// only if that process holds the pipe: then it was matched there.
+		for i := range p.Waiters {
+			w := &p.Waiters[i]
+			if w.Kind == pipemodel.WaiterBlocked && w.Outside {
+				if pr, ok := b.procs[w.PID]; ok && !pr.Outside && p.Holds(w.PID) {
+					w.Outside = false
+				}
+			}
+		}
+		markWaiting(p)
+		s.Pipes = append(s.Pipes, p)
+	}
+	slices.SortFunc(s.Pipes, func(a, b *pipemodel.Pipe) int { return cmpU(a.Ino, b.Ino) })
+	slices.SortFunc(s.OpenWaits, func(a, b pipemodel.OpenWait) int { return cmpU(a.TID, b.TID) })
+	return s
+}
+
+func cmpU[T uint32 | uint64](a, b T) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func cString[T ~int8 | ~uint8](b []T) string {
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
+}
