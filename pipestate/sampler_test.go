@@ -2,8 +2,10 @@ package pipestate_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -352,5 +354,101 @@ func BenchmarkSample1000(b *testing.B) {
 		if len(smp.Pipes) < 1000 {
 			b.Fatalf("%d pipes, want 1000 or more", len(smp.Pipes))
 		}
+	}
+}
+
+// TestEpollWaiter: a Go program reading a child's stdout through os/exec
+// waits in epoll_wait; the walk follows the pipe's ep_poll_callback entry
+// to the eventpoll and to the thread asleep on it, and names the epoll fd.
+func TestEpollWaiter(t *testing.T) {
+	pipetest.RequireBPF(t)
+	sc := pipetest.StartScenario(t, "go-exec")
+	reader := sc.PID("reader")
+	p := find(t, sample(t, pipestate.Options{PIDs: sc.PIDs()}), sc.Ino())
+	ws := p.Waiting(pipemodel.QueueRead)
+	if len(ws) != 1 || ws[0].Kind != pipemodel.WaiterEpoll || ws[0].PID != uint32(reader) || ws[0].EpollFD <= 0 || !ws[0].Sleeping {
+		t.Fatalf("waiters %+v: want the Go reader %d asleep in epoll_wait, with its epoll fd", p.Waiters, reader)
+	}
+	var marked bool
+	for _, h := range p.Holders {
+		if h.PID == uint32(reader) {
+			marked = h.Waiting == "reading" && h.Via == "epoll" && h.EpollFD == ws[0].EpollFD
+		}
+	}
+	if !marked {
+		t.Errorf("holders %+v: want the reader marked waiting through epoll fd %d", p.Holders, ws[0].EpollFD)
+	}
+	// The epoll fd is the reader's own: its fdinfo names the pipe.
+	info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", reader, ws[0].EpollFD))
+	if err != nil || !strings.Contains(string(info), fmt.Sprintf("ino:%x", sc.Ino())) {
+		t.Errorf("fdinfo of epoll fd %d: %q, %v: want it to watch pipe %d", ws[0].EpollFD, info, err, sc.Ino())
+	}
+}
+
+// TestOpenWaits: tasks asleep in open(2) of a FIFO hold no fd of it yet;
+// the task walk finds them, with the FIFO's path and the end they open,
+// with --pid and without.
+func TestOpenWaits(t *testing.T) {
+	pipetest.RequireBPF(t)
+	for _, tc := range []struct {
+		kind, role string
+		end        pipemodel.End
+	}{
+		{"fifo-writer-open", "writer", pipemodel.EndWrite},
+		{"fifo-reader-open", "reader", pipemodel.EndRead},
+	} {
+		t.Run(tc.kind, func(t *testing.T) {
+			sc := pipetest.StartScenario(t, tc.kind)
+			pid := sc.PID(tc.role)
+			for _, opts := range []pipestate.Options{{PIDs: []int{pid}}, {All: true}} {
+				smp := sample(t, opts)
+				i := slices.IndexFunc(smp.OpenWaits, func(o pipemodel.OpenWait) bool { return o.PID == uint32(pid) })
+				if i < 0 {
+					t.Fatalf("all %v: open waits %+v, want pid %d", opts.All, smp.OpenWaits, pid)
+				}
+				o := smp.OpenWaits[i]
+				if o.End != tc.end || o.Path != sc.FIFOs["fifo"] || o.Ino != sc.Inos["fifo"] || o.State != "S" {
+					t.Errorf("open wait %+v: want %s end of %s (inode %d), state S", o, tc.end, sc.FIFOs["fifo"], sc.Inos["fifo"])
+				}
+			}
+		})
+	}
+}
+
+// TestWaitDurations: how long a task has waited comes from its
+// scheduling timestamps: a writer blocked on a full pipe for a second
+// reads about a second, and grows as it keeps waiting.
+func TestWaitDurations(t *testing.T) {
+	pipetest.RequireBPF(t)
+	pl := pipetest.StartStuck(t, "full")
+	time.Sleep(time.Second)
+	s, err := pipestate.Open(pipestate.Options{PIDs: pl.PIDs()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	wait := func() (time.Duration, *pipemodel.Sample) {
+		t.Helper()
+		smp, err := s.Sample(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := find(t, smp, pl.Ino()).Blocked(pipemodel.QueueWrite)
+		if len(w) != 1 {
+			t.Fatalf("blocked writers %+v, want one", w)
+		}
+		return w[0].Wait, smp
+	}
+	first, smp := wait()
+	if first < 900*time.Millisecond || first > 30*time.Second {
+		t.Errorf("writer blocked about a second: wait %v", first)
+	}
+	reader := smp.Procs[uint32(pl.PID("reader"))]
+	if reader == nil || !reader.IdleKnown || reader.Idle < 900*time.Millisecond || len(reader.Tasks) != 1 || reader.Tasks[0].State != "S" {
+		t.Errorf("reader %+v: want idle about a second, one sleeping thread", reader)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if second, _ := wait(); second-first < 400*time.Millisecond || second-first > 2*time.Second {
+		t.Errorf("wait went from %v to %v in 0.5s", first, second)
 	}
 }

@@ -33,7 +33,7 @@ VM_TIMEOUT=${TEST_KERNELS_TIMEOUT:-600}
 RUN=${TEST_KERNELS_RUN:-'^(TestCalibrationVerifies|TestCalibrationSources|TestExplainMissingFindsNothingHere|TestScopedWalkOfExitedPid|TestWrongTranslationReadsNothing|TestDumpKinds|TestDumpLeavesNothing|TestDumpLivePipe|TestDumpLivePipeFrozen|TestDumpManyPipes)$'}
 # pipestate/'s BPF tests: who is blocked, read from the wait queues, with
 # and without the wake functions from kallsyms.
-RUN_PIPESTATE=${TEST_KERNELS_RUN_PIPESTATE:-'^(TestStuckPipelines|TestBlockedOutsideWalk|TestAll|TestNothingLeaks|TestWakeFuncsNotNeeded|TestWakeFuncsNeeded)$'}
+RUN_PIPESTATE=${TEST_KERNELS_RUN_PIPESTATE:-'^(TestStuckPipelines|TestBlockedOutsideWalk|TestAll|TestNothingLeaks|TestWakeFuncsNotNeeded|TestWakeFuncsNeeded|TestEpollWaiter|TestOpenWaits|TestWaitDurations)$'}
 configs=("$@")
 [ ${#configs[@]} -gt 0 ] || configs=(6.1 6.1-nokaslr 6.1-4level 6.12)
 
