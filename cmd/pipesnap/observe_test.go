@@ -170,32 +170,36 @@ func TestLsStuckPipelines(t *testing.T) {
 }
 
 type diagOut struct {
-	Stuck  bool `json:"stuck"`
-	Chains []struct {
-		Procs []struct {
-			PID int `json:"pid"`
-		} `json:"procs"`
-		Stages [][]struct {
-			PID int `json:"pid"`
-		} `json:"stages"`
-		Pipes   []uint64 `json:"pipes"`
-		Stuck   bool     `json:"stuck"`
-		StuckAt []int    `json:"stuck_at"`
-		Summary string   `json:"summary"`
-	} `json:"chains"`
-	Findings []struct {
-		Kind     string     `json:"kind"`
-		Category string     `json:"category"`
-		Ino      uint64     `json:"ino"`
-		Waiting  []diagTask `json:"waiting"`
-		OtherEnd []diagTask `json:"other_end"`
-		Culprits []diagTask `json:"culprits"`
-		ForNS    int64      `json:"for_ns"`
-		Message  string     `json:"message"`
-	} `json:"findings"`
+	Stuck      bool           `json:"stuck"`
+	Chains     []diagChain    `json:"chains"`
+	Findings   []diagFinding  `json:"findings"`
 	Moving     []uint64       `json:"moving"`
 	Considered int            `json:"considered"`
 	LeftOut    map[string]int `json:"left_out"`
+}
+
+type diagChain struct {
+	Procs []struct {
+		PID int `json:"pid"`
+	} `json:"procs"`
+	Stages [][]struct {
+		PID int `json:"pid"`
+	} `json:"stages"`
+	Pipes   []uint64 `json:"pipes"`
+	Stuck   bool     `json:"stuck"`
+	StuckAt []int    `json:"stuck_at"`
+	Summary string   `json:"summary"`
+}
+
+type diagFinding struct {
+	Kind     string     `json:"kind"`
+	Category string     `json:"category"`
+	Ino      uint64     `json:"ino"`
+	Waiting  []diagTask `json:"waiting"`
+	OtherEnd []diagTask `json:"other_end"`
+	Culprits []diagTask `json:"culprits"`
+	ForNS    int64      `json:"for_ns"`
+	Message  string     `json:"message"`
 }
 
 type diagTask struct {

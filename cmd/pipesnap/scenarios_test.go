@@ -1,0 +1,144 @@
+package main
+
+// diagnose on the scenarios an on-call engineer meets
+// (internal/pipetest/scenarios.go), through the built binary: each gives
+// the verdict, the culprit and a wait of the right order of magnitude.
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pipesnap/pipesnap/internal/pipetest"
+)
+
+// scenarioMinWait is the --min-wait of these tests: longer than the
+// healthy pauses of the scenarios (bursty's second), short enough to
+// keep each test a few seconds.
+const scenarioMinWait = 2 * time.Second
+
+func TestDiagnoseScenarios(t *testing.T) {
+	requireBPF(t)
+	for _, kind := range pipetest.ScenarioKinds {
+		t.Run(kind, func(t *testing.T) {
+			if kind != "busy" && kind != "bursty" {
+				t.Parallel() // busy and bursty need the CPU to show they move
+			}
+			sc := pipetest.StartScenario(t, kind)
+			start := time.Now()
+			v := diagnoseJSON(t, exitFor(sc.Want.Stuck), append([]string{"--min-wait", scenarioMinWait.String()}, pidArgs(sc.PIDs()...)...)...)
+			checkScenario(t, sc, v, sc.Want.Finding, time.Since(sc.Settled)+time.Since(start))
+			for _, f := range sc.Want.Also {
+				checkScenario(t, sc, v, f, time.Since(sc.Settled))
+			}
+		})
+	}
+}
+
+func exitFor(stuck bool) int {
+	if stuck {
+		return 1
+	}
+	return 0
+}
+
+// checkScenario checks what diagnose said of one pipe of a scenario.
+func checkScenario(t *testing.T, sc *pipetest.Scenario, v diagOut, want pipetest.Finding, upTo time.Duration) {
+	t.Helper()
+	ino := sc.Inos[want.Pipe]
+	var got []string
+	for _, f := range v.Findings {
+		if f.Ino == ino {
+			got = append(got, f.Category+"/"+f.Kind)
+		}
+	}
+	switch want.Category {
+	case "stall":
+		i := slices.IndexFunc(v.Findings, func(f diagFinding) bool { return f.Ino == ino && f.Category == "stall" })
+		if i < 0 {
+			t.Fatalf("%s: no stall on %s (inode %d); findings %v\n%+v", sc.Kind, want.Pipe, ino, got, v.Findings)
+		}
+		f := v.Findings[i]
+		if want.Culprit != "" {
+			pid := sc.PID(want.Culprit)
+			if len(f.Culprits) == 0 || f.Culprits[0].PID != pid {
+				t.Errorf("%s: culprits %+v, want %s (pid %d) first: %q", sc.Kind, f.Culprits, want.Culprit, pid, f.Message)
+			}
+			if !slices.ContainsFunc(v.Chains, func(c diagChain) bool { return c.Stuck && slices.Contains(c.StuckAt, pid) }) {
+				t.Errorf("%s: no chain stuck at %s (pid %d): %+v", sc.Kind, want.Culprit, pid, v.Chains)
+			}
+		} else if len(f.Culprits) != 0 {
+			t.Errorf("%s: culprits %+v, want none: %q", sc.Kind, f.Culprits, f.Message)
+		}
+		// The wait is as old as the scenario: at least the minimum
+		// wait, no older than the scenario (and a little slack).
+		if d := time.Duration(f.ForNS); d < scenarioMinWait || d > upTo+2*time.Second {
+			t.Errorf("%s: stuck for %v, want between %v and %v", sc.Kind, d, scenarioMinWait, upTo+2*time.Second)
+		}
+		if strings.HasPrefix(want.Detail, "open-blocked") && !strings.Contains(f.Message, "opening FIFO "+sc.FIFOs["fifo"]) {
+			t.Errorf("%s: message %q lacks the FIFO path %s", sc.Kind, f.Message, sc.FIFOs["fifo"])
+		}
+	case "idle":
+		if slices.ContainsFunc(v.Findings, func(f diagFinding) bool { return f.Ino == ino && f.Category == "stall" }) {
+			t.Errorf("%s: %s (inode %d) called stuck: %v\n%+v", sc.Kind, want.Pipe, ino, got, v.Findings)
+		}
+		if !slices.ContainsFunc(v.Findings, func(f diagFinding) bool { return f.Ino == ino && f.Category == "idle" }) {
+			t.Errorf("%s: %s (inode %d) not listed as an idle wait: %v", sc.Kind, want.Pipe, ino, got)
+		}
+	case "healthy":
+		if slices.ContainsFunc(v.Findings, func(f diagFinding) bool { return f.Category == "stall" }) {
+			t.Errorf("%s: a healthy pipeline called stuck: %+v", sc.Kind, v.Findings)
+		}
+	case "leak-warning":
+		i := slices.IndexFunc(v.Findings, func(f diagFinding) bool { return f.Ino == ino })
+		if i < 0 || v.Findings[i].Category != "warning" || v.Findings[i].Kind != "no-readers" {
+			t.Errorf("%s: %s (inode %d): %v, want one no-readers warning", sc.Kind, want.Pipe, ino, got)
+		}
+		if len(got) != 1 {
+			t.Errorf("%s: %s (inode %d) found %d times: %v", sc.Kind, want.Pipe, ino, len(got), got)
+		}
+		for _, c := range v.Chains {
+			if slices.Contains(c.Pipes, ino) {
+				t.Errorf("%s: the leaked pipe is in a chain: %+v", sc.Kind, c)
+			}
+		}
+	}
+}
+
+// TestDiagnoseShellOrder: `(sleep 600; echo) | cat`: the subshell and
+// sleep are one stage, before cat.
+func TestDiagnoseShellOrder(t *testing.T) {
+	requireBPF(t)
+	sc := pipetest.StartScenario(t, "shell-subshell")
+	v := diagnoseJSON(t, 0, append([]string{"--min-wait", "100ms"}, pidArgs(sc.PIDs()...)...)...)
+	i := slices.IndexFunc(v.Chains, func(c diagChain) bool { return slices.Contains(c.Pipes, sc.Ino()) })
+	if i < 0 {
+		t.Fatalf("no chain with pipe %d: %+v", sc.Ino(), v.Chains)
+	}
+	c := v.Chains[i]
+	var stages [][]int
+	for _, st := range c.Stages {
+		var pids []int
+		for _, p := range st {
+			pids = append(pids, p.PID)
+		}
+		slices.Sort(pids)
+		stages = append(stages, pids)
+	}
+	writers := []int{sc.PID("subshell"), sc.PID("sleep")}
+	slices.Sort(writers)
+	if len(stages) != 2 || !slices.Equal(stages[0], writers) || !slices.Equal(stages[1], []int{sc.PID("cat")}) {
+		t.Errorf("stages %v, want %v then [%d]: %q", stages, writers, sc.PID("cat"), c.Summary)
+	}
+}
+
+// TestDiagnoseQuietMachine: with no pipeline of the test's running, a
+// walk of every process calls nothing stuck, and says what it left out.
+func TestDiagnoseQuietMachine(t *testing.T) {
+	requireBPF(t)
+	out, stderr, code := run(t, "diagnose", "--all")
+	if code != 0 || !strings.Contains(out, "nothing stuck: ") || !strings.Contains(out, "waits considered") {
+		t.Errorf("diagnose --all exit %d: %s%s", code, out, stderr)
+	}
+}
