@@ -34,6 +34,9 @@ type Options struct {
 	ExcludeIno  uint64 // a pipe left out with a note: the snapshot's own output
 	MaxAttempts int    // copies of a pipe before it is marked torn; 0 means 4
 	Freeze      bool   // stop the processes (SIGSTOP) for the walk: a consistent cut
+	// Waits, when set, are written after the tasks: who waited on what
+	// (a live sample taken just before the walk).
+	Waits *dumpstream.Waits
 }
 
 // Report sums up a dump; Problem is a pipe that was not fully and
@@ -79,6 +82,7 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.SetWaits(opts.Waits)
 	d := &dumper{
 		ctx:      ctx,
 		it:       it,

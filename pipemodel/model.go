@@ -413,3 +413,43 @@ func (s *Sample) Find(ino uint64) *Pipe {
 	}
 	return s.Pipes[i]
 }
+
+// MarkHolders records on each holder what its threads do on the pipe,
+// from the waiters: Blocked (asleep in read or write on an end it
+// holds), Waiting and Via (asleep in poll, select or epoll_wait for it:
+// WaitsFor), Polling (in poll/select with it), and Wait, the longest of
+// those waits. A live walk and a snapshot both end with it.
+func (p *Pipe) MarkHolders() {
+	for i := range p.Holders {
+		h := &p.Holders[i]
+		for _, w := range p.Waiters {
+			if w.PID != h.PID || !(w.Queue == QueueRead && h.End.Reads() || w.Queue == QueueWrite && h.End.Writes()) {
+				continue
+			}
+			switch {
+			case w.Kind == WaiterBlocked:
+				h.Blocked = w.Queue.Verb()
+				if !slices.Contains(h.BlockedTIDs, w.TID) {
+					h.BlockedTIDs = append(h.BlockedTIDs, w.TID)
+				}
+			case w.WaitsFor(p):
+				h.Waiting, h.Via = w.Queue.Verb(), string(w.Kind)
+				if w.EpollFD > 0 {
+					h.EpollFD = w.EpollFD
+				}
+				if !slices.Contains(h.WaitingTIDs, w.TID) {
+					h.WaitingTIDs = append(h.WaitingTIDs, w.TID)
+				}
+			default:
+				if w.Kind == WaiterPoll {
+					h.Polling = true
+				}
+				continue
+			}
+			if w.Kind == WaiterPoll {
+				h.Polling = true
+			}
+			h.Wait = max(h.Wait, w.Wait)
+		}
+	}
+}

@@ -81,9 +81,6 @@ func (b *builder) add(r *pipestatePstFd) error {
 		if _, walked := b.procs[w.PID]; b.outside && !walked {
 			w.Outside = true // its own thread, but not a walked process
 		}
-		if w.PID == r.Tgid && (!w.Outside || b.outside) {
-			markHolder(&h, w)
-		}
 		addWaiter(p, w)
 	}
 	p.Holders = append(p.Holders, h)
@@ -119,50 +116,6 @@ func (b *builder) newPipe(r *pipestatePstFd) *pipemodel.Pipe {
 		}
 	}
 	return p
-}
-
-// markHolder records on a holder that one of its threads is blocked on
-// the pipe, in read or write on an end it holds, or polls it.
-func markHolder(h *pipemodel.Holder, w pipemodel.Waiter) {
-	if !holdsQueue(h, w.Queue) {
-		return
-	}
-	switch w.Kind {
-	case pipemodel.WaiterBlocked:
-		h.Blocked = w.Queue.Verb()
-		if !slices.Contains(h.BlockedTIDs, w.TID) {
-			h.BlockedTIDs = append(h.BlockedTIDs, w.TID)
-		}
-		h.Wait = max(h.Wait, w.Wait)
-	case pipemodel.WaiterPoll:
-		h.Polling = true
-	}
-}
-
-func holdsQueue(h *pipemodel.Holder, q pipemodel.Queue) bool {
-	return q == pipemodel.QueueRead && h.End.Reads() || q == pipemodel.QueueWrite && h.End.Writes()
-}
-
-// markWaiting records on the holders whose threads wait for the pipe in
-// poll, select or epoll_wait (pipemodel.Waiter.WaitsFor): once the
-// pipe's state is known.
-func markWaiting(p *pipemodel.Pipe) {
-	for _, w := range p.Waiters {
-		if w.Kind == pipemodel.WaiterBlocked || !w.WaitsFor(p) {
-			continue
-		}
-		for i := range p.Holders {
-			h := &p.Holders[i]
-			if h.PID != w.PID || !holdsQueue(h, w.Queue) {
-				continue
-			}
-			h.Waiting, h.Via = w.Queue.Verb(), string(w.Kind)
-			if !slices.Contains(h.WaitingTIDs, w.TID) {
-				h.WaitingTIDs = append(h.WaitingTIDs, w.TID)
-			}
-			h.Wait = max(h.Wait, w.Wait)
-		}
-	}
 }
 
 // addTask adds one thread of a reported process, or a task asleep
@@ -314,7 +267,7 @@ func (b *builder) finish() *pipemodel.Sample {
 				}
 			}
 		}
-		markWaiting(p)
+		p.MarkHolders()
 		s.Pipes = append(s.Pipes, p)
 	}
 	slices.SortFunc(s.Pipes, func(a, b *pipemodel.Pipe) int { return cmpU(a.Ino, b.Ino) })

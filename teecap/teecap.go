@@ -145,6 +145,7 @@ func Dump(ctx context.Context, w io.Writer, opts loader.Options) (*loader.Report
 	if err != nil {
 		return nil, err
 	}
+	s.SetWaits(opts.Waits)
 	d := &dumper{
 		ctx:      ctx,
 		s:        s,

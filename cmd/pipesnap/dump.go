@@ -16,7 +16,10 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/pipesnap/pipesnap/diagnose"
+	"github.com/pipesnap/pipesnap/internal/dumpstream"
 	"github.com/pipesnap/pipesnap/loader"
+	"github.com/pipesnap/pipesnap/pipestate"
 	"github.com/pipesnap/pipesnap/teecap"
 )
 
@@ -99,6 +102,7 @@ func runDump(cfg dumpConfig) error {
 	if err != nil {
 		return dumpError(err)
 	}
+	opts.Waits = waitsOf(ctx, cfg)
 	var report *loader.Report
 	write := func(w io.Writer) error {
 		var err error
@@ -159,6 +163,24 @@ func runDump(cfg dumpConfig) error {
 		return exitStatus{1, fmt.Errorf("%d pipes torn or incomplete (--strict)", len(report.Problems))}
 	}
 	return nil
+}
+
+// waitsOf takes a live sample of who waits on what, just before the
+// capture, for the snapshot to record (diagnose FILE reads it): nil, and
+// a note, when the pipe-state walk cannot run.
+func waitsOf(ctx context.Context, cfg dumpConfig) *dumpstream.Waits {
+	s, err := pipestate.Open(pipestate.Options{PIDs: cfg.pids, All: cfg.all})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pipesnap: note: who waits on what is not recorded: %v\n", err)
+		return nil
+	}
+	defer s.Close()
+	smp, err := s.Sample(ctx)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pipesnap: note: who waits on what is not recorded: %v\n", err)
+		return nil
+	}
+	return &dumpstream.Waits{Sample: smp, Wchan: diagnose.Procfs{}.Wchan}
 }
 
 // chooseMethod checks what the method needs and, for auto, picks bpf

@@ -5,6 +5,9 @@ package main
 // the verdict, the culprit and a wait of the right order of magnitude.
 
 import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -141,4 +144,54 @@ func TestDiagnoseQuietMachine(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "nothing stuck: ") || !strings.Contains(out, "waits considered") {
 		t.Errorf("diagnose --all exit %d: %s%s", code, out, stderr)
 	}
+}
+
+// TestDiagnoseOffline: a snapshot diagnoses like the live system: the
+// same findings, categories and culprits, and the waits as long as they
+// were when it was taken.
+func TestDiagnoseOffline(t *testing.T) {
+	requireBPF(t)
+	for _, kind := range []string{"go-exec", "fifo-writer-open", "sigstop-middle", "leaked-pipe", "select-full", "thread-reader-full"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			sc := pipetest.StartScenario(t, kind)
+			time.Sleep(scenarioMinWait)
+			args := append([]string{"--min-wait", scenarioMinWait.String()}, pidArgs(sc.PIDs()...)...)
+			live := diagnoseJSON(t, exitFor(sc.Want.Stuck), args...)
+			file := filepath.Join(t.TempDir(), "s.snap")
+			if _, stderr, code := run(t, append([]string{"dump", "-o", file}, pidArgs(sc.PIDs()...)...)...); code != 0 {
+				t.Fatalf("dump exit %d: %s", code, stderr)
+			}
+			out, stderr, code := run(t, "diagnose", "--json", "--min-wait", scenarioMinWait.String(), file)
+			if code != exitFor(sc.Want.Stuck) {
+				t.Fatalf("diagnose FILE exit %d, want %d: %s\n%s", code, exitFor(sc.Want.Stuck), stderr, out)
+			}
+			var off diagOut
+			if err := json.Unmarshal([]byte(out), &off); err != nil {
+				t.Fatal(err)
+			}
+			if a, b := verdicts(live), verdicts(off); !slices.Equal(a, b) {
+				t.Errorf("live and offline differ:\n live %v\n file %v", a, b)
+			}
+			checkScenario(t, sc, off, sc.Want.Finding, time.Since(sc.Settled))
+		})
+	}
+}
+
+// verdicts sums up a diagnosis for comparison: each finding's inode,
+// category, kind and culprits, in order.
+func verdicts(v diagOut) []string {
+	var out []string
+	for _, f := range v.Findings {
+		s := fmt.Sprintf("%d %s %s", f.Ino, f.Category, f.Kind)
+		for _, c := range f.Culprits {
+			s += fmt.Sprintf(" %d", c.PID)
+		}
+		for _, w := range f.Waiting {
+			s += fmt.Sprintf(" w%d/%s", w.PID, w.Via)
+		}
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
 }

@@ -64,6 +64,7 @@ type Writer struct {
 	nextRef int32
 	report  *Report
 	pending []format.Note
+	waits   *Waits
 }
 
 // New writes the header, flagged frozen when the walk will run frozen.
@@ -258,6 +259,9 @@ func (s *Writer) Finish(requested []uint32) (*Report, error) {
 		}
 	}
 	if err := s.flush(); err != nil {
+		return nil, err
+	}
+	if err := s.writeWaits(); err != nil {
 		return nil, err
 	}
 	if err := s.enc.Close(); err != nil {

@@ -1,0 +1,123 @@
+package dumpstream
+
+import (
+	"slices"
+
+	"github.com/pipesnap/pipesnap/format"
+	"github.com/pipesnap/pipesnap/pipemodel"
+)
+
+// Waits is who waited on what when the dump was taken: a live sample of
+// the same processes (pipestate), and where each thread slept.
+type Waits struct {
+	Sample *pipemodel.Sample
+	Wchan  func(pid, tid uint32) string // "" when running or unreadable
+}
+
+// SetWaits has Finish write w after the last task (format revision 2):
+// the state of every thread of the sample's processes, the waiters of
+// the pipes the stream holds, and the tasks blocked opening a FIFO.
+func (s *Writer) SetWaits(w *Waits) { s.waits = w }
+
+func (s *Writer) writeWaits() error {
+	w := s.waits
+	if w == nil || w.Sample == nil {
+		return nil
+	}
+	smp := w.Sample
+	wchan := w.Wchan
+	if wchan == nil {
+		wchan = func(uint32, uint32) string { return "" }
+	}
+	for _, pid := range sortedPIDs(smp.Procs) {
+		pr := smp.Procs[pid]
+		tasks := pr.Tasks
+		if len(tasks) == 0 {
+			tasks = []pipemodel.Thread{{TID: pid, State: pr.State, Idle: pr.Idle}}
+		}
+		for _, th := range tasks {
+			ts := format.TaskState{PID: pid, TID: th.TID, State: stateByte(th.State), Wchan: wchan(pid, th.TID)}
+			if pr.IdleKnown || len(pr.Tasks) > 0 {
+				ts.Wait, ts.WaitKnown = th.Idle, true
+			}
+			if err := s.enc.WriteTaskState(ts); err != nil {
+				return wrap(err)
+			}
+		}
+	}
+	for _, p := range smp.Pipes {
+		ref, ok := s.pipes[p.Ino]
+		if !ok {
+			continue
+		}
+		for _, wt := range p.Waiters {
+			fw, ok := waiterRecord(ref, wt)
+			if !ok {
+				continue
+			}
+			if err := s.enc.WriteWaiter(fw); err != nil {
+				return wrap(err)
+			}
+		}
+	}
+	for _, ow := range smp.OpenWaits {
+		end := format.OpenRead
+		if ow.End == pipemodel.EndWrite {
+			end = format.OpenWrite
+		}
+		rec := format.OpenWait{PID: ow.PID, TID: ow.TID, End: end, State: stateByte(ow.State), Ino: ow.Ino,
+			Wait: ow.Wait, WaitKnown: true, Comm: ow.Comm, Path: ow.Path}
+		if err := s.enc.WriteOpenWait(rec); err != nil {
+			return wrap(err)
+		}
+	}
+	return nil
+}
+
+// waiterRecord turns a live waiter into its record. Only tasks are
+// recorded, and of poll and epoll entries only those whose task is
+// asleep in the call: an epoll registration nobody waits on tells
+// nothing of who waits.
+func waiterRecord(ref int32, w pipemodel.Waiter) (format.Waiter, bool) {
+	if w.PID == 0 || !w.Asleep() {
+		return format.Waiter{}, false
+	}
+	fw := format.Waiter{PipeRef: ref, PID: w.PID, TID: w.TID, State: stateByte(w.State), EpollFD: -1,
+		Events: w.Events, Wait: w.Wait, WaitKnown: true, Outside: w.Outside, Comm: w.Comm}
+	if w.Queue == pipemodel.QueueWrite {
+		fw.Queue = format.QueueWrite
+	}
+	switch w.Kind {
+	case pipemodel.WaiterBlocked:
+		fw.Via, fw.Events = format.ViaDirect, 0
+	case pipemodel.WaiterPoll:
+		fw.Via = format.ViaPoll
+	case pipemodel.WaiterEpoll:
+		fw.Via = format.ViaEpoll
+		if w.EpollFD > 0 {
+			fw.EpollFD = w.EpollFD
+		}
+	default:
+		return format.Waiter{}, false
+	}
+	if len(fw.Comm) > 15 {
+		fw.Comm = fw.Comm[:15]
+	}
+	return fw, true
+}
+
+func stateByte(s pipemodel.State) byte {
+	if len(s) != 1 || !format.ValidState(s[0]) {
+		return 0
+	}
+	return s[0]
+}
+
+func sortedPIDs(m map[uint32]*pipemodel.Proc) []uint32 {
+	out := make([]uint32, 0, len(m))
+	for pid := range m {
+		out = append(out, pid)
+	}
+	slices.Sort(out)
+	return out
+}
