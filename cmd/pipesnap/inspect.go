@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,7 +13,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pipesnap/pipesnap/diagnose"
 	"github.com/pipesnap/pipesnap/format"
+	"github.com/pipesnap/pipesnap/pipemodel"
 	"github.com/pipesnap/pipesnap/snapshot"
 )
 
@@ -24,10 +27,22 @@ func inspectCommand() *cli.Command {
 		Usage:     "show what a snapshot holds: pipes, holders, fill, a preview of the bytes",
 		ArgsUsage: "FILE",
 		Description: `Prints one row per pipe: inode, kind, bytes queued / capacity, number of
-buffers, flags (packet, torn, incomplete) and the holders as
-pid(comm):fd:end, then a preview of the first bytes (text, or hex when
-not printable). FILE - reads stdin. The whole stream is checked
-(checksum included) before anything is printed.`,
+buffers, flags (packet, torn, incomplete), the longest wait of a task
+waiting on it, the holders as pid(comm):fd:end (marked as ls marks them:
+:blocked, :waiting, :polling, :stopped...) and a FIFO's path, then a
+preview of the first bytes (text, or hex when not printable). Then the
+tasks that were blocked opening a FIFO, and one row per process: state,
+how long it had not run, threads, where its main thread slept (wchan).
+Snapshots of revision 1 recorded no states or waiters. FILE - reads
+stdin. The whole stream is checked (checksum included) before anything
+is printed.
+
+--json prints one object: header, tasks (pid, comm, fds), pipes (ino,
+objref, kind, path, capacity, bytes, packet, torn, complete, readers,
+writers, buffers, holders, waiters [queue, kind, pid, tid, comm, state,
+sleeping, events, epoll_fd, wait_ns, outside]), notes, procs (pid, comm,
+state, idle_ns, tasks [tid, state, idle_ns, wchan]) and open_waits (pid,
+tid, comm, state, end, ino, path, wait_ns).`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object instead of the table"},
 		},
@@ -83,33 +98,74 @@ func writeTable(w io.Writer, s *snapshot.Snapshot) error {
 	h := s.Header
 	fmt.Fprintf(w, "snapshot of %s (%s), %s: %d processes, %d pipes\n\n",
 		h.Release, h.Machine, h.Time.Format(time.RFC3339), len(s.Tasks), len(s.Pipes))
+	smp := s.Sample()
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "INO\tKIND\tBYTES/CAPACITY\tBUFS\tFLAGS\tHOLDERS")
+	fmt.Fprintln(tw, "INO\tKIND\tBYTES/CAPACITY\tBUFS\tFLAGS\tWAIT\tHOLDERS\tPATH")
 	for _, p := range s.Pipes {
-		var holders []string
-		for _, hd := range p.Holders {
-			holders = append(holders, fmt.Sprintf("%d(%s):%d:%s", hd.PID, hd.Comm, hd.FD, hd.End))
-		}
-		kind := p.Kind.String()
-		if p.Path != "" {
-			kind += " " + p.Path
-		}
 		flags := strings.Join(pipeFlags(p), ",")
 		if flags == "" {
 			flags = "-"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d/%d\t%d\t%s\t%s\n", p.Ino, kind, p.Bytes, p.Capacity, len(p.Buffers), flags, strings.Join(holders, " "))
+		holders, wait := "-", "-"
+		if mp := smp.Find(p.Ino); mp != nil {
+			holders = holdersText(smp, mp)
+			if d, ok := mp.LongestWait(); ok {
+				wait = diagnose.Duration(d)
+			}
+		}
+		cols := []string{fmt.Sprint(p.Ino), p.Kind.String(), fmt.Sprintf("%d/%d", p.Bytes, p.Capacity),
+			fmt.Sprint(len(p.Buffers)), flags, wait, holders}
+		fmt.Fprintln(tw, strings.Join(withPath(cols, p.Path), "\t"))
 		if p.Bytes > 0 {
-			fmt.Fprintf(tw, "\t\t\t\t\t%s\n", preview(p)) // under HOLDERS: the last cell sets no width
+			fmt.Fprintf(tw, "\t\t\t\t\t\t%s\n", preview(p)) // under HOLDERS: the last cell sets no width
 		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	for _, o := range smp.OpenWaits {
+		what := "writing: no reader had opened it"
+		if o.End == pipemodel.EndRead {
+			what = "reading: no writer had opened it"
+		}
+		fmt.Fprintf(w, "open: %s (pid %d) blocked %s opening FIFO %s (inode %d) for %s\n",
+			o.Comm, o.PID, diagnose.Duration(o.Wait), orDash(o.Path), o.Ino, what)
+	}
+	if len(s.TaskStates) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "PID\tCOMM\tSTATE\tIDLE\tTHREADS\tWCHAN")
+		for _, pid := range procOrder(smp) {
+			pr := smp.Procs[pid]
+			idle, wchan := "-", "-"
+			if pr.IdleKnown {
+				idle = diagnose.Duration(pr.Idle)
+			}
+			if len(pr.Tasks) > 0 && pr.Tasks[0].Wchan != "" {
+				wchan = pr.Tasks[0].Wchan
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", pr.PID, pr.Comm, pr.State.Name(), idle, len(pr.Tasks), wchan)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	} else if s.Header.Revision < 2 {
+		fmt.Fprintln(w, "note: a revision 1 snapshot: no task states or waiters were recorded")
+	}
 	for _, n := range s.Notes {
 		fmt.Fprintf(w, "note: %s\n", n.Msg)
 	}
 	return nil
+}
+
+// procOrder lists a sample's processes by pid.
+func procOrder(s *pipemodel.Sample) []uint32 {
+	var out []uint32
+	for pid := range s.Procs {
+		out = append(out, pid)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // preview shows the first bytes as quoted text, or as hex when they are
@@ -133,10 +189,12 @@ func preview(p *snapshot.Pipe) string {
 }
 
 type jsonSnapshot struct {
-	Header jsonHeader `json:"header"`
-	Tasks  []jsonTask `json:"tasks"`
-	Pipes  []jsonPipe `json:"pipes"`
-	Notes  []jsonNote `json:"notes"`
+	Header    jsonHeader           `json:"header"`
+	Tasks     []jsonTask           `json:"tasks"`
+	Pipes     []jsonPipe           `json:"pipes"`
+	Notes     []jsonNote           `json:"notes"`
+	Procs     []pipemodel.Proc     `json:"procs"`      // states and threads (revision 2)
+	OpenWaits []pipemodel.OpenWait `json:"open_waits"` // tasks blocked opening a FIFO (revision 2)
 }
 
 type jsonHeader struct {
@@ -165,20 +223,21 @@ type jsonFD struct {
 }
 
 type jsonPipe struct {
-	Ino      uint64       `json:"ino"`
-	Objref   int32        `json:"objref"`
-	Kind     string       `json:"kind"`
-	Path     string       `json:"path"`
-	Capacity uint32       `json:"capacity"`
-	Bytes    uint64       `json:"bytes"`
-	Packet   bool         `json:"packet"`
-	Torn     bool         `json:"torn"`
-	Complete bool         `json:"complete"`
-	Reason   string       `json:"reason,omitempty"`
-	Readers  uint32       `json:"readers"`
-	Writers  uint32       `json:"writers"`
-	Buffers  []jsonBuffer `json:"buffers"`
-	Holders  []jsonHolder `json:"holders"`
+	Ino      uint64             `json:"ino"`
+	Objref   int32              `json:"objref"`
+	Kind     string             `json:"kind"`
+	Path     string             `json:"path"`
+	Capacity uint32             `json:"capacity"`
+	Bytes    uint64             `json:"bytes"`
+	Packet   bool               `json:"packet"`
+	Torn     bool               `json:"torn"`
+	Complete bool               `json:"complete"`
+	Reason   string             `json:"reason,omitempty"`
+	Readers  uint32             `json:"readers"`
+	Writers  uint32             `json:"writers"`
+	Buffers  []jsonBuffer       `json:"buffers"`
+	Holders  []jsonHolder       `json:"holders"`
+	Waiters  []pipemodel.Waiter `json:"waiters"`
 }
 
 type jsonBuffer struct {
@@ -206,8 +265,15 @@ func writeJSON(w io.Writer, s *snapshot.Snapshot) error {
 			Revision: s.Header.Revision, Time: s.Header.Time, Release: s.Header.Release,
 			Version: s.Header.Version, Machine: s.Header.Machine, Frozen: s.Header.Flags&format.HeaderFrozen != 0,
 		},
-		Tasks: []jsonTask{}, Pipes: []jsonPipe{}, Notes: []jsonNote{},
+		Tasks: []jsonTask{}, Pipes: []jsonPipe{}, Notes: []jsonNote{}, Procs: []pipemodel.Proc{}, OpenWaits: []pipemodel.OpenWait{},
 	}
+	smp := s.Sample()
+	for _, pid := range procOrder(smp) {
+		if len(smp.Procs[pid].Tasks) > 0 {
+			out.Procs = append(out.Procs, *smp.Procs[pid])
+		}
+	}
+	out.OpenWaits = append(out.OpenWaits, smp.OpenWaits...)
 	for _, t := range s.Tasks {
 		jt := jsonTask{PID: t.PID, TID: t.TID, Comm: t.Comm, UID: t.UID, FDs: []jsonFD{}}
 		for _, fd := range t.FDs {
@@ -219,7 +285,10 @@ func writeJSON(w io.Writer, s *snapshot.Snapshot) error {
 		jp := jsonPipe{
 			Ino: p.Ino, Objref: p.Ref, Kind: p.Kind.String(), Path: p.Path, Capacity: p.Capacity, Bytes: p.Bytes,
 			Packet: p.Status&format.StatusPacket != 0, Torn: p.Status&format.StatusTorn != 0, Complete: p.Complete(),
-			Readers: p.Readers, Writers: p.Writers, Buffers: []jsonBuffer{}, Holders: []jsonHolder{},
+			Readers: p.Readers, Writers: p.Writers, Buffers: []jsonBuffer{}, Holders: []jsonHolder{}, Waiters: []pipemodel.Waiter{},
+		}
+		if mp := smp.Find(p.Ino); mp != nil {
+			jp.Waiters = append(jp.Waiters, mp.Waiters...)
 		}
 		if p.Reason != format.ReasonNone {
 			jp.Reason = p.Reason.String()

@@ -195,3 +195,59 @@ func verdicts(v diagOut) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestInspectWaits: inspect shows who was blocked, for how long, in
+// which state, and the tasks blocked opening a FIFO.
+func TestInspectWaits(t *testing.T) {
+	requireBPF(t)
+	full := pipetest.StartStuck(t, "full")
+	open := pipetest.StartScenario(t, "fifo-writer-open")
+	file := filepath.Join(t.TempDir(), "s.snap")
+	pids := append(full.PIDs(), open.PIDs()...)
+	if _, stderr, code := run(t, append([]string{"dump", "-o", file}, pidArgs(pids...)...)...); code != 0 {
+		t.Fatalf("dump exit %d: %s", code, stderr)
+	}
+	out, stderr, code := run(t, "inspect", file)
+	if code != 0 {
+		t.Fatalf("inspect exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("%d(yes):1:write:blocked %d(sleep):0:read", full.PID("writer"), full.PID("reader")),
+		fmt.Sprintf("open: sh (pid %d) blocked ", open.PID("writer")),
+		fmt.Sprintf("opening FIFO %s (inode %d) for writing: no reader had opened it", open.FIFOs["fifo"], open.Inos["fifo"]),
+		"PID", "WCHAN", "hrtimer_nanosleep",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect lacks %q:\n%s", want, out)
+		}
+	}
+	var v struct {
+		Pipes []struct {
+			Ino     uint64 `json:"ino"`
+			Waiters []struct {
+				PID    int    `json:"pid"`
+				Queue  string `json:"queue"`
+				Kind   string `json:"kind"`
+				WaitNS int64  `json:"wait_ns"`
+			} `json:"waiters"`
+		} `json:"pipes"`
+		OpenWaits []struct {
+			PID  int    `json:"pid"`
+			Path string `json:"path"`
+			End  string `json:"end"`
+		} `json:"open_waits"`
+	}
+	out, _, _ = run(t, "inspect", "--json", file)
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, p := range v.Pipes {
+		for _, w := range p.Waiters {
+			found = found || p.Ino == full.Ino() && w.PID == full.PID("writer") && w.Queue == "write" && w.Kind == "blocked" && w.WaitNS > 0
+		}
+	}
+	if !found || len(v.OpenWaits) != 1 || v.OpenWaits[0].PID != open.PID("writer") || v.OpenWaits[0].End != "write" {
+		t.Errorf("inspect --json: waiters %+v, open waits %+v", v.Pipes, v.OpenWaits)
+	}
+}

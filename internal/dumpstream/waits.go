@@ -15,7 +15,7 @@ type Waits struct {
 }
 
 // SetWaits has Finish write w after the last task (format revision 2):
-// the state of every thread of the sample's processes, the waiters of
+// the state of every thread of the processes dumped, the waiters of
 // the pipes the stream holds, and the tasks blocked opening a FIFO.
 func (s *Writer) SetWaits(w *Waits) { s.waits = w }
 
@@ -31,6 +31,9 @@ func (s *Writer) writeWaits() error {
 	}
 	for _, pid := range sortedPIDs(smp.Procs) {
 		pr := smp.Procs[pid]
+		if pr.Outside || !s.met[pid] {
+			continue // not a process of the snapshot
+		}
 		tasks := pr.Tasks
 		if len(tasks) == 0 {
 			tasks = []pipemodel.Thread{{TID: pid, State: pr.State, Idle: pr.Idle}}
