@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the BPF tests of loader/ (dump) and pipestate/ (ls, diagnose) on
-# Debian's kernels in QEMU (software emulation, no KVM).
+# Runs the BPF tests of loader/ (dump), pipestate/ (ls, diagnose) and diagnose/ (the
+# scenarios of internal/pipetest/scenarios.go) on Debian's kernels in QEMU (no KVM).
 #
 #   scripts/test-kernels.sh [CONFIG...]
 #
@@ -120,9 +120,10 @@ mkdir -p "$logs"
 root="$work/root"
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,pipesnap}
 cp /bin/busybox "$root/bin/busybox"
-log "building the loader and pipestate test binaries"
+log "building the loader, pipestate and diagnose test binaries"
 CGO_ENABLED=0 $GO test -c -o "$root/pipesnap/loader.test" ./loader
 CGO_ENABLED=0 $GO test -c -o "$root/pipesnap/pipestate.test" ./pipestate
+CGO_ENABLED=0 $GO test -c -o "$root/pipesnap/diagnose.test" ./diagnose
 printf '%s\n' "$RUN" > "$root/pipesnap/run"
 printf '%s\n' "$RUN_PIPESTATE" > "$root/pipesnap/run-pipestate"
 cat > "$root/init" <<'EOF'
@@ -157,6 +158,10 @@ up() { read -r u _ < /proc/uptime; echo "$u"; }
 		-test.run "$(cat /pipesnap/run-pipestate)" </dev/null 2>&1
 	prc=$?
 	[ $rc -ne 0 ] || rc=$prc
+	/pipesnap/diagnose.test -test.v -test.count=1 -test.timeout=4m \
+		-test.run '^TestScenariosLive$' </dev/null 2>&1
+	drc=$?
+	[ $rc -ne 0 ] || rc=$drc
 	echo "pipesnap-vm: tests $start..$(up) s"
 	echo "pipesnap-vm: exit $rc"
 } > /dev/ttyS1 2>&1

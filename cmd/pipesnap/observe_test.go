@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/pipesnap/pipesnap/diagnose"
 	"github.com/pipesnap/pipesnap/internal/pipetest"
 )
 
@@ -170,6 +171,7 @@ func TestLsStuckPipelines(t *testing.T) {
 }
 
 type diagOut struct {
+	raw        []byte
 	Stuck      bool           `json:"stuck"`
 	Chains     []diagChain    `json:"chains"`
 	Findings   []diagFinding  `json:"findings"`
@@ -225,7 +227,18 @@ func diagnoseJSON(t *testing.T, wantCode int, args ...string) diagOut {
 	if err := json.Unmarshal([]byte(out), &v); err != nil {
 		t.Fatalf("diagnose --json: %v\n%s", err, out)
 	}
+	v.raw = []byte(out)
 	return v
+}
+
+// report is the JSON decoded into diagnose's own report.
+func (v diagOut) report(t *testing.T) *diagnose.Report {
+	t.Helper()
+	var rep diagnose.Report
+	if err := json.Unmarshal(v.raw, &rep); err != nil {
+		t.Fatalf("diagnose --json into a report: %v", err)
+	}
+	return &rep
 }
 
 // finding is what a test expects diagnose to say about one pipe.

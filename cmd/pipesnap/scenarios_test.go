@@ -46,67 +46,10 @@ func exitFor(stuck bool) int {
 	return 0
 }
 
-// checkScenario checks what diagnose said of one pipe of a scenario.
+// checkScenario checks diagnose's JSON: it decodes into the report.
 func checkScenario(t *testing.T, sc *pipetest.Scenario, v diagOut, want pipetest.Finding, upTo time.Duration) {
 	t.Helper()
-	ino := sc.Inos[want.Pipe]
-	var got []string
-	for _, f := range v.Findings {
-		if f.Ino == ino {
-			got = append(got, f.Category+"/"+f.Kind)
-		}
-	}
-	switch want.Category {
-	case "stall":
-		i := slices.IndexFunc(v.Findings, func(f diagFinding) bool { return f.Ino == ino && f.Category == "stall" })
-		if i < 0 {
-			t.Fatalf("%s: no stall on %s (inode %d); findings %v\n%+v", sc.Kind, want.Pipe, ino, got, v.Findings)
-		}
-		f := v.Findings[i]
-		if want.Culprit != "" {
-			pid := sc.PID(want.Culprit)
-			if len(f.Culprits) == 0 || f.Culprits[0].PID != pid {
-				t.Errorf("%s: culprits %+v, want %s (pid %d) first: %q", sc.Kind, f.Culprits, want.Culprit, pid, f.Message)
-			}
-			if !slices.ContainsFunc(v.Chains, func(c diagChain) bool { return c.Stuck && slices.Contains(c.StuckAt, pid) }) {
-				t.Errorf("%s: no chain stuck at %s (pid %d): %+v", sc.Kind, want.Culprit, pid, v.Chains)
-			}
-		} else if len(f.Culprits) != 0 {
-			t.Errorf("%s: culprits %+v, want none: %q", sc.Kind, f.Culprits, f.Message)
-		}
-		// The wait is as old as the scenario: at least the minimum
-		// wait, no older than the scenario (and a little slack).
-		if d := time.Duration(f.ForNS); d < scenarioMinWait || d > upTo+2*time.Second {
-			t.Errorf("%s: stuck for %v, want between %v and %v", sc.Kind, d, scenarioMinWait, upTo+2*time.Second)
-		}
-		if strings.HasPrefix(want.Detail, "open-blocked") && !strings.Contains(f.Message, "opening FIFO "+sc.FIFOs["fifo"]) {
-			t.Errorf("%s: message %q lacks the FIFO path %s", sc.Kind, f.Message, sc.FIFOs["fifo"])
-		}
-	case "idle":
-		if slices.ContainsFunc(v.Findings, func(f diagFinding) bool { return f.Ino == ino && f.Category == "stall" }) {
-			t.Errorf("%s: %s (inode %d) called stuck: %v\n%+v", sc.Kind, want.Pipe, ino, got, v.Findings)
-		}
-		if !slices.ContainsFunc(v.Findings, func(f diagFinding) bool { return f.Ino == ino && f.Category == "idle" }) {
-			t.Errorf("%s: %s (inode %d) not listed as an idle wait: %v", sc.Kind, want.Pipe, ino, got)
-		}
-	case "healthy":
-		if slices.ContainsFunc(v.Findings, func(f diagFinding) bool { return f.Category == "stall" }) {
-			t.Errorf("%s: a healthy pipeline called stuck: %+v", sc.Kind, v.Findings)
-		}
-	case "leak-warning":
-		i := slices.IndexFunc(v.Findings, func(f diagFinding) bool { return f.Ino == ino })
-		if i < 0 || v.Findings[i].Category != "warning" || v.Findings[i].Kind != "no-readers" {
-			t.Errorf("%s: %s (inode %d): %v, want one no-readers warning", sc.Kind, want.Pipe, ino, got)
-		}
-		if len(got) != 1 {
-			t.Errorf("%s: %s (inode %d) found %d times: %v", sc.Kind, want.Pipe, ino, len(got), got)
-		}
-		for _, c := range v.Chains {
-			if slices.Contains(c.Pipes, ino) {
-				t.Errorf("%s: the leaked pipe is in a chain: %+v", sc.Kind, c)
-			}
-		}
-	}
+	pipetest.CheckVerdict(t, sc, v.report(t), want, scenarioMinWait, upTo)
 }
 
 // TestDiagnoseShellOrder: `(sleep 600; echo) | cat`: the subshell and
@@ -170,6 +113,7 @@ func TestDiagnoseOffline(t *testing.T) {
 			if err := json.Unmarshal([]byte(out), &off); err != nil {
 				t.Fatal(err)
 			}
+			off.raw = []byte(out)
 			if a, b := verdicts(live), verdicts(off); !slices.Equal(a, b) {
 				t.Errorf("live and offline differ:\n live %v\n file %v", a, b)
 			}
