@@ -76,24 +76,38 @@ func lsCommand() *cli.Command {
 		Name:      "ls",
 		Usage:     "list pipes and FIFOs: fill, holders, and who is blocked on them right now",
 		ArgsUsage: " ",
-		Description: `Prints one row per pipe or FIFO: inode, kind (a FIFO with its path),
-bytes queued / capacity (with a fill bar on a terminal), the kernel's count
-of open read and write ends, and the holders as pid(comm):fd:end. A holder
-marked :blocked has a thread sleeping on this pipe right now, in read
-(waiting for data) or write (waiting for room); :polling means it waits
-in poll/select for it. Blocked comes from the kernel: the pipe's wait
-queues are walked and their sleepers compared with the holders' threads,
-so a blocked thread that is not the main one counts, and a process that
-only polls or has the pipe in an epoll set does not. A task blocked on the
-pipe in a process that was not walked is shown as pid(comm):-:end:blocked.
+		Description: `Prints one row per pipe or FIFO: inode, kind, bytes queued / capacity
+(with a fill bar on a terminal), the kernel's count of open read and
+write ends (R, W), WAIT: how long the task waiting longest on it has
+waited (since it last ran, from the kernel's scheduler timestamps), STATE:
+the holders' process states (stopped, zombie, uninterruptible, running,
+sleeping), the holders as pid(comm):fd:end, and a FIFO's path last.
+
+A holder marked :blocked has a thread asleep in read or write on this
+pipe right now; :waiting, a thread asleep in poll, select or epoll_wait
+waiting for it to become readable (when it is empty) or writable (when
+it is full): as good as blocked for a Go, Node or asyncio program;
+:polling, a thread in poll/select with it for something else. :stopped,
+:zombie and :uninterruptible mark a holder in that state. Blocked and
+waiting come from the kernel: the pipe's wait queues are walked, a sleeper
+compared with the holders' threads (any thread, not only the main one),
+and an epoll entry followed to the epoll instance and to the thread
+asleep in epoll_wait on it. A task blocked on the pipe in a process that
+was not walked is shown as pid(comm):-:end:blocked. A task asleep in
+open(2) of a FIFO, waiting for the other end to be opened, holds no fd
+yet: it gets a row of its own, pid(comm):-:end:opening.
 
 ` + scopeHelp + `
 
 --json prints one object: pipes (ino, kind, path, bytes, capacity, bufs,
 readers, writers, unseen_readers, unseen_writers, moving, holders [pid,
 comm, fd, end, blocked ("reading", "writing" or ""), blocked_tids,
-polling], waiters [queue, kind, pid, tid, comm, state, outside]), procs
-(pid, comm, state, threads) and gone (requested pids that exited).`,
+waiting, via ("poll" or "epoll"), epoll_fd, waiting_tids, polling,
+wait_ns, outside], waiters [queue, kind (blocked, poll, epoll, other),
+pid, tid, comm, state, sleeping, events, epoll_fd, target_fd, wait_ns,
+outside]), procs (pid, comm, state, threads, idle_ns, idle_known, tasks
+[tid, state, idle_ns]), gone (requested pids that exited) and open_waits
+(pid, tid, comm, state, end, ino, path, wait_ns, readers, writers).`,
 		Flags: append(scopeFlags(),
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object instead of the table"},
 		),
