@@ -1,7 +1,9 @@
 // Package metrics exports pipe state as Prometheus metrics: every scrape
 // walks the pipes once (package pipestate) and reports, per pipe, the
 // queued bytes, capacity, ends, blocked tasks and the bytes that went
-// through since the previous scrape, plus totals that are never capped.
+// through since the previous scrape, plus totals that are never capped;
+// with a Diagnoser as the source, also what is stuck (package diagnose):
+// stuck pipelines, stalls by kind, the longest waits (diagnosis.go).
 package metrics
 
 import (
@@ -14,30 +16,69 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
+	"github.com/pipesnap/pipesnap/diagnose"
 	"github.com/pipesnap/pipesnap/pipemodel"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Source takes one sample of the pipes.
-type Source func(context.Context) (*pipemodel.Sample, error)
+// Sampler takes one sample of the pipes (pipestate.Sampler.Sample).
+type Sampler func(context.Context) (*pipemodel.Sample, error)
+
+// Look is what one scrape saw.
+type Look struct {
+	Sample *pipemodel.Sample
+	// Report diagnoses what did not move since the previous look; nil:
+	// not diagnosed, and the stall metrics are left out.
+	Report *diagnose.Report
+	// Ignore are the pipes the diagnosis and the longest waits leave out
+	// (pipesnap's own stdio).
+	Ignore map[uint64]bool
+}
+
+// Source takes one look at the pipes: a Diagnoser's Look, or Sampled.
+type Source func(context.Context) (*Look, error)
+
+// Sampled is a Source that only samples: no diagnosis.
+func Sampled(s Sampler) Source {
+	return func(ctx context.Context) (*Look, error) {
+		smp, err := s(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &Look{Sample: smp}, nil
+	}
+}
+
+// Options bound what one scrape exports.
+type Options struct {
+	// MaxPipes bounds the pipes exported with per-pipe series (0: no
+	// bound): those with blocked tasks first, then the fullest.
+	MaxPipes int
+	// MaxStuck bounds the pipesnap_stuck_pipeline_seconds series (0: no
+	// bound): the longest stuck first; pipesnap_stuck_pipelines counts
+	// them all.
+	MaxStuck int
+}
 
 // Collector is a prometheus.Collector over a Source. Scrapes are
 // serialized: one walk at a time.
 type Collector struct {
-	mu       sync.Mutex
-	source   Source
-	maxPipes int
-	prev     map[uint64]*pipemodel.Pipe
-	totals   map[uint64]*totals
-	errors   float64
+	mu     sync.Mutex
+	source Source
+	opts   Options
+	prev   map[uint64]*pipemodel.Pipe
+	totals map[uint64]*totals
+	errors float64
 
 	queued, capacity, readers, writers      *prometheus.Desc
 	blockedReaders, blockedWriters          *prometheus.Desc
 	readBytes, writtenBytes, writtenBuffers *prometheus.Desc
 	pipes, exported, blocked, full          *prometheus.Desc
 	up, walkSeconds, scrapeSeconds, errs    *prometheus.Desc
+	diag                                    diagDescs
 }
 
 type totals struct {
@@ -50,17 +91,17 @@ var PipeLabels = []string{"ino", "kind", "readers", "writers"}
 
 const maxComms = 3
 
-// New returns a collector that exports at most maxPipes pipes per scrape
-// (0: no limit): those with blocked tasks first, then the fullest.
-func New(source Source, maxPipes int) *Collector {
+// New returns a collector of source's looks, bounded by opts.
+func New(source Source, opts Options) *Collector {
 	pipe := func(name, help string) *prometheus.Desc {
 		return prometheus.NewDesc("pipesnap_pipe_"+name, help, PipeLabels, nil)
 	}
 	return &Collector{
-		source:   source,
-		maxPipes: maxPipes,
-		prev:     map[uint64]*pipemodel.Pipe{},
-		totals:   map[uint64]*totals{},
+		source: source,
+		opts:   opts,
+		prev:   map[uint64]*pipemodel.Pipe{},
+		totals: map[uint64]*totals{},
+		diag:   newDiagDescs(),
 
 		queued:         pipe("queued_bytes", "Bytes queued in the pipe."),
 		capacity:       pipe("capacity_bytes", "Bytes the pipe holds when full."),
@@ -92,6 +133,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	} {
 		ch <- d
 	}
+	c.diag.describe(ch)
 }
 
 // Collect walks the pipes and sends the metrics.
@@ -100,21 +142,28 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	defer c.mu.Unlock()
 	start := time.Now()
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+		send(ch, d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		send(ch, d, prometheus.CounterValue, v, labels...)
 	}
 	defer func() {
 		gauge(c.scrapeSeconds, time.Since(start).Seconds())
-		ch <- prometheus.MustNewConstMetric(c.errs, prometheus.CounterValue, c.errors)
+		counter(c.errs, c.errors)
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := c.source(ctx)
+	look, err := c.source(ctx)
+	if err == nil && (look == nil || look.Sample == nil) {
+		err = fmt.Errorf("no sample")
+	}
 	if err != nil {
 		c.errors++
 		fmt.Fprintf(os.Stderr, "pipesnap: walk failed: %v\n", err)
 		gauge(c.up, 0)
 		return
 	}
+	s := look.Sample
 	gauge(c.up, 1)
 	gauge(c.walkSeconds, s.Took.Seconds())
 	c.update(s)
@@ -132,9 +181,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.blocked, float64(blockedW), "write")
 	gauge(c.full, float64(full))
 
+	c.diag.collect(gauge, look, c.opts.MaxStuck)
+
 	export := Rank(s.Pipes)
-	if c.maxPipes > 0 && len(export) > c.maxPipes {
-		export = export[:c.maxPipes]
+	if c.opts.MaxPipes > 0 && len(export) > c.opts.MaxPipes {
+		export = export[:c.opts.MaxPipes]
 	}
 	gauge(c.exported, float64(len(export)))
 	for _, p := range export {
@@ -146,10 +197,47 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.blockedReaders, float64(len(p.Blocked("read"))), l...)
 		gauge(c.blockedWriters, float64(len(p.Blocked("write"))), l...)
 		t := c.totals[p.Ino]
-		ch <- prometheus.MustNewConstMetric(c.readBytes, prometheus.CounterValue, float64(t.read), l...)
-		ch <- prometheus.MustNewConstMetric(c.writtenBytes, prometheus.CounterValue, float64(t.written), l...)
-		ch <- prometheus.MustNewConstMetric(c.writtenBuffers, prometheus.CounterValue, float64(t.bufs), l...)
+		counter(c.readBytes, float64(t.read), l...)
+		counter(c.writtenBytes, float64(t.written), l...)
+		counter(c.writtenBuffers, float64(t.bufs), l...)
 	}
+}
+
+// send sends one metric. Label values are made valid UTF-8 first
+// (LabelValue): a command name is bytes, and client_golang refuses
+// invalid UTF-8. A metric that still cannot be made is left out and
+// said on stderr; the rest of the scrape goes on.
+func send(ch chan<- prometheus.Metric, d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+	for i, l := range labels {
+		labels[i] = LabelValue(l)
+	}
+	m, err := prometheus.NewConstMetric(d, t, v, labels...)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pipesnap: metric left out: %v\n", err)
+		return
+	}
+	ch <- m
+}
+
+// LabelValue makes s valid UTF-8 for a label value: each byte that is
+// not part of a valid UTF-8 sequence is written \xNN (a command named
+// "\xff" is labelled `\xff`, four characters). Valid strings are kept
+// as they are.
+func LabelValue(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 // update adds what moved since the previous sample to every pipe's

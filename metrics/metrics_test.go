@@ -79,11 +79,11 @@ func TestCollector(t *testing.T) {
 		}},
 	}
 	n := 0
-	c := New(func(context.Context) (*pipemodel.Sample, error) {
+	c := New(Sampled(func(context.Context) (*pipemodel.Sample, error) {
 		s := samples[min(n, len(samples)-1)]
 		n++
 		return s, nil
-	}, 2)
+	}), Options{MaxPipes: 2})
 	first := gather(t, c)
 	if got := first["pipesnap_pipe_queued_bytes"]; len(got) != 2 || got["1"] != 65536 || got["3"] != 5000 {
 		t.Errorf("queued bytes %v: want pipes 1 and 3 (blocked, then fullest), capped at 2", got)
@@ -104,7 +104,7 @@ func TestCollector(t *testing.T) {
 }
 
 func TestCollectorError(t *testing.T) {
-	c := New(func(context.Context) (*pipemodel.Sample, error) { return nil, errors.New("boom") }, 0)
+	c := New(Sampled(func(context.Context) (*pipemodel.Sample, error) { return nil, errors.New("boom") }), Options{})
 	got := gather(t, c)
 	if got["pipesnap_up"][""] != 0 || got["pipesnap_walk_errors_total"][""] != 1 {
 		t.Errorf("up %v, errors %v", got["pipesnap_up"], got["pipesnap_walk_errors_total"])

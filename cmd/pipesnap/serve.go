@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pipesnap/pipesnap/diagnose"
 	"github.com/pipesnap/pipesnap/pipemodel"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +38,33 @@ never capped: pipesnap_pipes, pipesnap_pipes_exported, pipesnap_full_pipes,
 pipesnap_blocked_tasks{end}, pipesnap_up, pipesnap_walk_duration_seconds,
 pipesnap_scrape_duration_seconds and pipesnap_walk_errors_total.
 
+Every scrape also diagnoses what did not move since the previous walk, as
+diagnose does (a wait is a stall once it has lasted --min-wait, default
+3s; pipesnap's own stdio pipes are left out). With no previous walk, or
+one older than 5 minutes, it walks twice, 200ms apart, so the first
+scrape already answers; walks are at least 200ms apart. Wait stacks are
+not read. Something to alert on:
+  - pipesnap_stuck_pipelines: pipelines (chains) with a stall, never
+    capped;
+  - pipesnap_stuck_pipeline_seconds{culprit_comm, culprit_pid, first_comm,
+    kind}: one series per stuck pipeline, how long it has been stuck (its
+    longest stall), naming the culprit where it stopped (empty when none
+    is seen: a FIFO nobody opens) and the first command of the pipeline;
+    at most --max-stuck series (default 10; 0: no bound), the longest
+    stuck first;
+  - pipesnap_stalls{kind}: stalls by kind (full-reader-idle, unread,
+    writer-stopped, writer-gone, data-no-reader, open-no-reader,
+    open-no-writer), 0 when none;
+  - pipesnap_longest_wait_seconds{end}: the longest wait of a task on a
+    read end (waiting for data), a write end (waiting for room) or in
+    open of a FIFO (end="open"), 0 when none waits;
+  - pipesnap_waits_considered and pipesnap_waits_left_out{reason}: the
+    waits looked at, and those that were no stall (idle, moving, young,
+    new).
+Command names that are not valid UTF-8 have their invalid bytes written
+\xNN. deploy/prometheus/pipesnap-alerts.yml has alerting rules over these
+(PipelineStuck: stuck for 5 minutes).
+
 --max-pipes bounds the per-pipe series of one scrape (default 100; 0: no
 bound): pipes with blocked tasks first, then the fullest. Inodes are new
 for every new pipe, so every short-lived pipe is a new series: keep the
@@ -51,11 +79,19 @@ SIGINT or SIGTERM stops it.
 		Flags: append(scopeFlags(),
 			&cli.StringFlag{Name: "listen", Aliases: []string{"l"}, Value: "127.0.0.1:9464", Usage: "serve on `ADDR` (host:port)"},
 			&cli.IntFlag{Name: "max-pipes", Value: 100, Usage: "export per-pipe series for at most `N` pipes per scrape (0: all)"},
+			&cli.DurationFlag{Name: "min-wait", Value: diagnose.DefaultMinWait, Usage: "a wait is a stall once it has lasted `DURATION`"},
+			&cli.IntFlag{Name: "max-stuck", Value: 10, Usage: "export pipesnap_stuck_pipeline_seconds for at most `N` stuck pipelines (0: all)"},
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			if c.Int("max-pipes") < 0 {
 				return usagef("--max-pipes must not be negative")
+			}
+			if c.Int("max-stuck") < 0 {
+				return usagef("--max-stuck must not be negative")
+			}
+			if c.Duration("min-wait") < 0 {
+				return usagef("--min-wait must not be negative")
 			}
 			if _, _, err := net.SplitHostPort(c.String("listen")); err != nil {
 				return usagef("--listen %q: %v", c.String("listen"), err)
@@ -65,24 +101,30 @@ SIGINT or SIGTERM stops it.
 				return err
 			}
 			defer s.Close()
-			return runServe(s, c.String("listen"), c.Int("max-pipes"))
+			return runServe(s, c.String("listen"), c.Duration("min-wait"),
+				metrics.Options{MaxPipes: c.Int("max-pipes"), MaxStuck: c.Int("max-stuck")})
 		},
 	}
 }
 
-func runServe(s *pipestate.Sampler, addr string, maxPipes int) error {
+func runServe(s *pipestate.Sampler, addr string, minWait time.Duration, opts metrics.Options) error {
 	ctx, stop := signalContext()
 	defer stop()
 	// Collect is serialized by the collector; the sampler is used by
 	// nothing else.
 	var mu sync.Mutex
-	source := func(ctx context.Context) (*pipemodel.Sample, error) {
+	sample := func(ctx context.Context) (*pipemodel.Sample, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		return s.Sample(ctx)
 	}
+	// Each scrape is diagnosed against the previous walk; the metrics
+	// need no wchan or stack, so none is read.
+	d := &metrics.Diagnoser{Sample: sample, Options: diagnose.Options{
+		Ignore: ownPipes(), MinWait: minWait, Kernel: metrics.NoKernel{},
+	}}
 	reg := prometheus.NewRegistry()
-	if err := reg.Register(metrics.New(source, maxPipes)); err != nil {
+	if err := reg.Register(metrics.New(d.Look, opts)); err != nil {
 		return err
 	}
 	mux := http.NewServeMux()
