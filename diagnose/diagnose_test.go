@@ -273,7 +273,7 @@ func TestChain(t *testing.T) {
 	if len(rep.Chains) != 1 || !slices.Equal(rep.Chains[0].StuckAt, []uint32{12}) {
 		t.Fatalf("chains %+v: want stuck at 12", rep.Chains)
 	}
-	if !strings.Contains(rep.Findings[0].Message, "gzip (pid 11) is itself waiting writing pipe 8") {
+	if !strings.Contains(rep.Findings[0].Message, "gzip (pid 11) is itself waiting for room in pipe 8") {
 		t.Errorf("message %q", rep.Findings[0].Message)
 	}
 }

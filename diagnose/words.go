@@ -87,7 +87,7 @@ func msgIdle(name string, waiting, writers []Task, unseen uint32, scoped bool) s
 	for _, t := range writers {
 		p := fmt.Sprintf("%s (pid %d) is alive and waiting itself: %s", t.Comm, t.PID, t.sleep())
 		if len(t.BlockedOn) > 0 {
-			p = fmt.Sprintf("%s (pid %d) is waiting itself, %s", t.Comm, t.PID, blockedOn(t))
+			p = fmt.Sprintf("%s (pid %d) is itself %s", t.Comm, t.PID, blockedOn(t))
 		}
 		parts = append(parts, p)
 	}
@@ -177,7 +177,10 @@ func otherEnd(ts []Task, unseen uint32, one, doing string, scoped bool) string {
 func blockedOn(t Task) string {
 	var on []string
 	for _, b := range t.BlockedOn {
-		s := fmt.Sprintf("waiting %s pipe %d", b.How, b.Ino)
+		s := fmt.Sprintf("waiting for data on pipe %d", b.Ino)
+		if b.How == "writing" {
+			s = fmt.Sprintf("waiting for room in pipe %d", b.Ino)
+		}
 		if b.Via == "poll" || b.Via == "epoll" {
 			s += " (in " + b.Via + ")"
 		}
