@@ -106,7 +106,7 @@ func (d *diagnosis) openWait(ow pipemodel.OpenWait) {
 		Readers: ow.Readers, Writers: ow.Writers, OtherEnd: []Task{}, Culprits: []Task{},
 		Waiting: []Task{{
 			PID: ow.PID, TID: ow.TID, Comm: ow.Comm, End: ow.End, Via: "open", State: string(ow.State),
-			Wait: ow.Wait, WaitKnown: true, Wchan: d.kernel.Wchan(ow.PID, ow.TID), Stack: d.kernel.Stack(ow.PID, ow.TID),
+			Wait: ow.Wait, WaitKnown: true, Wchan: d.kernel.Wchan(ow.PID, ow.TID),
 		}},
 	}
 	if ow.End == pipemodel.EndRead {
@@ -127,6 +127,17 @@ func (d *diagnosis) add(f Finding, age time.Duration, waits int) {
 			d.rep.pending++
 			d.rep.LeftOut[LeftYoung] += max(waits, 1)
 			return
+		}
+		// Kernel stacks of the tasks that tell the story, for stalls
+		// only: reading every idle reader's would cost a walk of /proc.
+		for _, ts := range [][]Task{f.Waiting, f.Culprits, f.OtherEnd} {
+			for i := range ts {
+				tid := ts[i].TID
+				if tid == 0 {
+					tid = ts[i].PID
+				}
+				ts[i].Stack = d.kernel.Stack(ts[i].PID, tid)
+			}
 		}
 	case Idle:
 		d.rep.LeftOut[LeftIdle] += waits
@@ -173,7 +184,6 @@ func (d *diagnosis) holders(p *pipemodel.Pipe, end pipemodel.End, skip map[uint3
 			}
 		}
 		t.Wchan = d.kernel.Wchan(h.PID, h.PID)
-		t.Stack = d.kernel.Stack(h.PID, h.PID)
 		t.BlockedOn = d.waitsOn[h.PID]
 		out = append(out, t)
 	}
@@ -209,7 +219,7 @@ func (d *diagnosis) waiters(ws []pipemodel.Waiter) []Task {
 		t := Task{
 			PID: w.PID, TID: w.TID, Comm: w.Comm, End: end, Via: viaOf(w), EpollFD: w.EpollFD,
 			State: string(w.State), Wait: w.Wait, WaitKnown: true, Outside: w.Outside,
-			Wchan: d.kernel.Wchan(w.PID, w.TID), Stack: d.kernel.Stack(w.PID, w.TID),
+			Wchan: d.kernel.Wchan(w.PID, w.TID),
 		}
 		if pr := d.cur.Procs[w.PID]; pr != nil && pr.Outside {
 			t.Outside = true
