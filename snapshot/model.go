@@ -64,6 +64,12 @@ func (s *Snapshot) Sample() *pipemodel.Sample {
 				})
 			}
 		}
+		slices.SortFunc(mp.Holders, func(a, b pipemodel.Holder) int {
+			if a.PID != b.PID {
+				return int(a.PID) - int(b.PID)
+			}
+			return int(a.FD - b.FD)
+		})
 		for _, w := range p.Waiters {
 			mp.Waiters = append(mp.Waiters, waiter(w))
 		}

@@ -157,10 +157,11 @@ func runDump(cfg dumpConfig) error {
 	if cfg.freeze {
 		fmt.Fprintf(os.Stderr, "pipesnap: processes stopped for %v, with the %s\n", report.Frozen.Round(time.Microsecond), report.FrozenHow)
 	}
-	fmt.Fprintf(os.Stderr, "pipesnap: wrote %s: %d processes, %d fds, %d pipes, %d bytes; %d torn or incomplete\n",
-		where, report.Tasks, report.FDs, report.Pipes, report.Bytes, len(report.Problems))
+	fmt.Fprintf(os.Stderr, "pipesnap: wrote %s: %s, %s, %s, %s; %d torn or incomplete\n",
+		where, count(report.Tasks, "process", "processes"), count(report.FDs, "fd", "fds"), count(report.Pipes, "pipe", "pipes"),
+		count(int(report.Bytes), "byte", "bytes"), len(report.Problems))
 	if cfg.strict && len(report.Problems) > 0 {
-		return exitStatus{1, fmt.Errorf("%d pipes torn or incomplete (--strict)", len(report.Problems))}
+		return exitStatus{1, fmt.Errorf("%s torn or incomplete (--strict)", count(len(report.Problems), "pipe", "pipes"))}
 	}
 	return nil
 }

@@ -96,8 +96,8 @@ func pipeFlags(p *snapshot.Pipe) []string {
 
 func writeTable(w io.Writer, s *snapshot.Snapshot) error {
 	h := s.Header
-	fmt.Fprintf(w, "snapshot of %s (%s), %s: %d processes, %d pipes\n\n",
-		h.Release, h.Machine, h.Time.Format(time.RFC3339), len(s.Tasks), len(s.Pipes))
+	fmt.Fprintf(w, "snapshot of %s (%s), %s: %s, %s\n\n",
+		h.Release, h.Machine, h.Time.Format(time.RFC3339), count(len(s.Tasks), "process", "processes"), count(len(s.Pipes), "pipe", "pipes"))
 	smp := s.Sample()
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "INO\tKIND\tBYTES/CAPACITY\tBUFS\tFLAGS\tWAIT\tHOLDERS\tPATH")

@@ -256,7 +256,7 @@ func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
 		return err
 	}
 	if left := len(pipes) + len(s.OpenWaits) - shown; left > 0 {
-		fmt.Fprintf(bw, "... %d more pipes\n", left)
+		fmt.Fprintf(bw, "... %s more\n", count(left, "pipe", "pipes"))
 	}
 	for _, pid := range s.Gone {
 		fmt.Fprintf(bw, "note: pid %d exited\n", pid)

@@ -93,7 +93,7 @@ func TestDumpInspectCat(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("dump exit %d: %s", code, stderr)
 	}
-	if !strings.Contains(stderr, "1 processes") {
+	if !strings.Contains(stderr, "1 process, ") {
 		t.Errorf("dump summary: %q", stderr)
 	}
 	st, err := os.Stat(snap)

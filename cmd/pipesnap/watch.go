@@ -95,8 +95,9 @@ func runWatch(s *pipestate.Sampler, interval time.Duration, iterations int) erro
 		} else if frame > 1 {
 			fmt.Fprintln(out)
 		}
-		fmt.Fprintf(out, "%s  %d pipes, %d waiting tasks, walk %v, every %v\n",
-			cur.Time.Format("15:04:05"), len(cur.Pipes), blocked, cur.Took.Round(time.Microsecond), interval)
+		fmt.Fprintf(out, "%s  %s, %s, walk %v, every %v\n",
+			cur.Time.Format("15:04:05"), count(len(cur.Pipes), "pipe", "pipes"), count(blocked, "waiting task", "waiting tasks"),
+			cur.Took.Round(time.Microsecond), interval)
 		if term {
 			fmt.Fprintln(out)
 		}

@@ -39,7 +39,11 @@ func (p Problem) String() string {
 	if p.Status&format.StatusTorn != 0 {
 		what = "torn"
 	}
-	return fmt.Sprintf("pipe %d, held by %s: %s (%s, %d attempts)", p.Ino, p.Holder, what, p.Reason, p.Attempts)
+	attempts := "attempts"
+	if p.Attempts == 1 {
+		attempts = "attempt"
+	}
+	return fmt.Sprintf("pipe %d, held by %s: %s (%s, %d %s)", p.Ino, p.Holder, what, p.Reason, p.Attempts, attempts)
 }
 
 // Report sums up a dump.
