@@ -1,6 +1,7 @@
 package diagnose
 
 import (
+	"cmp"
 	"slices"
 	"time"
 
@@ -240,7 +241,7 @@ func Diagnose(prev, cur *pipemodel.Sample, opts Options) *Report {
 		if a.Category != b.Category {
 			return order[a.Category] - order[b.Category]
 		}
-		return cmpU(a.Ino, b.Ino)
+		return cmp.Compare(a.Ino, b.Ino)
 	})
 	rep.Stuck = len(rep.Stalls()) > 0
 	rep.Chains = d.chains(cur, opts.Ignore, rep.Findings)
@@ -292,14 +293,4 @@ func viaOf(w pipemodel.Waiter) string {
 		return "write"
 	}
 	return "read"
-}
-
-func cmpU[T uint32 | uint64](a, b T) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -414,6 +414,27 @@ func (s *Sample) Find(ino uint64) *Pipe {
 	return s.Pipes[i]
 }
 
+// CountUnseen sets UnseenReaders and UnseenWriters: the open files of
+// each end that no holder asked for shows (outside holders do not
+// count), fds sharing one open file (dup, fork) once, as the kernel
+// counts them.
+func (p *Pipe) CountUnseen() {
+	var rd, wr uint32
+	for i, h := range p.Holders {
+		if h.Outside || slices.ContainsFunc(p.Holders[:i], func(o Holder) bool { return o.File == h.File }) {
+			continue
+		}
+		if h.End.Reads() {
+			rd++
+		}
+		if h.End.Writes() {
+			wr++
+		}
+	}
+	p.UnseenReaders = p.Readers - min(rd, p.Readers)
+	p.UnseenWriters = p.Writers - min(wr, p.Writers)
+}
+
 // MarkHolders records on each holder what its threads do on the pipe,
 // from the waiters: Blocked (asleep in read or write on an end it
 // holds), Waiting and Via (asleep in poll, select or epoll_wait for it:

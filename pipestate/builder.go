@@ -1,6 +1,7 @@
 package pipestate
 
 import (
+	"cmp"
 	"slices"
 	"time"
 
@@ -236,26 +237,11 @@ func (b *builder) finish() *pipemodel.Sample {
 	for _, p := range b.pipes {
 		slices.SortFunc(p.Holders, func(a, b pipemodel.Holder) int {
 			if a.PID != b.PID {
-				return cmpU(a.PID, b.PID)
+				return cmp.Compare(a.PID, b.PID)
 			}
 			return int(a.FD - b.FD)
 		})
-		// Open files of each end the walk saw: fds that share one (dup,
-		// fork) count once, as the kernel counts them.
-		var rd, wr uint32
-		for i, h := range p.Holders {
-			if h.Outside || slices.ContainsFunc(p.Holders[:i], func(o pipemodel.Holder) bool { return o.File == h.File }) {
-				continue
-			}
-			if h.End.Reads() {
-				rd++
-			}
-			if h.End.Writes() {
-				wr++
-			}
-		}
-		p.UnseenReaders = p.Readers - min(rd, p.Readers)
-		p.UnseenWriters = p.Writers - min(wr, p.Writers)
+		p.CountUnseen()
 		// A blocked task first seen from another process's record (it was
 		// not compared with its own threads) belongs to a walked process
 		// only if that process holds the pipe: then it was matched there.
@@ -270,19 +256,9 @@ func (b *builder) finish() *pipemodel.Sample {
 		p.MarkHolders()
 		s.Pipes = append(s.Pipes, p)
 	}
-	slices.SortFunc(s.Pipes, func(a, b *pipemodel.Pipe) int { return cmpU(a.Ino, b.Ino) })
-	slices.SortFunc(s.OpenWaits, func(a, b pipemodel.OpenWait) int { return cmpU(a.TID, b.TID) })
+	slices.SortFunc(s.Pipes, func(a, b *pipemodel.Pipe) int { return cmp.Compare(a.Ino, b.Ino) })
+	slices.SortFunc(s.OpenWaits, func(a, b pipemodel.OpenWait) int { return cmp.Compare(a.TID, b.TID) })
 	return s
-}
-
-func cmpU[T uint32 | uint64](a, b T) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func cString[T ~int8 | ~uint8](b []T) string {

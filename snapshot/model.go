@@ -73,7 +73,7 @@ func (s *Snapshot) Sample() *pipemodel.Sample {
 		for _, w := range p.Waiters {
 			mp.Waiters = append(mp.Waiters, waiter(w))
 		}
-		unseen(mp)
+		mp.CountUnseen()
 		mp.MarkHolders()
 		out.Pipes = append(out.Pipes, mp)
 	}
@@ -123,25 +123,6 @@ func waiter(w format.Waiter) pipemodel.Waiter {
 		out.Kind = pipemodel.WaiterOther
 	}
 	return out
-}
-
-// unseen counts the open files of each end no dumped process held: fds
-// sharing one open file count once, as the kernel counts them.
-func unseen(p *pipemodel.Pipe) {
-	var rd, wr uint32
-	for i, h := range p.Holders {
-		if slices.ContainsFunc(p.Holders[:i], func(o pipemodel.Holder) bool { return o.File == h.File }) {
-			continue
-		}
-		if h.End.Reads() {
-			rd++
-		}
-		if h.End.Writes() {
-			wr++
-		}
-	}
-	p.UnseenReaders = p.Readers - min(rd, p.Readers)
-	p.UnseenWriters = p.Writers - min(wr, p.Writers)
 }
 
 func state(b byte) pipemodel.State {
