@@ -31,7 +31,19 @@ func (d *diagnosis) pipe(p *pipemodel.Pipe) {
 	n := d.waitCount(p)
 	f := d.newFinding(p)
 	var age time.Duration
+	own, threads := d.ownPipe(p)
 	switch {
+	case own && len(waitW) == 0 && (p.Bytes > 0 || !waitsDirectly(waitR) || threads > 1):
+		// A process's own pipe, both ends its own and nobody else's: the
+		// self-pipe of an event loop (libuv, glib), woken by its own
+		// signal handler or another of its threads. Data in it, or a
+		// wait in poll or epoll on it, is its business; only a lone
+		// thread blocked in read on it waits for ever (WriterGone).
+		if n > 0 {
+			d.rep.Considered += n
+			d.rep.LeftOut[LeftSelf] += n
+		}
+		return
 	case p.Readers == 0:
 		if p.Writers == 0 {
 			return
@@ -97,6 +109,37 @@ func (d *diagnosis) pipe(p *pipemodel.Pipe) {
 		return
 	}
 	d.add(f, age, n)
+}
+
+// ownPipe tells whether one process holds both ends of p and nobody
+// else any, and how many
+// threads it has.
+func (d *diagnosis) ownPipe(p *pipemodel.Pipe) (bool, uint32) {
+	if len(p.Holders) == 0 || p.Readers == 0 || p.Writers == 0 || p.UnseenReaders > 0 || p.UnseenWriters > 0 {
+		return false, 0
+	}
+	pid := p.Holders[0].PID
+	for _, h := range p.Holders {
+		if h.PID != pid {
+			return false, 0
+		}
+	}
+	threads := uint32(1)
+	if pr := d.cur.Procs[pid]; pr != nil {
+		threads = max(pr.Threads, uint32(len(pr.Tasks)))
+	}
+	return true, threads
+}
+
+// waitsDirectly tells whether some waiter is blocked in read or write
+// itself, not in poll or epoll.
+func waitsDirectly(ws []pipemodel.Waiter) bool {
+	for _, w := range ws {
+		if w.Kind == pipemodel.WaiterBlocked {
+			return true
+		}
+	}
+	return false
 }
 
 // openWait classifies a task asleep opening a FIFO.

@@ -105,6 +105,7 @@ const (
 	LeftMoving = "on a pipe that moved"
 	LeftYoung  = "shorter than the minimum wait"
 	LeftNew    = "on a pipe too new to judge"
+	LeftSelf   = "on a process's own pipe (self-pipe)"
 )
 
 // Finding is one pipe (or FIFO being opened) where something waits.

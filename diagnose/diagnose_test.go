@@ -354,6 +354,28 @@ func TestEpollWaiter(t *testing.T) {
 	}
 }
 
+// TestSelfPipe: an event loop's own wakeup pipe (both ends its own), in
+// epoll or holding a byte, is no stall; a lone thread blocked in read on
+// a pipe whose only write end it holds itself waits for ever.
+func TestSelfPipe(t *testing.T) {
+	ep := pipemodel.Waiter{Queue: pipemodel.QueueRead, Kind: pipemodel.WaiterEpoll, PID: 12, TID: 12, Comm: "node",
+		State: "S", Sleeping: true, Events: pipemodel.EventIn, Wait: long}
+	empty := pipe(7, 0, 1, 1, rd(12, "node", 11, ""), wr(12, "node", 12, ""))
+	empty.Waiters = []pipemodel.Waiter{ep}
+	byte1 := pipe(8, 1, 1, 1, rd(12, "node", 4, ""), wr(12, "node", 5, ""))
+	s := build(empty, byte1)
+	s.Procs[12].Threads = 7
+	rep := Diagnose(nil, s, opts())
+	if rep.Stuck || len(rep.Findings) != 0 || rep.LeftOut[LeftSelf] != 2 {
+		t.Errorf("self-pipes: %+v, want both left out as self-pipes", rep)
+	}
+	// Blocked in read(2), one thread, its own write end: no one can write.
+	s = build(pipe(7, 0, 1, 1, rd(12, "cat", 0, "reading"), wr(12, "cat", 3, "")))
+	if rep := Diagnose(nil, s, opts()); !rep.Stuck || rep.Findings[0].Kind != WriterGone {
+		t.Errorf("lone reader of its own pipe: %+v, want writer-gone", rep.Findings)
+	}
+}
+
 func TestIgnore(t *testing.T) {
 	p := pipe(7, 65536, 1, 1, wr(10, "yes", 1, "writing"), rd(11, "sleep", 0, ""))
 	if rep := Diagnose(nil, build(p), Options{Kernel: kernel, Ignore: map[uint64]bool{7: true}}); rep.Stuck || len(rep.Chains) != 0 {

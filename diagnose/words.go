@@ -19,6 +19,10 @@ func (d *diagnosis) pipeName(p *pipemodel.Pipe) string {
 	return fmt.Sprintf("%s %d", p.Kind, p.Ino)
 }
 
+// maxNamed bounds the processes a message describes one by one; the
+// JSON lists them all.
+const maxNamed = 4
+
 func msgFull(name string, p *pipemodel.Pipe, waiting, readers []Task, unseen uint32, scoped bool) string {
 	fill := fmt.Sprintf("which is full (%d/%d bytes)", p.Bytes, p.Capacity)
 	if !p.Full() {
@@ -84,7 +88,11 @@ func msgIdle(name string, waiting, writers []Task, unseen uint32, scoped bool) s
 		return s + "; " + otherEnd(writers, unseen, "writer", "writing", scoped)
 	}
 	var parts []string
-	for _, t := range writers {
+	for i, t := range writers {
+		if i == maxNamed {
+			parts = append(parts, fmt.Sprintf("%d more", len(writers)-maxNamed))
+			break
+		}
 		p := fmt.Sprintf("%s (pid %d) is alive and waiting itself: %s", t.Comm, t.PID, t.sleep())
 		if len(t.BlockedOn) > 0 {
 			p = fmt.Sprintf("%s (pid %d) is itself %s", t.Comm, t.PID, blockedOn(t))
@@ -152,7 +160,11 @@ func otherEnd(ts []Task, unseen uint32, one, doing string, scoped bool) string {
 		return s + ": held outside pipesnap's pid namespace, or closed during the walk"
 	}
 	var parts []string
-	for _, t := range ts {
+	for i, t := range ts {
+		if i == maxNamed {
+			parts = append(parts, fmt.Sprintf("%d more", len(ts)-maxNamed))
+			break
+		}
 		s := fmt.Sprintf("%s (pid %d)", t.Comm, t.PID)
 		if t.Outside {
 			s += " [not among the processes asked for]"

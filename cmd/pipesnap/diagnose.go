@@ -204,7 +204,7 @@ func verdict(rep *diagnose.Report) string {
 
 func leftOut(rep *diagnose.Report) string {
 	var parts []string
-	for _, why := range []string{diagnose.LeftIdle, diagnose.LeftMoving, diagnose.LeftYoung, diagnose.LeftNew} {
+	for _, why := range []string{diagnose.LeftIdle, diagnose.LeftSelf, diagnose.LeftMoving, diagnose.LeftYoung, diagnose.LeftNew} {
 		if n := rep.LeftOut[why]; n > 0 {
 			s := fmt.Sprintf("%d %s", n, why)
 			if why == diagnose.LeftYoung {
