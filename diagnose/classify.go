@@ -1,6 +1,7 @@
 package diagnose
 
 import (
+	"fmt"
 	"slices"
 	"time"
 
@@ -33,6 +34,14 @@ func (d *diagnosis) pipe(p *pipemodel.Pipe) {
 	var age time.Duration
 	own, threads := d.ownPipe(p)
 	switch {
+	case p.BadRing:
+		// Head, tail or ring size were not a ring pipesnap knows: its
+		// bytes and fill are unknown, so nothing can be said of them.
+		f.Kind = BadRing
+		f.Message = fmt.Sprintf("%s: its ring could not be read (head %d, tail %d, ring size %d are not a ring pipesnap knows): how full it is is unknown",
+			d.pipeName(p), p.Head, p.Tail, p.RingSize)
+		d.add(f, 0, 0)
+		return
 	case own && len(waitW) == 0 && (p.Bytes > 0 || !waitsDirectly(waitR) || threads > 1):
 		// A process's own pipe, both ends its own and nobody else's: the
 		// self-pipe of an event loop (libuv, glib), woken by its own

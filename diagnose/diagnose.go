@@ -41,6 +41,8 @@ const (
 	// An empty pipe with no reader left: the next write gets SIGPIPE or
 	// EPIPE. Often an fd leaked into many processes.
 	NoReaders Kind = "no-readers"
+	// The pipe's ring could not be read: its fill is unknown.
+	BadRing Kind = "bad-ring"
 )
 
 // Category orders findings: stalls are what diagnose is for.
@@ -57,7 +59,7 @@ func (k Kind) Category() Category {
 	switch k {
 	case EmptyWriterIdle:
 		return Idle
-	case NoReaders:
+	case NoReaders, BadRing:
 		return Warning
 	}
 	return Stall

@@ -376,6 +376,17 @@ func TestSelfPipe(t *testing.T) {
 	}
 }
 
+// TestBadRing: a ring pipesnap could not read is said so, never taken
+// for an empty pipe.
+func TestBadRing(t *testing.T) {
+	p := pipe(7, 0, 1, 1, wr(10, "yes", 1, ""), rd(11, "cat", 0, "reading"))
+	p.BadRing = true
+	rep := Diagnose(nil, build(p), opts())
+	if rep.Stuck || len(rep.Findings) != 1 || rep.Findings[0].Kind != BadRing || !strings.Contains(rep.Findings[0].Message, "its ring could not be read") {
+		t.Errorf("bad ring: %+v", rep.Findings)
+	}
+}
+
 func TestIgnore(t *testing.T) {
 	p := pipe(7, 65536, 1, 1, wr(10, "yes", 1, "writing"), rd(11, "sleep", 0, ""))
 	if rep := Diagnose(nil, build(p), Options{Kernel: kernel, Ignore: map[uint64]bool{7: true}}); rep.Stuck || len(rep.Chains) != 0 {

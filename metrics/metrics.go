@@ -76,7 +76,7 @@ type Collector struct {
 	queued, capacity, readers, writers      *prometheus.Desc
 	blockedReaders, blockedWriters          *prometheus.Desc
 	readBytes, writtenBytes, writtenBuffers *prometheus.Desc
-	pipes, exported, blocked, full          *prometheus.Desc
+	pipes, exported, blocked, full, badRing *prometheus.Desc
 	up, walkSeconds, scrapeSeconds, errs    *prometheus.Desc
 	diag                                    diagDescs
 }
@@ -117,6 +117,7 @@ func New(source Source, opts Options) *Collector {
 		exported:      prometheus.NewDesc("pipesnap_pipes_exported", "Pipes exported with per-pipe series (at most --max-pipes).", nil, nil),
 		blocked:       prometheus.NewDesc("pipesnap_blocked_tasks", "Tasks blocked on a pipe, over every pipe.", []string{"end"}, nil),
 		full:          prometheus.NewDesc("pipesnap_full_pipes", "Pipes that are full.", nil, nil),
+		badRing:       prometheus.NewDesc("pipesnap_unreadable_pipes", "Pipes whose ring pipesnap could not read (head, tail or ring size not a ring it knows): their fill is unknown and no queued_bytes series is exported for them.", nil, nil),
 		up:            prometheus.NewDesc("pipesnap_up", "1 when the last walk succeeded.", nil, nil),
 		walkSeconds:   prometheus.NewDesc("pipesnap_walk_duration_seconds", "Duration of the kernel walk of this scrape.", nil, nil),
 		scrapeSeconds: prometheus.NewDesc("pipesnap_scrape_duration_seconds", "Duration of this scrape: walk and metrics.", nil, nil),
@@ -129,7 +130,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.queued, c.capacity, c.readers, c.writers, c.blockedReaders, c.blockedWriters,
 		c.readBytes, c.writtenBytes, c.writtenBuffers,
-		c.pipes, c.exported, c.blocked, c.full, c.up, c.walkSeconds, c.scrapeSeconds, c.errs,
+		c.pipes, c.exported, c.blocked, c.full, c.badRing, c.up, c.walkSeconds, c.scrapeSeconds, c.errs,
 	} {
 		ch <- d
 	}
@@ -168,8 +169,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.walkSeconds, s.Took.Seconds())
 	c.update(s)
 
-	var blockedR, blockedW, full int
+	var blockedR, blockedW, full, bad int
 	for _, p := range s.Pipes {
+		if p.BadRing {
+			bad++
+		}
 		blockedR += len(p.Blocked("read"))
 		blockedW += len(p.Blocked("write"))
 		if p.Full() {
@@ -180,6 +184,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.blocked, float64(blockedR), "read")
 	gauge(c.blocked, float64(blockedW), "write")
 	gauge(c.full, float64(full))
+	gauge(c.badRing, float64(bad))
 
 	c.diag.collect(gauge, look, c.opts.MaxStuck)
 
@@ -190,7 +195,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.exported, float64(len(export)))
 	for _, p := range export {
 		l := Labels(p)
-		gauge(c.queued, float64(p.Bytes), l...)
+		if !p.BadRing {
+			gauge(c.queued, float64(p.Bytes), l...)
+		}
 		gauge(c.capacity, float64(p.Capacity), l...)
 		gauge(c.readers, float64(p.Readers), l...)
 		gauge(c.writers, float64(p.Writers), l...)

@@ -153,6 +153,7 @@ type jsonStatePipe struct {
 	UnseenReaders uint32             `json:"unseen_readers"`
 	UnseenWriters uint32             `json:"unseen_writers"`
 	Moving        bool               `json:"moving"`
+	BadRing       bool               `json:"bad_ring"`
 	Holders       []pipemodel.Holder `json:"holders"`
 	Waiters       []pipemodel.Waiter `json:"waiters"`
 }
@@ -164,7 +165,7 @@ func stateJSON(s *pipemodel.Sample) jsonState {
 		jp := jsonStatePipe{
 			Ino: p.Ino, Kind: p.Kind, Path: p.Path, Bytes: p.Bytes, Capacity: p.Capacity, Bufs: p.Bufs,
 			Readers: p.Readers, Writers: p.Writers, UnseenReaders: p.UnseenReaders, UnseenWriters: p.UnseenWriters,
-			Moving: p.Moving, Holders: p.Holders, Waiters: p.Waiters,
+			Moving: p.Moving, BadRing: p.BadRing, Holders: p.Holders, Waiters: p.Waiters,
 		}
 		if jp.Holders == nil {
 			jp.Holders = []pipemodel.Holder{}
@@ -218,7 +219,11 @@ func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
 			break
 		}
 		shown++
-		cols := []string{fmt.Sprint(p.Ino), p.Kind, fmt.Sprintf("%d/%d", p.Bytes, p.Capacity)}
+		fill := fmt.Sprintf("%d/%d", p.Bytes, p.Capacity)
+		if p.BadRing {
+			fill = fmt.Sprintf("?/%d (ring unreadable)", p.Capacity)
+		}
+		cols := []string{fmt.Sprint(p.Ino), p.Kind, fill}
 		if opt.bar {
 			cols = append(cols, fillBar(p.Bytes, p.Capacity, 10))
 		}

@@ -34,7 +34,7 @@ _blocked_readers and _blocked_writers (tasks sleeping on the pipe),
 _read_bytes_total and _written_bytes_total (bytes through the pipe since
 pipesnap first saw it, from head and tail advances; see watch for how
 they are estimated) and _written_buffers_total (head advances). Totals,
-never capped: pipesnap_pipes, pipesnap_pipes_exported, pipesnap_full_pipes,
+never capped: pipesnap_pipes, pipesnap_pipes_exported, pipesnap_full_pipes, pipesnap_unreadable_pipes,
 pipesnap_blocked_tasks{end}, pipesnap_up, pipesnap_walk_duration_seconds,
 pipesnap_scrape_duration_seconds and pipesnap_walk_errors_total.
 
