@@ -9,7 +9,6 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 
 	"github.com/urfave/cli/v2"
 
@@ -117,7 +116,9 @@ func writeTable(w io.Writer, s *snapshot.Snapshot) error {
 			fmt.Sprint(len(p.Buffers)), flags, wait, holders}
 		fmt.Fprintln(tw, strings.Join(withPath(cols, p.Path), "\t"))
 		if p.Bytes > 0 {
-			fmt.Fprintf(tw, "\t\t\t\t\t\t%s\n", preview(p)) // under HOLDERS: the last cell sets no width
+			for _, line := range strings.Split(preview(p), "\n") {
+				fmt.Fprintf(tw, "\t\t\t\t\t\t%s\n", line) // under HOLDERS: the last cell sets no width
+			}
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -166,26 +167,6 @@ func procOrder(s *pipemodel.Sample) []uint32 {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// preview shows the first bytes as quoted text, or as hex when they are
-// not mostly printable.
-func preview(p *snapshot.Pipe) string {
-	b := p.Data()
-	more := ""
-	if uint64(len(b)) < p.Bytes {
-		more = "..."
-	}
-	printable := 0
-	for _, r := range string(b) {
-		if unicode.IsPrint(r) || r == '\n' || r == '\t' {
-			printable++
-		}
-	}
-	if len(b) > 0 && printable*10 >= len([]rune(string(b)))*9 {
-		return fmt.Sprintf("%q%s", b, more)
-	}
-	return fmt.Sprintf("hex %x%s", b, more)
 }
 
 type jsonSnapshot struct {

@@ -26,7 +26,7 @@ import (
 // scopeFlags choose the processes of ls, diagnose, watch and serve.
 func scopeFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.IntSliceFlag{Name: "pid", Aliases: []string{"p"}, Usage: "look at the pipes of process `PID` (repeat for more)"},
+		pidFlag("look at the pipes of process `PID` (repeat, or list them: 1,2 or \"1 2\")"),
 		&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "look at every process's pipes (the default without --pid)"},
 	}
 }
@@ -40,9 +40,9 @@ so a walk is cheap enough to repeat every second.`
 // openSampler loads the pipe-state program for the processes the flags
 // name. The caller closes it.
 func openSampler(c *cli.Context, what string) (*pipestate.Sampler, error) {
-	pids := c.IntSlice("pid")
+	pids := pidsOf(c)
 	if c.Bool("all") && len(pids) > 0 {
-		return nil, usagef("%s takes --pid PID or --all, not both", what)
+		return nil, usagef("%s: --pid and --all exclude each other: give one", what)
 	}
 	if c.NArg() > 0 {
 		return nil, usagef("%s takes no arguments (got %q): use --pid PID", what, c.Args().First())
@@ -57,7 +57,7 @@ func openSampler(c *cli.Context, what string) (*pipestate.Sampler, error) {
 func stateError(what string, err error) error {
 	switch {
 	case errors.Is(err, pipestate.ErrNoProcess):
-		return usageError{err}
+		return err // a process that does not exist: exit 1, not a usage error
 	case errors.Is(err, pipestate.ErrPermission):
 		return err
 	case errors.Is(err, context.Canceled):
@@ -205,7 +205,7 @@ func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
 		head = append(head, "FILL")
 	}
 	if opt.rates != nil {
-		head = append(head, "IN/s", "OUT/s")
+		head = append(head, "IN", "OUT")
 	}
 	head = append(head, "R", "W", "WAIT", "STATE", "HOLDERS", "PATH")
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
@@ -356,18 +356,19 @@ func fillBar(n, capacity uint64, width int) string {
 	return "[" + strings.Repeat("#", full) + strings.Repeat(".", width-full) + "]"
 }
 
-// rate prints bytes per second; "~" marks an estimate.
+// rate prints bytes per second with binary prefixes: 512B/s,
+// 1.5KiB/s (1 KiB = 1024 bytes), 3.2MiB/s, 1.1GiB/s.
 func rate(bps float64, exact bool) string {
 	s := ""
 	switch {
 	case bps >= 1<<30:
-		s = fmt.Sprintf("%.1fG", bps/(1<<30))
+		s = fmt.Sprintf("%.1fGiB/s", bps/(1<<30))
 	case bps >= 1<<20:
-		s = fmt.Sprintf("%.1fM", bps/(1<<20))
+		s = fmt.Sprintf("%.1fMiB/s", bps/(1<<20))
 	case bps >= 1<<10:
-		s = fmt.Sprintf("%.1fK", bps/(1<<10))
+		s = fmt.Sprintf("%.1fKiB/s", bps/(1<<10))
 	default:
-		s = fmt.Sprintf("%.0f", bps)
+		s = fmt.Sprintf("%.0fB/s", bps)
 	}
 	if !exact {
 		s = "~" + s

@@ -220,7 +220,7 @@ type diagTask struct {
 func diagnoseJSON(t *testing.T, wantCode int, args ...string) diagOut {
 	t.Helper()
 	out, stderr, code := run(t, append([]string{"diagnose", "--json", "--settle", "150ms"}, args...)...)
-	if code != wantCode {
+	if wantCode >= 0 && code != wantCode { // -1: any
 		t.Fatalf("diagnose exit %d, want %d: %s\n%s", code, wantCode, stderr, out)
 	}
 	var v diagOut
@@ -411,7 +411,7 @@ func TestDiagnoseAll(t *testing.T) {
 		if f.Ino == flowing.Ino() {
 			t.Errorf("the flowing pipe is reported stuck: %+v", f)
 		}
-		if f.Category == "stall" && !ours[f.Ino] {
+		if f.Category == "stall" && !ours[f.Ino] && !fromTests(f) {
 			t.Errorf("a pipe of the machine is called stuck: %+v", f)
 		}
 	}
@@ -469,14 +469,14 @@ func TestWatch(t *testing.T) {
 		return out
 	}
 	first, second := rows(frames[0]), rows(frames[1])
-	// INO KIND BYTES/CAPACITY IN/s OUT/s R W WAIT STATE HOLDERS...
+	// INO KIND BYTES/CAPACITY IN OUT R W WAIT STATE HOLDERS...
 	if r := first[flowing.Ino()]; len(r) < 5 || r[3] != "-" || r[4] != "-" {
 		t.Errorf("first frame: rates %v, want none yet", r)
 	}
-	if r := second[flowing.Ino()]; len(r) < 5 || !strings.HasSuffix(r[4], "M") && !strings.HasSuffix(r[4], "G") {
+	if r := second[flowing.Ino()]; len(r) < 5 || !strings.HasSuffix(r[4], "MiB/s") && !strings.HasSuffix(r[4], "GiB/s") {
 		t.Errorf("second frame: the flowing pipe's rate %v, want megabytes per second", r)
 	}
-	if r := second[full.Ino()]; len(r) < 10 || r[2] != "65536/65536" || r[3] != "0" || r[4] != "0" || r[7] == "-" || r[8] != "sleeping" || !strings.HasSuffix(r[9], ":write:blocked") {
+	if r := second[full.Ino()]; len(r) < 10 || r[2] != "65536/65536" || r[3] != "0B/s" || r[4] != "0B/s" || r[7] == "-" || r[8] != "sleeping" || !strings.HasSuffix(r[9], ":write:blocked") {
 		t.Errorf("second frame: the full pipe %v, want full, no flow, writer blocked", r)
 	}
 }
@@ -591,18 +591,21 @@ func TestObserveUsage(t *testing.T) {
 		args []string
 		msg  string
 	}{
-		{[]string{"ls", "--all", "--pid", "1"}, "not both"},
+		{[]string{"ls", "--all", "--pid", "1"}, "--pid and --all exclude each other"},
 		{[]string{"ls", "extra"}, "no arguments"},
 		{[]string{"diagnose", "--settle", "-1s"}, "--settle"},
 		{[]string{"watch", "--interval", "0s"}, "--interval"},
 		{[]string{"watch", "--iterations", "-1"}, "--iterations"},
 		{[]string{"serve", "--listen", "nonsense"}, "--listen"},
 		{[]string{"serve", "--max-pipes", "-3"}, "--max-pipes"},
-		{[]string{"ls", "--pid", "2147483647"}, "no such process"},
 	} {
 		_, stderr, code := run(t, tc.args...)
 		if code != 2 || !strings.Contains(stderr, tc.msg) {
 			t.Errorf("%v: exit %d, %q; want 2 and %q", tc.args, code, stderr, tc.msg)
 		}
+	}
+	// A process that does not exist is no usage error: exit 1.
+	if _, stderr, code := run(t, "ls", "--pid", "2147483647"); code != 1 || !strings.Contains(stderr, "pid 2147483647: no such process") {
+		t.Errorf("ls --pid 2147483647: exit %d, %q; want 1 and no such process", code, stderr)
 	}
 }

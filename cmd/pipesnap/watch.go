@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"time"
@@ -23,8 +25,9 @@ func watchCommand() *cli.Command {
 		Description: `Walks the pipes every --interval (default 1s) and shows the ls table,
 fullest pipes first (pipes with waiting tasks before others at equal
 fill), with the longest wait and the holders' states (see ls), and what
-went through each pipe since the previous frame: IN/s
-bytes written, OUT/s bytes read. The kernel keeps no byte counters: the
+went through each pipe since the previous frame: IN, bytes written, and
+OUT, bytes read, per second, with binary prefixes (KiB/s is 1024 bytes
+a second, MiB/s 1024 KiB/s). The kernel keeps no byte counters: the
 rates come from the ring's head and tail movement and the lengths of the
 buffers seen in the two frames. A buffer written and read whole between
 two frames counts at the mean fill of the buffers that were seen; such an
@@ -34,10 +37,16 @@ On a terminal the screen is redrawn and the rows fit it; otherwise frames
 are printed one after another, separated by a blank line. --iterations N
 stops after N frames (0, the default: until interrupted).
 
+--json prints JSON Lines: one object per frame, on one line, as ls --json
+prints it (pipes, procs, gone, open_waits, took_us) with time (RFC 3339),
+frame (from 1), and per pipe, from the second frame on, in_bytes_per_sec,
+out_bytes_per_sec and rate_exact (false: an estimate).
+
 ` + scopeHelp,
 		Flags: append(scopeFlags(),
 			&cli.DurationFlag{Name: "interval", Aliases: []string{"i"}, Value: time.Second, Usage: "walk every `DURATION`"},
 			&cli.IntFlag{Name: "iterations", Aliases: []string{"n"}, Usage: "stop after `N` frames (0: until interrupted)"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON Lines, one object per frame"},
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -53,12 +62,12 @@ stops after N frames (0, the default: until interrupted).
 				return err
 			}
 			defer s.Close()
-			return runWatch(s, interval, n)
+			return runWatch(s, interval, n, c.Bool("json"))
 		},
 	}
 }
 
-func runWatch(s *pipestate.Sampler, interval time.Duration, iterations int) error {
+func runWatch(s *pipestate.Sampler, interval time.Duration, iterations int, asJSON bool) error {
 	ctx, stop := signalContext()
 	defer stop()
 	out := bufio.NewWriter(os.Stdout)
@@ -81,6 +90,24 @@ func runWatch(s *pipestate.Sampler, interval time.Duration, iterations int) erro
 				if q := prev.Find(p.Ino); q != nil {
 					opt.rates[p.Ino] = pipemodel.FlowBetween(q, p, cur.PageSize)
 				}
+			}
+		}
+		if asJSON {
+			if err := writeFrameJSON(out, cur, frame, opt); err != nil {
+				return err
+			}
+			if err := out.Flush(); err != nil {
+				return err
+			}
+			if iterations > 0 && frame >= iterations {
+				return nil
+			}
+			prev = cur
+			select {
+			case <-tick.C:
+				continue
+			case <-ctx.Done():
+				return nil
 			}
 		}
 		blocked := len(cur.OpenWaits)
@@ -140,4 +167,39 @@ func byFill(pipes []*pipemodel.Pipe) []*pipemodel.Pipe {
 		return 0
 	})
 	return out
+}
+
+// jsonFrame is one line of watch --json.
+type jsonFrame struct {
+	Time  time.Time       `json:"time"`
+	Frame int             `json:"frame"`
+	Pipes []jsonWatchPipe `json:"pipes"`
+	jsonState
+}
+
+type jsonWatchPipe struct {
+	jsonStatePipe
+	InBytesPerSec  *float64 `json:"in_bytes_per_sec,omitempty"`
+	OutBytesPerSec *float64 `json:"out_bytes_per_sec,omitempty"`
+	RateExact      *bool    `json:"rate_exact,omitempty"`
+}
+
+func writeFrameJSON(w io.Writer, s *pipemodel.Sample, frame int, opt tableOptions) error {
+	st := stateJSON(s)
+	out := jsonFrame{Time: s.Time, Frame: frame, Pipes: []jsonWatchPipe{}, jsonState: st}
+	for _, p := range st.Pipes {
+		jp := jsonWatchPipe{jsonStatePipe: p}
+		if f, ok := opt.rates[p.Ino]; ok && opt.dt > 0 {
+			in, o, exact := float64(f.Written)/opt.dt, float64(f.Read)/opt.dt, f.Exact
+			jp.InBytesPerSec, jp.OutBytesPerSec, jp.RateExact = &in, &o, &exact
+		}
+		out.Pipes = append(out.Pipes, jp)
+	}
+	out.jsonState.Pipes = nil
+	b, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
 }
