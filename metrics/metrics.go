@@ -10,7 +10,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"os"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -61,6 +61,22 @@ type Options struct {
 	// bound): the longest stuck first; pipesnap_stuck_pipelines counts
 	// them all.
 	MaxStuck int
+	// Log says what went wrong in a scrape (a failed walk, a metric left
+	// out); nil: slog.Default().
+	Log *slog.Logger
+	// Build, when set, is exported as pipesnap_build_info{version,
+	// revision, goversion} 1.
+	Build *BuildInfo
+}
+
+// BuildInfo is what pipesnap_build_info says of the running binary.
+type BuildInfo struct{ Version, Revision, GoVersion string }
+
+func (o Options) log() *slog.Logger {
+	if o.Log == nil {
+		return slog.Default()
+	}
+	return o.Log
 }
 
 // Collector is a prometheus.Collector over a Source. Scrapes are
@@ -77,6 +93,7 @@ type Collector struct {
 	blockedReaders, blockedWriters          *prometheus.Desc
 	readBytes, writtenBytes, writtenBuffers *prometheus.Desc
 	pipes, exported, blocked, full, badRing *prometheus.Desc
+	buildInfo                               *prometheus.Desc
 	up, walkSeconds, scrapeSeconds, errs    *prometheus.Desc
 	diag                                    diagDescs
 }
@@ -122,6 +139,7 @@ func New(source Source, opts Options) *Collector {
 		walkSeconds:   prometheus.NewDesc("pipesnap_walk_duration_seconds", "Duration of the kernel walk of this scrape.", nil, nil),
 		scrapeSeconds: prometheus.NewDesc("pipesnap_scrape_duration_seconds", "Duration of this scrape: walk and metrics.", nil, nil),
 		errs:          prometheus.NewDesc("pipesnap_walk_errors_total", "Walks that failed.", nil, nil),
+		buildInfo:     prometheus.NewDesc("pipesnap_build_info", "1, labelled with the version, VCS revision and Go version of the running pipesnap.", []string{"version", "revision", "goversion"}, nil),
 	}
 }
 
@@ -130,7 +148,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.queued, c.capacity, c.readers, c.writers, c.blockedReaders, c.blockedWriters,
 		c.readBytes, c.writtenBytes, c.writtenBuffers,
-		c.pipes, c.exported, c.blocked, c.full, c.badRing, c.up, c.walkSeconds, c.scrapeSeconds, c.errs,
+		c.pipes, c.exported, c.blocked, c.full, c.badRing, c.up, c.walkSeconds, c.scrapeSeconds, c.errs, c.buildInfo,
 	} {
 		ch <- d
 	}
@@ -143,15 +161,18 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	defer c.mu.Unlock()
 	start := time.Now()
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		send(ch, d, prometheus.GaugeValue, v, labels...)
+		send(ch, c.opts.log(), d, prometheus.GaugeValue, v, labels...)
 	}
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
-		send(ch, d, prometheus.CounterValue, v, labels...)
+		send(ch, c.opts.log(), d, prometheus.CounterValue, v, labels...)
 	}
 	defer func() {
 		gauge(c.scrapeSeconds, time.Since(start).Seconds())
 		counter(c.errs, c.errors)
 	}()
+	if b := c.opts.Build; b != nil {
+		gauge(c.buildInfo, 1, b.Version, b.Revision, b.GoVersion)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	look, err := c.source(ctx)
@@ -160,7 +181,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if err != nil {
 		c.errors++
-		fmt.Fprintf(os.Stderr, "pipesnap: walk failed: %v\n", err)
+		c.opts.log().Error("walk failed", "err", err)
 		gauge(c.up, 0)
 		return
 	}
@@ -213,14 +234,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 // send sends one metric. Label values are made valid UTF-8 first
 // (LabelValue): a command name is bytes, and client_golang refuses
 // invalid UTF-8. A metric that still cannot be made is left out and
-// said on stderr; the rest of the scrape goes on.
-func send(ch chan<- prometheus.Metric, d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+// logged; the rest of the scrape goes on.
+func send(ch chan<- prometheus.Metric, log *slog.Logger, d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
 	for i, l := range labels {
 		labels[i] = LabelValue(l)
 	}
 	m, err := prometheus.NewConstMetric(d, t, v, labels...)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "pipesnap: metric left out: %v\n", err)
+		log.Warn("metric left out", "err", err)
 		return
 	}
 	ch <- m

@@ -4,7 +4,6 @@ package main
 // (internal/pipetest/stuck.go), through the built binary.
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -499,15 +498,7 @@ func TestServe(t *testing.T) {
 			cmd.Wait()
 		}
 	})
-	lines := bufio.NewScanner(stderr)
-	var url string
-	for lines.Scan() {
-		if _, u, ok := strings.Cut(lines.Text(), "serving metrics on "); ok {
-			url = u
-			break
-		}
-		t.Logf("serve: %s", lines.Text())
-	}
+	url := announcedURL(t, stderr)
 	if !strings.HasPrefix(url, "http://127.0.0.1:") {
 		t.Fatalf("no address announced (%q)", url)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -81,6 +82,7 @@ SIGINT or SIGTERM stops it.
 			&cli.IntFlag{Name: "max-pipes", Value: 100, Usage: "export per-pipe series for at most `N` pipes per scrape (0: all)"},
 			&cli.DurationFlag{Name: "min-wait", Value: diagnose.DefaultMinWait, Usage: "a wait is a stall once it has lasted `DURATION`"},
 			&cli.IntFlag{Name: "max-stuck", Value: 10, Usage: "export pipesnap_stuck_pipeline_seconds for at most `N` stuck pipelines (0: all)"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log as `FORMAT`: text (key=value lines) or json (one object a line), on stderr"},
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -93,6 +95,10 @@ SIGINT or SIGTERM stops it.
 			if c.Duration("min-wait") < 0 {
 				return usagef("--min-wait must not be negative")
 			}
+			log, err := newLogger(c.String("log-format"))
+			if err != nil {
+				return err
+			}
 			if _, _, err := net.SplitHostPort(c.String("listen")); err != nil {
 				return usagef("--listen %q: %v", c.String("listen"), err)
 			}
@@ -101,13 +107,26 @@ SIGINT or SIGTERM stops it.
 				return err
 			}
 			defer s.Close()
-			return runServe(s, c.String("listen"), c.Duration("min-wait"),
-				metrics.Options{MaxPipes: c.Int("max-pipes"), MaxStuck: c.Int("max-stuck")})
+			b := readBuildInfo()
+			return runServe(s, c.String("listen"), c.Duration("min-wait"), log,
+				metrics.Options{MaxPipes: c.Int("max-pipes"), MaxStuck: c.Int("max-stuck"), Log: log,
+					Build: &metrics.BuildInfo{Version: b.Version, Revision: b.Revision, GoVersion: b.GoVersion}})
 		},
 	}
 }
 
-func runServe(s *pipestate.Sampler, addr string, minWait time.Duration, opts metrics.Options) error {
+// newLogger makes serve's logger: text or JSON lines on stderr.
+func newLogger(format string) (*slog.Logger, error) {
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, nil)), nil
+	}
+	return nil, usagef("--log-format %q: want text or json", format)
+}
+
+func runServe(s *pipestate.Sampler, addr string, minWait time.Duration, log *slog.Logger, opts metrics.Options) error {
 	ctx, stop := signalContext()
 	defer stop()
 	// Collect is serialized by the collector; the sampler is used by
@@ -141,7 +160,7 @@ func runServe(s *pipestate.Sampler, addr string, minWait time.Duration, opts met
 		return fmt.Errorf("serve: %w", err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(os.Stderr, "pipesnap: serving metrics on http://%s/metrics\n", ln.Addr())
+	log.Info("serving metrics", "url", fmt.Sprintf("http://%s/metrics", ln.Addr()), "version", opts.Build.Version)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	select {
@@ -157,6 +176,6 @@ func runServe(s *pipestate.Sampler, addr string, minWait time.Duration, opts met
 	if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
 	}
-	fmt.Fprintln(os.Stderr, "pipesnap: stopped")
+	log.Info("stopped")
 	return nil
 }

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,15 +31,7 @@ func serveStart(t *testing.T, args ...string) string {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	lines := bufio.NewScanner(stderr)
-	var url string
-	for lines.Scan() {
-		if _, u, ok := strings.Cut(lines.Text(), "serving metrics on "); ok {
-			url = u
-			break
-		}
-		t.Logf("serve: %s", lines.Text())
-	}
+	url := announcedURL(t, stderr)
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		rest, _ := io.ReadAll(stderr)
@@ -228,5 +222,64 @@ func TestServeUsage(t *testing.T) {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("serve --help (exit %d) does not say %s", code, want)
 		}
+	}
+}
+
+// announcedURL reads serve's log until it says where it serves (the url
+// attribute of "serving metrics").
+func announcedURL(t *testing.T, stderr io.Reader) string {
+	t.Helper()
+	lines := bufio.NewScanner(stderr)
+	for lines.Scan() {
+		if m := urlAttr.FindStringSubmatch(lines.Text()); m != nil && strings.Contains(lines.Text(), "serving metrics") {
+			return m[1]
+		}
+		t.Logf("serve: %s", lines.Text())
+	}
+	return ""
+}
+
+var urlAttr = regexp.MustCompile(`url=(\S+)`)
+
+// TestServeBuildInfoAndJSONLog: --log-format json logs one JSON object a
+// line, and pipesnap_build_info names the version.
+func TestServeBuildInfoAndJSONLog(t *testing.T) {
+	requireBPF(t)
+	pl := pipetest.StartStuck(t, "full")
+	cmd := exec.Command(pipesnapBin, append([]string{"serve", "--listen", "127.0.0.1:0", "--log-format", "json"}, pidArgs(pl.PIDs()...)...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	lines := bufio.NewScanner(stderr)
+	var url string
+	for lines.Scan() {
+		var rec struct{ Msg, URL, Level, Version string }
+		if err := json.Unmarshal(lines.Bytes(), &rec); err != nil {
+			t.Fatalf("log line %q is not JSON: %v", lines.Text(), err)
+		}
+		if rec.Msg == "serving metrics" {
+			url = rec.URL
+			if rec.Level != "INFO" || rec.Version == "" {
+				t.Errorf("log record %+v", rec)
+			}
+			break
+		}
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !regexp.MustCompile(`(?m)^pipesnap_build_info\{goversion="go[0-9.]+",revision="[^"]*",version="[^"]+"\} 1$`).Match(body) {
+		t.Errorf("no pipesnap_build_info in:\n%s", body)
+	}
+	if _, stderr, code := run(t, "serve", "--log-format", "xml"); code != 2 || !strings.Contains(stderr, `--log-format "xml": want text or json`) {
+		t.Errorf("serve --log-format xml: exit %d, %q", code, stderr)
 	}
 }
