@@ -2,12 +2,48 @@
 GO ?= go
 BIN := bin/pipesnap
 
-.PHONY: all build deps generate check-generated test test-kernels demo fuzz clean
+.PHONY: all build deps generate check-generated test test-kernels demo fuzz clean man install release
+
+# The version a release build stamps (pipesnap --version): the nearest
+# tag, else the commit, +dirty for uncommitted changes.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+PREFIX ?= /usr/local
+DESTDIR ?=
 
 all: build
 
+# -buildvcs=auto: the VCS revision goes into the build info (--version)
+# even where the environment turns it off, and a build outside a checkout
+# still works.
 build:
-	$(GO) build -o $(BIN) ./cmd/pipesnap
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/pipesnap
+
+# The manual page, made from the commands' own help.
+man: build
+	mkdir -p man
+	$(BIN) man > man/pipesnap.1
+
+# Installs the binary, the manual page and the bash, zsh and fish
+# completions under $(DESTDIR)$(PREFIX).
+install: build man
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/pipesnap
+	install -D -m 0644 man/pipesnap.1 $(DESTDIR)$(PREFIX)/share/man/man8/pipesnap.8
+	mkdir -p $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	$(BIN) completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/pipesnap
+	$(BIN) completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_pipesnap
+	$(BIN) completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/pipesnap.fish
+
+# Static release binaries (no cgo, -trimpath, the BPF objects inside, the
+# version stamped) in dist/, with their SHA-256 sums.
+RELEASE_ARCHES ?= amd64
+release:
+	rm -rf dist && mkdir -p dist
+	for arch in $(RELEASE_ARCHES); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -buildvcs=auto \
+			-ldflags "-s -w -X main.version=$(VERSION)" \
+			-o dist/pipesnap-$(VERSION)-linux-$$arch ./cmd/pipesnap || exit 1; \
+	done
+	cd dist && sha256sum pipesnap-* > SHA256SUMS
 
 deps:
 	scripts/deps.sh
@@ -48,4 +84,4 @@ fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
 
 clean:
-	rm -rf bin
+	rm -rf bin dist man

@@ -26,11 +26,17 @@ echo "demo: stuck pipeline seq | gzip | sleep: pids ${kids[*]}"
 
 args=()
 for p in "${kids[@]}"; do args+=(--pid "$p"); done
-set -x
-"$bin" dump "${args[@]}" -o "$dir/stuck.snap"
-"$bin" inspect "$dir/stuck.snap"
-"$bin" diagnose "${args[@]}" || true   # exit 1: something is stuck
-{ set +x; } 2>/dev/null
+# show prints a command as typed, then runs it (no shell trace: only the
+# demo's own commands are shown).
+show() {
+	printf '\n$ pipesnap'
+	printf ' %q' "${@:2}"
+	printf '\n'
+	"$@"
+}
+show "$bin" dump "${args[@]}" -o "$dir/stuck.snap"
+show "$bin" inspect "$dir/stuck.snap"
+show "$bin" diagnose "${args[@]}" || true   # exit 1: something is stuck
 ino=$("$bin" inspect --json "$dir/stuck.snap" | grep -m1 '"ino"' | tr -dc 0-9)
-set -x
+printf '\n$ pipesnap cat --ino %s %q | head -c 64 | od -An -c\n' "$ino" "$dir/stuck.snap"
 "$bin" cat --ino "$ino" "$dir/stuck.snap" | head -c 64 | od -An -c | head -4

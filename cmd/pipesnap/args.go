@@ -11,8 +11,8 @@ import (
 // and people type "inspect FILE --json" as often as "inspect --json FILE".
 // Everything after "--" is left alone.
 func reorderArgs(app *cli.App, args []string) []string {
-	if len(args) < 2 {
-		return args
+	if len(args) < 2 || args[len(args)-1] == "--generate-bash-completion" {
+		return args // a completion script asking: urfave/cli reads them as typed
 	}
 	var cmd *cli.Command
 	at := 1
