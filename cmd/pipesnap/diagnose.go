@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pipesnap/pipesnap/diagnose"
+	"github.com/pipesnap/pipesnap/internal/termsafe"
 	"github.com/pipesnap/pipesnap/pipemodel"
 )
 
@@ -133,7 +134,7 @@ func writeDiagnosis(w io.Writer, rep *diagnose.Report, s *pipemodel.Sample, sett
 		if !c.Stuck {
 			continue
 		}
-		fmt.Fprintf(w, "STUCK %s\n", c.Summary)
+		fmt.Fprintf(w, "STUCK %s\n", termsafe.String(c.Summary))
 		shown := map[[2]uint32]bool{}
 		for _, i := range c.Findings {
 			f := rep.Findings[i]
@@ -141,20 +142,20 @@ func writeDiagnosis(w io.Writer, rep *diagnose.Report, s *pipemodel.Sample, sett
 				continue
 			}
 			shownFinding[i] = true
-			fmt.Fprintf(w, "  - %s [%s, %s]\n", f.Message, f.Kind, f.ForText)
+			fmt.Fprintf(w, "  - %s [%s, %s]\n", termsafe.String(f.Message), f.Kind, f.ForText)
 			for _, t := range slices.Concat(f.Waiting, f.Culprits) {
 				key := [2]uint32{t.PID, t.TID}
 				if shown[key] || len(t.Stack) == 0 && t.Wchan == "" {
 					continue
 				}
 				shown[key] = true
-				who := fmt.Sprintf("%s (pid %d)", t.Comm, t.PID)
+				who := fmt.Sprintf("%s (pid %d)", termsafe.String(t.Comm), t.PID)
 				if t.TID != 0 && t.TID != t.PID {
-					who = fmt.Sprintf("%s (pid %d, thread %d)", t.Comm, t.PID, t.TID)
+					who = fmt.Sprintf("%s (pid %d, thread %d)", termsafe.String(t.Comm), t.PID, t.TID)
 				}
-				fmt.Fprintf(w, "      %s, state %s, wchan %s\n", who, orDash(t.State), orDash(t.Wchan))
+				fmt.Fprintf(w, "      %s, state %s, wchan %s\n", who, orDash(t.State), termsafe.String(orDash(t.Wchan)))
 				for _, frame := range t.Stack {
-					fmt.Fprintf(w, "          %s\n", frame)
+					fmt.Fprintf(w, "          %s\n", termsafe.String(frame))
 				}
 			}
 		}
@@ -163,11 +164,11 @@ func writeDiagnosis(w io.Writer, rep *diagnose.Report, s *pipemodel.Sample, sett
 		switch {
 		case shownFinding[i]:
 		case f.Category == diagnose.Stall:
-			fmt.Fprintf(w, "STUCK %s [%s, %s]\n", f.Message, f.Kind, f.ForText)
+			fmt.Fprintf(w, "STUCK %s [%s, %s]\n", termsafe.String(f.Message), f.Kind, f.ForText)
 		case f.Category == diagnose.Warning:
-			fmt.Fprintf(w, "warning: %s [%s]\n", f.Message, f.Kind)
+			fmt.Fprintf(w, "warning: %s [%s]\n", termsafe.String(f.Message), f.Kind)
 		case verbose:
-			fmt.Fprintf(w, "idle: %s [%s, %s]\n", f.Message, f.Kind, f.ForText)
+			fmt.Fprintf(w, "idle: %s [%s, %s]\n", termsafe.String(f.Message), f.Kind, f.ForText)
 		}
 	}
 	var parts []string

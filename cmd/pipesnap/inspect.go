@@ -14,6 +14,7 @@ import (
 
 	"github.com/pipesnap/pipesnap/diagnose"
 	"github.com/pipesnap/pipesnap/format"
+	"github.com/pipesnap/pipesnap/internal/termsafe"
 	"github.com/pipesnap/pipesnap/pipemodel"
 	"github.com/pipesnap/pipesnap/snapshot"
 )
@@ -96,7 +97,7 @@ func pipeFlags(p *snapshot.Pipe) []string {
 func writeTable(w io.Writer, s *snapshot.Snapshot) error {
 	h := s.Header
 	fmt.Fprintf(w, "snapshot of %s (%s), %s: %s, %s\n\n",
-		h.Release, h.Machine, h.Time.Format(time.RFC3339), count(len(s.Tasks), "process", "processes"), count(len(s.Pipes), "pipe", "pipes"))
+		termsafe.String(h.Release), termsafe.String(h.Machine), h.Time.Format(time.RFC3339), count(len(s.Tasks), "process", "processes"), count(len(s.Pipes), "pipe", "pipes"))
 	smp := s.Sample()
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "INO\tKIND\tBYTES/CAPACITY\tBUFS\tFLAGS\tWAIT\tHOLDERS\tPATH")
@@ -114,7 +115,7 @@ func writeTable(w io.Writer, s *snapshot.Snapshot) error {
 		}
 		cols := []string{fmt.Sprint(p.Ino), p.Kind.String(), fmt.Sprintf("%d/%d", p.Bytes, p.Capacity),
 			fmt.Sprint(len(p.Buffers)), flags, wait, holders}
-		fmt.Fprintln(tw, strings.Join(withPath(cols, p.Path), "\t"))
+		fmt.Fprintln(tw, strings.Join(withPath(cols, termsafe.String(p.Path)), "\t"))
 		if p.Bytes > 0 {
 			for _, line := range strings.Split(preview(p), "\n") {
 				fmt.Fprintf(tw, "\t\t\t\t\t\t%s\n", line) // under HOLDERS: the last cell sets no width
@@ -130,7 +131,7 @@ func writeTable(w io.Writer, s *snapshot.Snapshot) error {
 			what = "reading: no writer had opened it"
 		}
 		fmt.Fprintf(w, "open: %s (pid %d) blocked %s opening FIFO %s (inode %d) for %s\n",
-			o.Comm, o.PID, diagnose.Duration(o.Wait), orDash(o.Path), o.Ino, what)
+			termsafe.String(o.Comm), o.PID, diagnose.Duration(o.Wait), termsafe.String(orDash(o.Path)), o.Ino, what)
 	}
 	if len(s.TaskStates) > 0 {
 		fmt.Fprintln(w)
@@ -145,7 +146,7 @@ func writeTable(w io.Writer, s *snapshot.Snapshot) error {
 			if len(pr.Tasks) > 0 && pr.Tasks[0].Wchan != "" {
 				wchan = pr.Tasks[0].Wchan
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", pr.PID, pr.Comm, pr.State.Name(), idle, len(pr.Tasks), wchan)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", pr.PID, termsafe.String(pr.Comm), pr.State.Name(), idle, len(pr.Tasks), termsafe.String(wchan))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -154,7 +155,7 @@ func writeTable(w io.Writer, s *snapshot.Snapshot) error {
 		fmt.Fprintln(w, "note: a revision 1 snapshot: no task states or waiters were recorded")
 	}
 	for _, n := range s.Notes {
-		fmt.Fprintf(w, "note: %s\n", n.Msg)
+		fmt.Fprintf(w, "note: %s\n", termsafe.String(n.Msg))
 	}
 	return nil
 }

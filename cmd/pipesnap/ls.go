@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/pipesnap/pipesnap/diagnose"
+	"github.com/pipesnap/pipesnap/internal/termsafe"
 	"github.com/pipesnap/pipesnap/pipemodel"
 
 	"github.com/urfave/cli/v2"
@@ -239,7 +240,7 @@ func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
 			wait = diagnose.Duration(d)
 		}
 		cols = append(cols, fmt.Sprint(p.Readers), fmt.Sprint(p.Writers), wait, holderStates(s, p), holdersText(s, p))
-		fmt.Fprintln(tw, strings.Join(withPath(cols, p.Path), "\t"))
+		fmt.Fprintln(tw, strings.Join(withPath(cols, termsafe.String(p.Path)), "\t"))
 	}
 	for _, ow := range s.OpenWaits {
 		if opt.rows > 0 && shown == opt.rows {
@@ -254,8 +255,8 @@ func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
 			cols = append(cols, "-", "-")
 		}
 		cols = append(cols, fmt.Sprint(ow.Readers), fmt.Sprint(ow.Writers), diagnose.Duration(ow.Wait), ow.State.Name(),
-			fmt.Sprintf("%d(%s):-:%s:opening", ow.PID, ow.Comm, ow.End))
-		fmt.Fprintln(tw, strings.Join(withPath(cols, ow.Path), "\t"))
+			fmt.Sprintf("%d(%s):-:%s:opening", ow.PID, termsafe.String(ow.Comm), ow.End))
+		fmt.Fprintln(tw, strings.Join(withPath(cols, termsafe.String(ow.Path)), "\t"))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -309,7 +310,7 @@ func holderStates(s *pipemodel.Sample, p *pipemodel.Pipe) string {
 func holdersText(s *pipemodel.Sample, p *pipemodel.Pipe) string {
 	var parts []string
 	for _, h := range p.Holders {
-		str := fmt.Sprintf("%d(%s):%d:%s", h.PID, h.Comm, h.FD, h.End)
+		str := fmt.Sprintf("%d(%s):%d:%s", h.PID, termsafe.String(h.Comm), h.FD, h.End)
 		switch {
 		case h.Blocked != "":
 			str += ":blocked"
@@ -338,7 +339,7 @@ func holdersText(s *pipemodel.Sample, p *pipemodel.Pipe) string {
 	}
 	for _, wt := range p.Waiters {
 		if wt.Kind == pipemodel.WaiterBlocked && wt.Outside && !p.Holds(wt.PID) {
-			parts = append(parts, fmt.Sprintf("%d(%s):-:%s:blocked", wt.PID, wt.Comm, wt.Queue))
+			parts = append(parts, fmt.Sprintf("%d(%s):-:%s:blocked", wt.PID, termsafe.String(wt.Comm), wt.Queue))
 		}
 	}
 	if len(parts) == 0 {
