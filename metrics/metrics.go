@@ -327,8 +327,11 @@ func Labels(p *pipemodel.Pipe) []string {
 func Comms(p *pipemodel.Pipe, end pipemodel.End) string {
 	var names []string
 	for _, h := range p.Ends(end) {
-		if !slices.Contains(names, h.Comm) {
-			names = append(names, h.Comm)
+		// A comma in a name is written \x2c, as LabelValue writes a
+		// byte that is not UTF-8: a name cannot add names to the list.
+		name := strings.ReplaceAll(h.Comm, ",", `\x2c`)
+		if !slices.Contains(names, name) {
+			names = append(names, name)
 		}
 	}
 	slices.Sort(names)
