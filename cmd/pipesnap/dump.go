@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,7 +19,9 @@ import (
 
 	"github.com/pipesnap/pipesnap/diagnose"
 	"github.com/pipesnap/pipesnap/internal/dumpstream"
+	"github.com/pipesnap/pipesnap/internal/termsafe"
 	"github.com/pipesnap/pipesnap/loader"
+	"github.com/pipesnap/pipesnap/output"
 	"github.com/pipesnap/pipesnap/pipestate"
 	"github.com/pipesnap/pipesnap/teecap"
 )
@@ -31,6 +34,9 @@ type dumpConfig struct {
 	force  bool
 	freeze bool
 	method string
+	// allowForeign names the output that may be another user's FIFO or
+	// character device (it must be the -o FILE).
+	allowForeign string
 }
 
 func dumpCommand() *cli.Command {
@@ -55,12 +61,20 @@ so moving them to a cgroup of pipesnap's changes nothing else), else
 with SIGSTOP and SIGCONT. They are resumed on every way out, and a
 process that was already stopped is left stopped.
 
-The snapshot is written to a temporary file next to FILE, mode 0600
-(pipe contents can be secrets), and renamed to FILE once complete. An
-existing character device or FIFO (-o /dev/null, a FIFO a consumer
-reads) is written in place instead, without --force; a FIFO must already
-have its reader. A block device, a socket or a directory is refused, and
-so is a symbolic link unless it leads to a character device or FIFO.
+The snapshot goes to a new file, mode 0600 (pipe contents can be
+secrets), that has no name until it is complete and synced (O_TMPFILE,
+then linked as FILE): an interrupted or killed dump, even by SIGKILL,
+leaves no file. On a filesystem without O_TMPFILE it is written under a
+hidden temporary name next to FILE and renamed. An existing regular
+file is replaced only with --force. An existing character device or
+FIFO (-o /dev/null, a FIFO a consumer reads), or a symbolic link to
+one, is written in place, without --force; a FIFO must already have its
+reader. That device or FIFO must belong to root or to the user running
+pipesnap (the real uid; under sudo, also SUDO_UID): one of another
+user's would hand that user the snapshot, so it is refused, with status
+1 and nothing written, unless --allow-foreign-output names it (the same
+path as -o). A block device, a socket or a directory is refused, and so
+is a symbolic link to anything but a character device or FIFO.
 With --freeze, a process to stop must not read the output pipe or FIFO.`,
 		Flags: []cli.Flag{
 			&cli.IntSliceFlag{Name: "pid", Aliases: []string{"p"}, Usage: "dump the pipes of process `PID` (repeat for more)"},
@@ -70,13 +84,14 @@ With --freeze, a process to stop must not read the output pipe or FIFO.`,
 			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "replace FILE if it is an existing regular file"},
 			&cli.StringFlag{Name: "method", Value: "auto", Usage: "`METHOD` of capture: bpf (kernel iterator), tee (user space: pidfd_getfd + tee(2); sees no buffer offsets, ring or counts), or auto (bpf, falling back to tee when BPF is unavailable)"},
 			&cli.BoolFlag{Name: "freeze", Usage: "stop the processes (SIGSTOP) during the walk for a consistent cut; they are resumed on every way out"},
+			&cli.StringFlag{Name: "allow-foreign-output", Usage: "let the snapshot go to `FILE`, the -o FILE, even though it is a FIFO or character device (or a link to one) owned by a user other than root or the one running pipesnap"},
 		},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("dump takes no arguments (got %q): use --pid or --all, and -o FILE", c.Args().First())
 			}
-			cfg := dumpConfig{pids: c.IntSlice("pid"), all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force"), freeze: c.Bool("freeze"), method: c.String("method")}
+			cfg := dumpConfig{pids: c.IntSlice("pid"), all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force"), freeze: c.Bool("freeze"), method: c.String("method"), allowForeign: c.String("allow-foreign-output")}
 			switch {
 			case cfg.all == (len(cfg.pids) > 0):
 				return usagef("dump needs either --pid PID (one or more) or --all")
@@ -86,6 +101,8 @@ With --freeze, a process to stop must not read the output pipe or FIFO.`,
 				return usagef("--method is bpf, tee or auto, not %q", cfg.method)
 			case cfg.freeze && cfg.all:
 				return usagef("--freeze takes --pid: freezing every process would stop the machine")
+			case cfg.allowForeign != "" && (cfg.output == "-" || filepath.Clean(cfg.allowForeign) != filepath.Clean(cfg.output)):
+				return usagef("--allow-foreign-output %s does not name the output (-o %s): it allows only the FILE it names", cfg.allowForeign, cfg.output)
 			}
 			return runDump(cfg)
 		},
@@ -127,18 +144,13 @@ func runDump(cfg dumpConfig) error {
 		}
 		return checkFreezeReaders(cfg.pids, f)
 	}
-	switch special, serr := isSpecial(cfg.output); {
-	case cfg.output == "-":
+	if cfg.output == "-" {
 		opts.ExcludeIno = pipeIno(os.Stdout)
 		if err = check(os.Stdout); err == nil {
 			err = write(os.Stdout)
 		}
-	case serr != nil:
-		err = serr
-	case special:
-		err = writeSpecial(ctx, cfg.output, &opts, check, write)
-	default:
-		err = writeAtomic(cfg.output, cfg.force, write)
+	} else {
+		err = writeOutput(ctx, cfg, &opts, check, write)
 	}
 	if err != nil {
 		return dumpError(err)
@@ -230,126 +242,80 @@ func dumpError(err error) error {
 	return fmt.Errorf("dump: %w", err)
 }
 
-// writeAtomic writes a file through a 0600 temporary next to it, then
-// links it into place: nothing half-written ever carries the final name,
-// and an existing file is only replaced with force.
-func writeAtomic(path string, force bool, write func(io.Writer) error) (err error) {
-	if st, err := os.Lstat(path); err == nil {
-		// Renaming over a link replaces the link (/dev/stdout), not the
-		// file it points to.
-		if st.Mode()&os.ModeSymlink != 0 {
-			return usagef("%s is a symbolic link: name the file it points to", path)
-		}
-		if !force {
-			return usagef("%s exists: use --force to replace it", path)
-		}
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+// writeOutput delivers the stream to cfg.output through package output,
+// which refuses what it must not write over or hand to another user. A
+// FIFO that is itself one of the dumped pipes is left out, as stdout is.
+// A FIFO stays in the runtime poller, so that a write blocked on a reader
+// that does not read ends when ctx is cancelled.
+func writeOutput(ctx context.Context, cfg dumpConfig, opts *loader.Options, check func(*os.File) error, write func(io.Writer) error) error {
+	out, err := output.Open(cfg.output, output.Options{Replace: cfg.force, AllowForeign: cfg.allowForeign != ""})
 	if err != nil {
-		return fmt.Errorf("creating output: %w", err)
+		return outputError(err)
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("creating output: %w", err)
-	}
-	if err := write(f); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if force {
-		err = os.Rename(tmp, path)
-	} else if err = os.Link(tmp, path); err == nil {
-		err = os.Remove(tmp)
-	}
-	if err != nil {
-		return fmt.Errorf("moving snapshot into place: %w", err)
-	}
-	return nil
-}
-
-// isSpecial tells whether path names an existing character device or
-// FIFO: those are written in place (a temporary renamed over /dev/null
-// would replace the device with a file). Other non-regular files are
-// refused.
-func isSpecial(path string) (bool, error) {
-	if path == "-" {
-		return false, nil
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return false, nil // created by writeAtomic
-	}
-	return outputKind(path, st.Mode())
-}
-
-// outputKind classifies an existing -o target by its mode: true for a
-// character device or FIFO (written in place), false for a regular file
-// (replaced), a usage error for anything else.
-func outputKind(path string, mode os.FileMode) (bool, error) {
-	switch {
-	case mode.IsRegular():
-		return false, nil
-	case mode&os.ModeCharDevice != 0, mode&os.ModeNamedPipe != 0:
-		return true, nil
-	case mode.IsDir():
-		return false, usagef("%s is a directory: -o takes a file name", path)
-	case mode&os.ModeDevice != 0:
-		return false, usagef("%s is a block device: refusing to write a snapshot over it", path)
-	case mode&os.ModeSocket != 0:
-		return false, usagef("%s is a socket: refusing to write a snapshot over it", path)
-	}
-	return false, usagef("%s is not a regular file, character device or FIFO: refusing to write a snapshot over it", path)
-}
-
-// writeSpecial writes the stream straight into a character device or
-// FIFO. A FIFO that is itself one of the dumped pipes is left out, as
-// stdout is. A FIFO is opened without blocking: with no reader the open
-// fails at once rather than waiting for one out of reach of Ctrl-C, and
-// the file stays in the runtime poller, so that a write blocked on a
-// reader that does not read ends when ctx is cancelled.
-func writeSpecial(ctx context.Context, path string, opts *loader.Options, check func(*os.File) error, write func(io.Writer) error) error {
-	flag := os.O_WRONLY
-	if st, err := os.Stat(path); err == nil && st.Mode()&os.ModeNamedPipe != 0 {
-		flag |= syscall.O_NONBLOCK
-	}
-	f, err := os.OpenFile(path, flag, 0)
-	if errors.Is(err, unix.ENXIO) && flag&syscall.O_NONBLOCK != 0 {
-		return fmt.Errorf("FIFO %s has no reader: start the consumer first", path)
-	}
-	if err != nil {
-		return fmt.Errorf("opening output: %w", err)
-	}
+	defer out.Abort()
+	f := out.File()
 	opts.ExcludeIno = pipeIno(f)
 	if err := check(f); err != nil {
-		f.Close()
 		return err
 	}
 	// A deadline in the past wakes a blocked Write (pollable files only;
-	// for others, such as /dev/null, it is not supported and not needed).
+	// for others, such as /dev/null or a new file, it is not supported
+	// and not needed).
 	unblock := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Unix(1, 0)) })
 	defer unblock()
-	if err := write(f); err != nil {
-		f.Close()
-		if ctx.Err() != nil {
-			return fmt.Errorf("writing %s: %w", path, ctx.Err())
+	if err := write(out); err != nil {
+		if out.Kind() != output.KindFile && ctx.Err() != nil {
+			return fmt.Errorf("writing %s: %w", cfg.output, ctx.Err())
 		}
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+	if err := out.Commit(); err != nil {
+		return outputError(err)
 	}
 	return nil
+}
+
+// outputError words a refusal of package output: a usage error (status
+// 2) for an output that is the wrong kind of file or exists, a failure
+// (status 1) for another user's FIFO or device and for a FIFO nobody
+// reads.
+func outputError(err error) error {
+	var e *output.Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	switch {
+	case errors.Is(err, output.ErrExists):
+		return usagef("%s exists: use --force to replace it", e.Path)
+	case errors.Is(err, output.ErrSymlink):
+		return usagef("%s is a symbolic link: name the file it points to", e.Path)
+	case errors.Is(err, output.ErrNoReader):
+		return fmt.Errorf("FIFO %s has no reader: start the consumer first", e.Path)
+	case errors.Is(err, output.ErrForeignOwner):
+		what := fmt.Sprintf("%s is a %s", e.Path, e.Kind)
+		if e.Target != "" {
+			what = fmt.Sprintf("%s is a symbolic link to a %s (%s)", e.Path, e.Kind, termsafe.String(e.Target))
+		}
+		return fmt.Errorf("%s owned by %s, not by root or the user running pipesnap: refusing to hand the snapshot to another user (--allow-foreign-output %s allows it)",
+			what, uidName(e.Owner), e.Path)
+	case errors.Is(err, output.ErrKind):
+		switch e.Kind {
+		case output.KindDirectory:
+			return usagef("%s is a directory: -o takes a file name", e.Path)
+		case output.KindBlockDevice, output.KindSocket:
+			return usagef("%s is a %s: refusing to write a snapshot over it", e.Path, e.Kind)
+		}
+		return usagef("%s is not a regular file, character device or FIFO: refusing to write a snapshot over it", e.Path)
+	}
+	return err
+}
+
+// uidName is "uid N (name)", or "uid N" for a uid with no name.
+func uidName(uid int) string {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil && u.Username != "" {
+		return fmt.Sprintf("uid %d (%s)", uid, u.Username)
+	}
+	return fmt.Sprintf("uid %d", uid)
 }
 
 // pipeIno is the inode of f if f is a pipe or FIFO, else 0. It uses Stat,

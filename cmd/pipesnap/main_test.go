@@ -387,10 +387,10 @@ func TestDumpInterrupted(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		// The temporary file exists once the signal handler is in place
+		// The output file is open once the signal handler is in place
 		// and before the programs are loaded: interrupt right then.
 		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(500 * time.Microsecond) {
-			if tmp, _ := filepath.Glob(filepath.Join(dir, ".*.tmp")); len(tmp) > 0 {
+			if outputOpen(cmd.Process.Pid, dir) {
 				break
 			}
 			if time.Now().After(deadline) {

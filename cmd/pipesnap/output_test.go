@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pipesnap/pipesnap/internal/pipetest"
+	"github.com/pipesnap/pipesnap/snapshot"
 )
 
 // sleeper starts `sleep 60` reading stdin, killed when the test ends.
@@ -286,27 +288,338 @@ func TestDumpRefusedOutputs(t *testing.T) {
 	}
 }
 
-// TestOutputKind: what -o does with each kind of existing file.
-func TestOutputKind(t *testing.T) {
-	for _, tc := range []struct {
-		mode    os.FileMode
-		special bool
-		err     string
-	}{
-		{0o600, false, ""},
-		{os.ModeDevice | os.ModeCharDevice | 0o666, true, ""},
-		{os.ModeNamedPipe | 0o600, true, ""},
-		{os.ModeDevice | 0o660, false, "is a block device: refusing to write a snapshot over it"},
-		{os.ModeSocket | 0o755, false, "is a socket"},
-		{os.ModeDir | 0o755, false, "is a directory"},
-	} {
-		special, err := outputKind("X", tc.mode)
-		var u usageError
-		switch {
-		case tc.err == "" && (err != nil || special != tc.special):
-			t.Errorf("%v: %v, %v; want %v", tc.mode, special, err, tc.special)
-		case tc.err != "" && (err == nil || !errors.As(err, &u) || !strings.Contains(err.Error(), "X "+tc.err)):
-			t.Errorf("%v: %v; want a usage error %q", tc.mode, err, tc.err)
+// nobody is the user who plants outputs in these tests.
+const nobody = 65534
+
+// asNobody makes cmd run as nobody.
+func asNobody(cmd *exec.Cmd) *exec.Cmd {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	return cmd
+}
+
+// stickyDir is a directory like /tmp (mode 1777) that nobody can reach.
+func stickyDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// runAsNobody runs a command as nobody, failing the test if it fails.
+func runAsNobody(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := asNobody(exec.Command(name, args...)).CombinedOutput(); err != nil {
+		t.Fatalf("%s %v as nobody: %v, %s", name, args, err, out)
+	}
+}
+
+// blockedInOpen tells whether pid waits in open(2) (for a FIFO's other
+// end).
+func blockedInOpen(t *testing.T, pid int) bool {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nr, _, _ := strings.Cut(string(b), " ")
+	return nr == strconv.Itoa(unix.SYS_OPENAT) || nr == strconv.Itoa(unix.SYS_OPEN)
+}
+
+// catAsNobody starts `cat FIFO` as nobody and waits until it is blocked
+// opening the FIFO, for a writer. What cat reads is in the buffer once
+// done is closed.
+func catAsNobody(t *testing.T, fifo string) (pid int, got *bytes.Buffer, done <-chan struct{}) {
+	t.Helper()
+	cmd := asNobody(exec.Command("cat", fifo))
+	got = new(bytes.Buffer)
+	cmd.Stdout = got
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan struct{})
+	go func() { cmd.Wait(); close(ch) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-ch })
+	for deadline := time.Now().Add(5 * time.Second); !blockedInOpen(t, cmd.Process.Pid); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("cat as nobody is not waiting in open after 5s")
 		}
 	}
+	return cmd.Process.Pid, got, ch
+}
+
+// isSnapshot checks that b is one whole snapshot.
+func isSnapshot(t *testing.T, what string, b []byte) {
+	t.Helper()
+	if _, err := snapshot.Read(bytes.NewReader(b), snapshot.Options{}); err != nil {
+		t.Errorf("%s: %d bytes, not a snapshot: %v", what, len(b), err)
+	}
+}
+
+// refusedForeign checks a dump's refusal of another user's output: exit
+// 1, one line, saying what and how to allow it.
+func refusedForeign(t *testing.T, what, stderr string, code int, want string) {
+	t.Helper()
+	if code != 1 || !strings.Contains(stderr, want) || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("%s: exit %d, %q; want 1 and one line with %q", what, code, stderr, want)
+	}
+}
+
+// TestDumpOutputForeignFIFO: root's snapshot does not go into a FIFO of
+// nobody's that nobody reads, nor through nobody's link to it, unless
+// --allow-foreign-output names it.
+func TestDumpOutputForeignFIFO(t *testing.T) {
+	requireBPF(t) // root, to act as nobody
+	pid, _ := stuckReader(t, "secret")
+	dir := stickyDir(t)
+	fifo := filepath.Join(dir, "x.snap")
+	runAsNobody(t, "mkfifo", fifo)
+	catPid, got, done := catAsNobody(t, fifo)
+	dump := func(args ...string) (string, int) {
+		_, stderr, code := run(t, append([]string{"dump", "--method", "tee", "--pid", strconv.Itoa(pid)}, args...)...)
+		return stderr, code
+	}
+
+	stderr, code := dump("-o", fifo)
+	refusedForeign(t, "dump -o nobody's FIFO", stderr, code, fmt.Sprintf(
+		"%s is a FIFO owned by uid 65534 (nobody), not by root or the user running pipesnap: refusing to hand the snapshot to another user (--allow-foreign-output %s allows it)", fifo, fifo))
+
+	link := filepath.Join(dir, "link.snap")
+	runAsNobody(t, "ln", "-s", fifo, link)
+	for _, force := range []bool{false, true} {
+		args := []string{"-o", link}
+		if force {
+			args = append(args, "--force")
+		}
+		stderr, code := dump(args...)
+		refusedForeign(t, fmt.Sprintf("dump -o nobody's link to nobody's FIFO (--force %v)", force), stderr, code, fmt.Sprintf(
+			"%s is a symbolic link to a FIFO (%s) owned by uid 65534 (nobody), not by root or the user running pipesnap: refusing", link, fifo))
+	}
+	// A target named to forge lines is shown escaped, on one line.
+	evil := filepath.Join(dir, "evil\n\x1b[2J.fifo")
+	runAsNobody(t, "mkfifo", evil)
+	evilLink := filepath.Join(dir, "evil.snap")
+	runAsNobody(t, "ln", "-s", evil, evilLink)
+	stderr, code = dump("-o", evilLink)
+	refusedForeign(t, "dump -o nobody's link to a FIFO with a hostile name", stderr, code,
+		evilLink+" is a symbolic link to a FIFO ("+dir+`/evil\n\x1b[2J.fifo) owned by uid 65534`)
+	// Another path named: not allowed.
+	if stderr, code := dump("-o", link, "--allow-foreign-output", fifo); code != 2 || !strings.Contains(stderr, "does not name the output") {
+		t.Errorf("--allow-foreign-output naming another path: exit %d, %q; want 2", code, stderr)
+	}
+	// The reader never even saw a writer.
+	if !blockedInOpen(t, catPid) || got.Len() != 0 {
+		t.Fatalf("after the refusals, nobody's cat is not waiting for a writer any more (read %d bytes)", got.Len())
+	}
+
+	stderr, code = dump("-o", link, "--allow-foreign-output", link)
+	if code != 0 {
+		t.Fatalf("dump --allow-foreign-output: exit %d, %q", code, stderr)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("cat did not reach EOF 5s after the allowed dump")
+	}
+	isSnapshot(t, "what nobody read after --allow-foreign-output", got.Bytes())
+	if !bytes.Contains(got.Bytes(), []byte("secret")) {
+		t.Errorf("nobody did not get the pipe's bytes with --allow-foreign-output")
+	}
+}
+
+// TestDumpOutputOwnFIFO: root's own FIFO, a link to it, and under sudo
+// the invoking user's FIFO receive the snapshot.
+func TestDumpOutputOwnFIFO(t *testing.T) {
+	requireBPF(t)
+	pid, _ := stuckReader(t, "x")
+	dir := stickyDir(t)
+	mine := filepath.Join(dir, "root.fifo")
+	if err := syscall.Mkfifo(mine, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "root.link")
+	if err := os.Symlink(mine, link); err != nil {
+		t.Fatal(err)
+	}
+	theirs := filepath.Join(dir, "sudoer.fifo")
+	runAsNobody(t, "mkfifo", theirs)
+	for _, tc := range []struct {
+		what, fifo, out string
+		env             []string
+	}{
+		{"root's FIFO", mine, mine, nil},
+		{"root's link to root's FIFO", mine, link, nil},
+		{"the FIFO of SUDO_UID", theirs, theirs, []string{"SUDO_UID=65534"}},
+	} {
+		got := readFIFO(t, tc.fifo)
+		cmd := exec.Command(pipesnapBin, "dump", "--method", "tee", "--pid", strconv.Itoa(pid), "-o", tc.out)
+		cmd.Env = append(os.Environ(), tc.env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("dump -o %s: %v, %s", tc.what, err, out)
+			continue
+		}
+		isSnapshot(t, tc.what, <-got)
+	}
+}
+
+// TestDumpOutputCharDevices: /dev/null works; nobody's character device
+// (a terminal of nobody's, say) is refused.
+func TestDumpOutputCharDevices(t *testing.T) {
+	requireBPF(t)
+	pid, _ := stuckReader(t, "x")
+	if _, stderr, code := run(t, "dump", "--method", "tee", "--pid", strconv.Itoa(pid), "-o", os.DevNull); code != 0 {
+		t.Errorf("dump -o %s: exit %d, %q", os.DevNull, code, stderr)
+	}
+	dev := filepath.Join(stickyDir(t), "tty")
+	if err := unix.Mknod(dev, unix.S_IFCHR|0o620, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dev, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := run(t, "dump", "--method", "tee", "--pid", strconv.Itoa(pid), "-o", dev)
+	refusedForeign(t, "dump -o nobody's character device", stderr, code, dev+" is a character device owned by uid 65534 (nobody)")
+	if _, stderr, code := run(t, "dump", "--method", "tee", "--pid", strconv.Itoa(pid), "-o", dev, "--allow-foreign-output", dev); code != 0 {
+		t.Errorf("dump -o nobody's character device --allow-foreign-output: exit %d, %q", code, stderr)
+	}
+}
+
+// shmDir is a directory on tmpfs (/dev/shm), where O_TMPFILE works.
+func shmDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/dev/shm", "pipesnap-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		t.Fatalf("O_TMPFILE in %s: %v", dir, err)
+	}
+	unix.Close(fd)
+	return dir
+}
+
+// TestDumpOutputKilled: dumps killed (SIGKILL) at random moments while
+// their output is open, before it is complete, leave no temporary file,
+// and every file they leave is a whole snapshot.
+func TestDumpOutputKilled(t *testing.T) {
+	requireBPF(t)
+	pid := fullPipeReader(t, 1<<20) // 1 MiB to write: a wider window
+	dir := shmDir(t)
+	start := func(name string) *exec.Cmd {
+		cmd := exec.Command(pipesnapBin, "dump", "--method", "tee", "--pid", strconv.Itoa(pid), "-o", filepath.Join(dir, name))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	// waitOpen waits until cmd has its output open, false if it ended.
+	waitOpen := func(cmd *exec.Cmd) bool {
+		for deadline := time.Now().Add(10 * time.Second); !outputOpen(cmd.Process.Pid, dir); time.Sleep(200 * time.Microsecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("no dump output open after 10s")
+			}
+			var st unix.Stat_t
+			if unix.Stat(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid), &st) != nil {
+				return false
+			}
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid)); bytes.Contains(b, []byte(") Z ")) {
+				return false
+			}
+		}
+		return true
+	}
+	// How long a dump has its output open (the shortest of three): the
+	// output is opened only after the wait-sampling program is loaded,
+	// tens of ms in, so the kills are spread over that window rather
+	// than over the first ms of the run: over the first half of it, as
+	// detection takes some of it.
+	window := time.Duration(1 << 62)
+	for range 3 {
+		cmd := start("first.snap")
+		waitOpen(cmd)
+		opened := time.Now()
+		if err := cmd.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		window = min(window, time.Since(opened))
+		os.Remove(filepath.Join(dir, "first.snap"))
+	}
+	t.Logf("output open for %v", window)
+
+	// check wants nothing in dir but whole snapshots, and removes them.
+	check := func() {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			path := filepath.Join(dir, e.Name())
+			if !strings.HasSuffix(e.Name(), ".snap") || strings.HasPrefix(e.Name(), ".") {
+				t.Errorf("left behind: %s", e.Name())
+			} else if b, err := os.ReadFile(path); err != nil {
+				t.Error(err)
+			} else {
+				isSnapshot(t, e.Name(), b)
+			}
+			os.Remove(path)
+		}
+	}
+	const runs = 50
+	killed := 0
+	for i := range runs {
+		cmd := start(fmt.Sprintf("s%d.snap", i))
+		if waitOpen(cmd) {
+			time.Sleep(time.Duration(rand.Int64N(int64(window / 2))))
+		}
+		cmd.Process.Kill()
+		if err := cmd.Wait(); err != nil {
+			killed++
+		}
+		check()
+	}
+	t.Logf("%d of %d dumps killed with their output open", killed, runs)
+	if killed < runs/10 {
+		t.Errorf("only %d of %d dumps killed before they ended: the test checks too little", killed, runs)
+	}
+}
+
+// fullPipeReader starts a process whose stdin is a pipe of size bytes,
+// full, that it never reads.
+func fullPipeReader(t *testing.T, size int) int {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if _, err := unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, size); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(bytes.Repeat([]byte("y"), size)); err != nil {
+		t.Fatal(err)
+	}
+	return sleeper(t, r)
+}
+
+// outputOpen tells whether process pid has a file in dir open that has
+// no name yet: an O_TMPFILE file ("DIR/#INO (deleted)"), or a hidden
+// temporary one where the filesystem has no O_TMPFILE.
+func outputOpen(pid int, dir string) bool {
+	fds := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, _ := os.ReadDir(fds)
+	for _, e := range ents {
+		l, _ := os.Readlink(filepath.Join(fds, e.Name()))
+		if strings.HasPrefix(l, dir+"/#") && strings.HasSuffix(l, " (deleted)") {
+			return true
+		}
+	}
+	tmp, _ := filepath.Glob(filepath.Join(dir, ".*.tmp"))
+	return len(tmp) > 0
 }
