@@ -77,7 +77,7 @@ path as -o). A block device, a socket or a directory is refused, and so
 is a symbolic link to anything but a character device or FIFO.
 With --freeze, a process to stop must not read the output pipe or FIFO.`,
 		Flags: []cli.Flag{
-			&cli.IntSliceFlag{Name: "pid", Aliases: []string{"p"}, Usage: "dump the pipes of process `PID` (repeat for more)"},
+			pidFlag("dump the pipes of process `PID` (repeat, or list them: 1,2 or \"1 2\")"),
 			&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "dump every process's pipes (except pipesnap's own)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the snapshot to `FILE` (- for stdout)"},
 			&cli.BoolFlag{Name: "strict", Usage: "exit with status 1 if any pipe is torn or incomplete"},
@@ -91,10 +91,12 @@ With --freeze, a process to stop must not read the output pipe or FIFO.`,
 			if c.NArg() > 0 {
 				return usagef("dump takes no arguments (got %q): use --pid or --all, and -o FILE", c.Args().First())
 			}
-			cfg := dumpConfig{pids: c.IntSlice("pid"), all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force"), freeze: c.Bool("freeze"), method: c.String("method"), allowForeign: c.String("allow-foreign-output")}
+			cfg := dumpConfig{pids: pidsOf(c), all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force"), freeze: c.Bool("freeze"), method: c.String("method"), allowForeign: c.String("allow-foreign-output")}
 			switch {
-			case cfg.all == (len(cfg.pids) > 0):
-				return usagef("dump needs either --pid PID (one or more) or --all")
+			case cfg.all && len(cfg.pids) > 0:
+				return usagef("dump: --pid and --all exclude each other: give one")
+			case !cfg.all && len(cfg.pids) == 0:
+				return usagef("dump needs --pid PID (one or more) or --all")
 			case cfg.output == "":
 				return usagef("dump needs -o FILE (- for stdout)")
 			case cfg.method != "auto" && cfg.method != "bpf" && cfg.method != "tee":
@@ -157,10 +159,10 @@ func runDump(cfg dumpConfig) error {
 	}
 
 	for _, p := range report.Problems {
-		fmt.Fprintf(os.Stderr, "pipesnap: %s\n", p)
+		fmt.Fprintf(os.Stderr, "pipesnap: %s\n", termsafe.String(p.String()))
 	}
 	for _, n := range report.Notes {
-		fmt.Fprintf(os.Stderr, "pipesnap: note: %s\n", n)
+		fmt.Fprintf(os.Stderr, "pipesnap: note: %s\n", termsafe.String(n))
 	}
 	where := cfg.output
 	if where == "-" {
@@ -233,7 +235,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 func dumpError(err error) error {
 	switch {
 	case errors.Is(err, loader.ErrNoProcess):
-		return usageError{err}
+		return err // a process that does not exist: exit 1, not a usage error
 	case errors.Is(err, loader.ErrPermission):
 		return err
 	case errors.Is(err, context.Canceled):

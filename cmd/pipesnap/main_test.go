@@ -195,7 +195,7 @@ func TestUsageErrors(t *testing.T) {
 		msg  string
 	}{
 		{[]string{"dump", "-o", "x"}, 2, "--pid PID"},
-		{[]string{"dump", "--all", "--pid", "1", "-o", "x"}, 2, "either"},
+		{[]string{"dump", "--all", "--pid", "1", "-o", "x"}, 2, "--pid and --all exclude each other"},
 		{[]string{"dump", "--all"}, 2, "-o FILE"},
 		{[]string{"dump", "--nope"}, 2, "nope"},
 		{[]string{"inspect"}, 2, "FILE"},
@@ -215,9 +215,10 @@ func TestUsageErrors(t *testing.T) {
 
 func TestDumpNoSuchProcess(t *testing.T) {
 	requireBPF(t)
-	// pid_max is at most 4194304: this pid cannot exist.
+	// pid_max is at most 4194304: this pid cannot exist. No usage
+	// error: exit 1.
 	_, stderr, code := run(t, "dump", "--pid", "4194305", "-o", filepath.Join(t.TempDir(), "x"))
-	if code != 2 || !strings.Contains(stderr, "no such process") {
+	if code != 1 || !strings.Contains(stderr, "no such process") {
 		t.Errorf("exit %d, %q", code, stderr)
 	}
 }
