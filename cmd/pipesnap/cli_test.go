@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pipesnap/pipesnap/internal/pipetest"
 )
@@ -195,5 +196,37 @@ func TestWatchJSONLines(t *testing.T) {
 				t.Errorf("frame %d: a flowing pipe at %v bytes/s", i+1, *p.InBps)
 			}
 		}
+	}
+}
+
+// TestInspectHexPreview: binary bytes are previewed as xxd prints them,
+// text as text.
+func TestInspectHexPreview(t *testing.T) {
+	requireBPF(t)
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "f")
+	if err := exec.Command("mkfifo", fifo).Run(); err != nil {
+		t.Fatal(err)
+	}
+	holder := exec.Command("sh", "-c", `exec 3<>"$1"; printf '\177ELF\002\001\001\000binary\n' >&3; exec sleep 600`, "sh", fifo)
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	snap := filepath.Join(dir, "s.snap")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(pipetest.Wchan(holder.Process.Pid, 0), "nanosleep") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("holder did not settle")
+		}
+	}
+	if _, stderr, code := run(t, "dump", "--pid", strconv.Itoa(holder.Process.Pid), "-o", snap); code != 0 {
+		t.Fatalf("dump: %s", stderr)
+	}
+	out, _, _ := run(t, "inspect", snap)
+	if !strings.Contains(out, "00000000: 7f45 4c46 0201 0100 6269 6e61 7279 0a    .ELF....binary.") {
+		t.Errorf("no xxd-style preview:\n%s", out)
 	}
 }
