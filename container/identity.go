@@ -1,7 +1,8 @@
 // Package container tells which container, pod and systemd unit a process
 // belongs to, from its cgroup path alone (Parse, ParseProcCgroup), names
-// those containers by asking their runtime (Resolver), and reads a
-// process's pid as its own pid namespace sees it (NSPid).
+// those containers by asking their runtime (Resolver: its doc says which
+// clients it uses and why), and reads a process's pid as its own pid
+// namespace sees it (NSPid).
 //
 // Parsing needs nothing but the path: the BPF walk reads each task's cgroup
 // path, and /proc/PID/cgroup gives the same. The shapes recognised are the
@@ -30,6 +31,7 @@
 package container
 
 import (
+	"slices"
 	"strings"
 )
 
@@ -234,7 +236,16 @@ func Parse(cgroupPath string) Identity {
 		id.Runtime = Systemd
 	}
 
-	// The pod: the innermost kubepods pod cgroup above the container.
+	// The pod: the innermost kubepods pod cgroup above the container,
+	// or in its component (<pod slice>:cri-containerd:<id>).
+	if at >= 0 {
+		if slice, _, found := strings.Cut(comps[at], ":"); found {
+			if uid, qos, ok := podComponent(append(slices.Clone(comps[:at]), slice)); ok {
+				id.PodUID, id.QoS = uid, qos
+				return id
+			}
+		}
+	}
 	for i := end; i >= 0; i-- {
 		if uid, qos, ok := podComponent(comps[:i+1]); ok {
 			id.PodUID, id.QoS = uid, qos
@@ -267,8 +278,6 @@ func podComponent(comps []string) (uid, qos string, ok bool) {
 	c := comps[n-1]
 	// The systemd driver's slices name their whole ancestry.
 	if s, found := strings.CutSuffix(c, ".slice"); found {
-		// A systemd-kubelet pod slice may carry a :runtime:id suffix
-		// only on the container's component, not here.
 		rest, found := strings.CutPrefix(s, "kubepods-")
 		if !found {
 			return "", "", false

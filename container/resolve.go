@@ -1,36 +1,5 @@
 package container
 
-// Names from the runtime.
-//
-// Clients, and why:
-//   - CRI (containerd, CRI-O): k8s.io/cri-api's generated gRPC client
-//     (runtimeapi.RuntimeServiceClient) over google.golang.org/grpc: the
-//     one kubelet and crictl use, the only stable API both runtimes serve,
-//     and it carries the Kubernetes labels (io.kubernetes.pod.name,
-//     .pod.namespace, .container.name). One ListContainers answers for
-//     every container of the node.
-//   - Docker and podman: their Engine API is plain HTTP and JSON over a
-//     unix socket, and this package needs one call of it
-//     (GET /containers/json?all=1, which podman's docker-compatible
-//     service answers too), so it speaks it with net/http rather than
-//     github.com/docker/docker/client, whose module pulls in dozens of
-//     others (OpenTelemetry, the OCI specs, containerd's errdefs) for
-//     no more than that call.
-//   - Podman without its service (`podman system service` runs on
-//     demand, often not at all): the containers.json of
-//     containers/storage (/var/lib/containers/storage), which podman
-//     and CRI-O keep of every container with its names; read as a file,
-//     no process is started (`podman inspect` would cost a fork and
-//     podman's own start-up on every miss, and is absent in pipesnap's
-//     image).
-//
-// The cost is kept off the fast path: each source is listed at most once
-// a second and a container's names are kept once found, so a container id
-// costs one map look-up after its first. No call stalls: every
-// Resolve/ResolveAll returns within Options.Timeout (default 300 ms), with
-// the ids alone and a Note naming the sockets that did not answer; a source
-// that failed or timed out is not asked again for Options.Retry (10 s).
-
 import (
 	"context"
 	"encoding/json"
@@ -117,7 +86,36 @@ type Options struct {
 	Storage       []string // containers/storage roots (podman, CRI-O)
 }
 
-// Resolver names containers; safe for concurrent use.
+// Resolver names containers from their runtimes; safe for concurrent use.
+//
+// Clients, and why:
+//   - CRI (containerd, CRI-O): k8s.io/cri-api's generated gRPC client
+//     (runtimeapi.RuntimeServiceClient) over google.golang.org/grpc: the
+//     one kubelet and crictl use, the only stable API both runtimes serve,
+//     and it carries the Kubernetes labels (io.kubernetes.pod.name,
+//     .pod.namespace, .container.name). One ListContainers answers for
+//     every container of the node.
+//   - Docker and podman: their Engine API is plain HTTP and JSON over a
+//     unix socket, and this package needs one call of it
+//     (GET /containers/json?all=1, which podman's docker-compatible
+//     service answers too), so it speaks it with net/http rather than
+//     github.com/docker/docker/client (v28), which brings in 28 more
+//     modules (OpenTelemetry, the OCI image specs, containerd's errdefs
+//     and log) and 4 MB of binary for that one call.
+//   - Podman without its service (`podman system service` runs on
+//     demand, often not at all): the containers.json of
+//     containers/storage (/var/lib/containers/storage), which podman
+//     and CRI-O keep of every container with its names; read as a file,
+//     no process is started (`podman inspect` would cost a fork and
+//     podman's own start-up on every miss, and is absent in pipesnap's
+//     image).
+//
+// The cost is kept off the fast path: each source is listed at most once
+// a second and a container's names are kept once found, so a container id
+// costs one map look-up after its first. No call stalls: every
+// Resolve/ResolveAll returns within Options.Timeout (default 300 ms), with
+// the ids alone and a Note naming the sockets that did not answer; a source
+// that failed or timed out is not asked again for Options.Retry (10 s).
 type Resolver struct {
 	timeout, retry time.Duration
 	sources        []*source
@@ -224,6 +222,17 @@ func (r *Resolver) ResolveAll(ctx context.Context, ids []Identity) map[string]Na
 		todo = append(todo, id)
 	}
 	r.mu.Unlock()
+	// Those a listing already holds need no new one.
+	todo = slices.DeleteFunc(todo, func(id Identity) bool {
+		for _, s := range r.candidates(id) {
+			if n, found, _ := s.lookup(id.ContainerID); found {
+				out[id.ContainerID] = n
+				r.remember(id.ContainerID, n)
+				return true
+			}
+		}
+		return false
+	})
 	if len(todo) == 0 {
 		return out
 	}
@@ -259,9 +268,7 @@ func (r *Resolver) ResolveAll(ctx context.Context, ids []Identity) map[string]Na
 				names = n
 				break
 			}
-			if note != "" {
-				notes = append(notes, note)
-			}
+			notes = append(notes, note)
 		}
 		if !names.Known() {
 			if len(notes) == 0 {
@@ -273,6 +280,16 @@ func (r *Resolver) ResolveAll(ctx context.Context, ids []Identity) map[string]Na
 		r.cache[id.ContainerID] = cached{names: names, at: time.Now()}
 	}
 	return out
+}
+
+// remember caches the names of container id.
+func (r *Resolver) remember(id string, n Names) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.cache) > maxCache {
+		r.cache = map[string]cached{}
+	}
+	r.cache[id] = cached{names: n, at: time.Now()}
 }
 
 // candidates are the sources to ask for id: those of its runtime first,
@@ -395,7 +412,7 @@ func (s *source) lookup(id string) (Names, bool, string) {
 	case s.byID == nil:
 		return Names{}, false, fmt.Sprintf("%s: no answer yet", s)
 	}
-	return Names{}, false, ""
+	return Names{}, false, fmt.Sprintf("%s: no such container", s)
 }
 
 // errAbsent says that no socket or storage is at the path.

@@ -142,7 +142,7 @@ func TestResolveCRI(t *testing.T) {
 	unknown := Parse("/default/" + strings.Repeat("ab", 32))
 	time.Sleep(minRelist)
 	n := r.Resolve(context.Background(), unknown)
-	if n.Known() || n.Note == "" {
+	if n.Known() || n.Note != "names unknown: cri "+sock+": no such container" {
 		t.Errorf("unknown id: %+v", n)
 	}
 	r.Resolve(context.Background(), unknown)

@@ -109,8 +109,12 @@ func newPodman() (*Podman, error) {
 	if p.Command("image", "exists", Image).Run() == nil {
 		return p, nil
 	}
-	// A rootfs of busybox and its applets, as a tarball for podman import.
+	// A rootfs of busybox and its applets, as a tarball for podman
+	// import; only the containers.conf is left after.
 	root := filepath.Join(dir, "rootfs")
+	tarball := filepath.Join(dir, "rootfs.tar")
+	defer os.RemoveAll(root)
+	defer os.Remove(tarball)
 	for _, d := range []string{"bin", "tmp", "proc", "sys", "dev", "etc"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return nil, err
@@ -128,7 +132,6 @@ func newPodman() (*Podman, error) {
 			return nil, err
 		}
 	}
-	tarball := filepath.Join(dir, "rootfs.tar")
 	if out, err := exec.Command("tar", "-C", root, "-cf", tarball, ".").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("tar: %v: %s", err, out)
 	}
