@@ -2,7 +2,6 @@ package container
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -53,13 +52,8 @@ func TestPodmanContainer(t *testing.T) {
 
 	// conmon, its monitor, holds its stdout and stderr: outside the
 	// container, known as podman's.
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.PID))
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	ppid, _ := strconv.Atoi(f[1])
-	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", ppid)); strings.TrimSpace(string(comm)) != "conmon" {
-		t.Fatalf("the container's parent %d is %q, not conmon", ppid, comm)
-	}
-	if id := readCgroup(t, ppid); id.Runtime != Podman || !id.Monitor || id.IsContainer() {
+	conmon := c.Conmon(t)
+	if id := readCgroup(t, conmon); id.Runtime != Podman || !id.Monitor || id.IsContainer() {
 		t.Errorf("conmon: %+v, want podman's monitor", id)
 	}
 

@@ -55,6 +55,9 @@ const (
 	EnvCRISocket  = "PIPESNAP_CRI_SOCKET"
 	EnvDockerHost = "PIPESNAP_DOCKER_HOST"
 	EnvPodmanHost = "PIPESNAP_PODMAN_HOST"
+	// EnvHostRoot is Options.Root where that is "": the host's root as
+	// mounted in pipesnap's container (the DaemonSet sets /host).
+	EnvHostRoot = "PIPESNAP_HOST_ROOT"
 )
 
 // Default sockets and storage, as on the host. A "*" stands for each user's
@@ -72,7 +75,8 @@ var (
 // variable, else the defaults; an empty non-nil list turns a kind off.
 type Options struct {
 	// Root is prefixed to every path (the host's root as mounted in
-	// pipesnap's container, "/host"); "" for the host itself.
+	// pipesnap's container, "/host"); "" takes $PIPESNAP_HOST_ROOT, and
+	// where that is unset too, the paths are the host's own.
 	Root string
 	// Timeout bounds one Resolve or ResolveAll call (default 300 ms).
 	Timeout time.Duration
@@ -138,6 +142,9 @@ const minRelist = time.Second
 // NewResolver makes a Resolver; it connects to nothing until asked.
 func NewResolver(opts Options) *Resolver {
 	r := &Resolver{timeout: opts.Timeout, retry: opts.Retry, cache: map[string]cached{}}
+	if opts.Root == "" {
+		opts.Root = os.Getenv(EnvHostRoot)
+	}
 	if r.timeout <= 0 {
 		r.timeout = 300 * time.Millisecond
 	}

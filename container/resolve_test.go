@@ -215,6 +215,11 @@ func writeStorage(t *testing.T, root string, entries string) {
 }
 
 func TestResolveStorageUnderRoot(t *testing.T) {
+	t.Run("env", func(t *testing.T) { testStorageUnderRoot(t, true) })
+	t.Run("option", func(t *testing.T) { testStorageUnderRoot(t, false) })
+}
+
+func testStorageUnderRoot(t *testing.T, env bool) {
 	host := t.TempDir() // the host's root, as mounted in pipesnap's container
 	crio := strings.Repeat("ef", 32)
 	// The shape podman writes (measured), and CRI-O's k8s_ names.
@@ -222,7 +227,12 @@ func TestResolveStorageUnderRoot(t *testing.T) {
 {"id":"`+id2+`","names":["x1"],"image":"27cef641","layer":"49dc786c","metadata":"{\"image-name\":\"localhost/bbtest:1\",\"name\":\"x1\"}","created":"2026-12-01T20:46:23.161210554Z","flags":{"MountLabel":"","ProcessLabel":""}},
 {"id":"`+crio+`","names":["k8s_app_web-0_shop_`+uid+`_0"]}]`)
 	// The defaults, every one under Root: only the storage is there.
-	r := NewResolver(Options{Root: host})
+	opts := Options{Root: host}
+	if env {
+		t.Setenv(EnvHostRoot, host)
+		opts.Root = ""
+	}
+	r := NewResolver(opts)
 	defer r.Close()
 	got := r.ResolveAll(context.Background(), []Identity{
 		Parse("/libpod_parent/libpod-" + id2),

@@ -210,6 +210,26 @@ func (p *Podman) Run(t testing.TB, opts []string, args ...string) *Container {
 	return c
 }
 
+// Conmon is the pid of c's conmon: its monitor, the parent of its first
+// process, which holds the read ends of its stdout and stderr.
+func (c *Container) Conmon(t testing.TB) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(c.PID) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fields after "(comm)": state, then ppid.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		t.Fatalf("/proc/%d/stat: %q", c.PID, b)
+	}
+	if comm, _ := os.ReadFile("/proc/" + f[1] + "/comm"); strings.TrimSpace(string(comm)) != "conmon" {
+		t.Fatalf("container %s: the parent %d of its pid %d is %q, not conmon", c.Name, ppid, c.PID, comm)
+	}
+	return ppid
+}
+
 // Remove removes the container name, running or not.
 func (p *Podman) Remove(name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
