@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/pipesnap
 
-.PHONY: all build deps generate check-generated test test-kernels demo fuzz clean man install release
+.PHONY: all build deps generate check-generated test test-kernels demo fuzz clean man install release image
 
 # The version a release build stamps (pipesnap --version): the nearest
 # tag, else the commit, +dirty for uncommitted changes.
@@ -85,3 +85,8 @@ fuzz:
 
 clean:
 	rm -rf bin dist man
+
+# The container image (deploy/image/Containerfile): the static binary on an
+# empty base, built offline with podman, buildah or docker.
+image:
+	GO=$(GO) VERSION=$(VERSION) scripts/image.sh

@@ -5,7 +5,9 @@
 #     BPF objects (go build alone needs none of them);
 #   - prometheus, for its promtool: the alert rule tests (its server is
 #     stopped and disabled: only promtool is wanted);
-#   - zsh and fish: the completion scripts are parsed by each shell.
+#   - zsh and fish: the completion scripts are parsed by each shell;
+#   - podman, runc, conmon, busybox-static: the container tests run real
+#     containers (an image made offline from busybox).
 # Go itself comes with the machine. Another apt-get or dpkg holding the
 # package lock is waited for, 5 minutes at most.
 set -euo pipefail
@@ -40,6 +42,10 @@ command -v bpftool >/dev/null || need+=(bpftool)
 command -v zsh >/dev/null || need+=(zsh)
 command -v fish >/dev/null || need+=(fish)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+command -v conmon >/dev/null || [ -x /usr/libexec/podman/conmon ] || need+=(conmon)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 if [ ${#need[@]} -eq 0 ]; then
 	exit 0
 fi
