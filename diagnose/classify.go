@@ -78,6 +78,9 @@ func (d *diagnosis) pipe(p *pipemodel.Pipe) {
 			age = minIdle(f.OtherEnd)
 		}
 		f.Message = msgFull(d.pipeName(p), p, f.Waiting, f.OtherEnd, p.UnseenReaders, d.scoped())
+		if m, ok := msgRuntimeReader(d.pipeName(p), p, f.Waiting, f.OtherEnd); ok {
+			f.Message = m
+		}
 	case p.Bytes > 0:
 		f.Kind = Unread
 		f.Waiting = d.waiters(waitR)
@@ -237,6 +240,7 @@ func (d *diagnosis) holders(p *pipemodel.Pipe, end pipemodel.End, skip map[uint3
 		}
 		t.Wchan = d.kernel.Wchan(h.PID, h.PID)
 		t.BlockedOn = d.waitsOn[h.PID]
+		t.annotate(d.cur.Procs[h.PID])
 		out = append(out, t)
 	}
 	return out
@@ -276,6 +280,7 @@ func (d *diagnosis) waiters(ws []pipemodel.Waiter) []Task {
 		if pr := d.cur.Procs[w.PID]; pr != nil && pr.Outside {
 			t.Outside = true
 		}
+		t.annotate(d.cur.Procs[w.PID])
 		out = append(out, t)
 	}
 	return out

@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"cmp"
+	"strings"
 	"slices"
 	"time"
 
@@ -162,6 +163,30 @@ type Task struct {
 	BlockedOn []Blocking `json:"blocked_on,omitempty"`
 	// Outside: not one of the processes asked for.
 	Outside bool `json:"outside,omitempty"`
+	// NSPID is its pid in its own pid namespace, where that differs;
+	// Container and Pod name the container it runs in; Monitor: it is
+	// the container runtime's monitor of that container (conmon), which
+	// reads the container's stdout and stderr.
+	NSPID       uint32 `json:"nspid,omitempty"`
+	Container   string `json:"container,omitempty"`
+	ContainerID string `json:"container_id,omitempty"`
+	Pod         string `json:"pod,omitempty"`
+	Monitor     bool   `json:"monitor,omitempty"`
+}
+
+// annotate copies what the sample knows of a task's process: its pid in
+// its namespace and its container.
+func (t *Task) annotate(pr *pipemodel.Proc) {
+	if pr == nil {
+		return
+	}
+	t.NSPID = pr.NSPID
+	if c := pr.Container; c != nil {
+		t.Container, t.ContainerID, t.Pod, t.Monitor = c.Label(), c.ID, c.Pod, c.Monitor
+		if c.Monitor {
+			t.Container = strings.TrimSuffix(t.Container, " (monitor)")
+		}
+	}
 }
 
 // Blocking is a pipe a process waits on, and how.

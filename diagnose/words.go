@@ -38,6 +38,34 @@ func msgFull(name string, p *pipemodel.Pipe, waiting, readers []Task, unseen uin
 	return s + "; " + otherEnd(readers, unseen, "reader", "reading it", scoped)
 }
 
+// msgRuntimeReader says it in those words when a container is blocked
+// writing its stdout or stderr because the runtime's reader of them (a
+// conmon, a containerd-shim) does not read: every writer waiting is in
+// one container, every reader is that container's monitor.
+func msgRuntimeReader(name string, p *pipemodel.Pipe, waiting, readers []Task) (string, bool) {
+	if len(waiting) == 0 || len(readers) == 0 {
+		return "", false
+	}
+	id := waiting[0].ContainerID
+	for _, t := range waiting {
+		if t.ContainerID == "" || t.ContainerID != id || t.Monitor {
+			return "", false
+		}
+	}
+	for _, t := range readers {
+		if !t.Monitor || t.ContainerID != id {
+			return "", false
+		}
+	}
+	ctr := "container " + waiting[0].Container
+	if waiting[0].Pod != "" {
+		ctr += " of pod " + waiting[0].Pod
+	}
+	return fmt.Sprintf("%s is blocked writing its output: %s %s been waiting %s to write to %s, which is full (%d/%d bytes), "+
+		"and the container runtime's reader of it, %s", ctr, who(waiting), be(waiting, "has", "have"), waitedFor(waiting),
+		name, p.Bytes, p.Capacity, strings.TrimPrefix(otherEnd(readers, 0, "reader", "reading it", false), "its reader ")), true
+}
+
 func msgUnread(name string, p *pipemodel.Pipe, waiting, readers []Task, unseen uint32, scoped bool) string {
 	s := fmt.Sprintf("%s holds %s that nobody reads", name, count(int(p.Bytes), "byte", "bytes"))
 	if p.Writers == 0 {
@@ -165,7 +193,7 @@ func otherEnd(ts []Task, unseen uint32, one, doing string, scoped bool) string {
 			parts = append(parts, fmt.Sprintf("%d more", len(ts)-maxNamed))
 			break
 		}
-		s := fmt.Sprintf("%s (pid %d)", t.Comm, t.PID)
+		s := t.name()
 		if t.Outside {
 			s += " [not among the processes asked for]"
 		}
@@ -199,6 +227,30 @@ func blockedOn(t Task) string {
 		on = append(on, s)
 	}
 	return join(on)
+}
+
+// name is "gzip (pid 812)", "sh (pid 24524, 1 in its namespace, in
+// container web)", "cat (pid 9, thread 11)".
+func (t Task) name() string {
+	var in []string
+	in = append(in, fmt.Sprintf("pid %d", t.PID))
+	if t.TID != 0 && t.TID != t.PID {
+		in = append(in, fmt.Sprintf("thread %d", t.TID))
+	}
+	if t.NSPID != 0 && t.NSPID != t.PID {
+		in = append(in, fmt.Sprintf("%d in its namespace", t.NSPID))
+	}
+	if t.Container != "" {
+		c := "in container " + t.Container
+		if t.Monitor {
+			c = "the runtime's monitor of container " + t.Container
+		}
+		if t.Pod != "" {
+			c += " of pod " + t.Pod
+		}
+		in = append(in, c)
+	}
+	return fmt.Sprintf("%s (%s)", t.Comm, strings.Join(in, ", "))
 }
 
 // sleep says what a task is doing: "state S, idle 3m12s, waiting in do_nanosleep".
@@ -256,11 +308,7 @@ func who(ts []Task) string {
 			continue
 		}
 		seen[t.PID] = true
-		s := fmt.Sprintf("%s (pid %d)", t.Comm, t.PID)
-		if t.TID != 0 && t.TID != t.PID {
-			s = fmt.Sprintf("%s (pid %d, thread %d)", t.Comm, t.PID, t.TID)
-		}
-		parts = append(parts, s)
+		parts = append(parts, t.name())
 	}
 	return join(parts)
 }

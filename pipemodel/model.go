@@ -2,6 +2,7 @@ package pipemodel
 
 import (
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -40,6 +41,52 @@ type Proc struct {
 	// Outside: not one of the processes asked for; it holds the other
 	// end of one of their pipes.
 	Outside bool `json:"outside,omitempty"`
+	// NSPID is its pid in its own, innermost pid namespace (a container's
+	// pid 1), when that differs from PID; 0 otherwise.
+	NSPID uint32 `json:"nspid,omitempty"`
+	// Container is the container it runs in, when it runs in one.
+	Container *Container `json:"container,omitempty"`
+}
+
+// Container is a container as its cgroup and its runtime name it.
+type Container struct {
+	Runtime string `json:"runtime"`        // docker, containerd, cri-o, podman
+	ID      string `json:"id"`             // the full id
+	Name    string `json:"name,omitempty"` // the runtime's name, when it answered
+	// Pod and Namespace, under Kubernetes; KubeName the container's name
+	// in the pod.
+	Pod       string `json:"pod,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	KubeName  string `json:"kube_container,omitempty"`
+	// Monitor: the process is the runtime's monitor of the container
+	// (conmon), not in it.
+	Monitor bool `json:"monitor,omitempty"`
+}
+
+// Label is how views name the container: its name, else a short id.
+func (c *Container) Label() string {
+	if c == nil {
+		return ""
+	}
+	s := c.Name
+	if s == "" && len(c.ID) >= 12 {
+		s = c.ID[:12]
+	} else if s == "" {
+		s = c.ID
+	}
+	if c.Monitor {
+		s += " (monitor)"
+	}
+	return s
+}
+
+// PIDText is "812", or "24524/1" for a process whose own pid namespace
+// calls it 1.
+func (p *Proc) PIDText() string {
+	if p.NSPID != 0 && p.NSPID != p.PID {
+		return strconv.FormatUint(uint64(p.PID), 10) + "/" + strconv.FormatUint(uint64(p.NSPID), 10)
+	}
+	return strconv.FormatUint(uint64(p.PID), 10)
 }
 
 // Stopped tells whether the process cannot run until it is continued

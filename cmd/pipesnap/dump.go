@@ -76,7 +76,7 @@ user's would hand that user the snapshot, so it is refused, with status
 path as -o). A block device, a socket or a directory is refused, and so
 is a symbolic link to anything but a character device or FIFO.
 With --freeze, a process to stop must not read the output pipe or FIFO.`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			pidFlag("dump the pipes of process `PID` (repeat, or list them: 1,2 or \"1 2\")"),
 			&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "dump every process's pipes (except pipesnap's own)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the snapshot to `FILE` (- for stdout)"},
@@ -85,13 +85,25 @@ With --freeze, a process to stop must not read the output pipe or FIFO.`,
 			&cli.StringFlag{Name: "method", Value: "auto", Usage: "`METHOD` of capture: bpf (kernel iterator), tee (user space: pidfd_getfd + tee(2); sees no buffer offsets, ring or counts), or auto (bpf, falling back to tee when BPF is unavailable)"},
 			&cli.BoolFlag{Name: "freeze", Usage: "stop the processes (SIGSTOP) during the walk for a consistent cut; they are resumed on every way out"},
 			&cli.StringFlag{Name: "allow-foreign-output", Usage: "let the snapshot go to `FILE`, the -o FILE, even though it is a FIFO or character device (or a link to one) owned by a user other than root or the one running pipesnap"},
-		},
+		}, containerFlags()...),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("dump takes no arguments (got %q): use --pid or --all, and -o FILE", c.Args().First())
 			}
-			cfg := dumpConfig{pids: pidsOf(c), all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force"), freeze: c.Bool("freeze"), method: c.String("method"), allowForeign: c.String("allow-foreign-output")}
+			sel, err := selectionOf(c, "dump")
+			if err != nil {
+				return err
+			}
+			if !sel.sel.Empty() {
+				r := newResolver(sel.procRoot)
+				err := sel.resolve(c.Context, r)
+				r.Close()
+				if err != nil {
+					return err
+				}
+			}
+			cfg := dumpConfig{pids: sel.pids, all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force"), freeze: c.Bool("freeze"), method: c.String("method"), allowForeign: c.String("allow-foreign-output")}
 			switch {
 			case cfg.all && len(cfg.pids) > 0:
 				return usagef("dump: --pid and --all exclude each other: give one")

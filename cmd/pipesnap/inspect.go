@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -170,6 +172,8 @@ func procOrder(s *pipemodel.Sample) []uint32 {
 	return out
 }
 
+// jsonSnapshot is what inspect --json writes (writeJSON writes it
+// piece by piece).
 type jsonSnapshot struct {
 	Header    jsonHeader           `json:"header"`
 	Tasks     []jsonTask           `json:"tasks"`
@@ -241,52 +245,197 @@ type jsonNote struct {
 	Msg  string `json:"msg"`
 }
 
+// writeJSON writes the snapshot as one JSON object, the one jsonSnapshot
+// would marshal to, indented, element by element: memory is what the
+// snapshot holds, not also a copy of it and the whole output. Each task,
+// pipe, note, process and open wait is marshaled on its own, and so is
+// each fd of a task and each buffer, holder and waiter of a pipe (a
+// process with a million fds is a million small values).
 func writeJSON(w io.Writer, s *snapshot.Snapshot) error {
-	out := jsonSnapshot{
-		Header: jsonHeader{
-			Revision: s.Header.Revision, Time: s.Header.Time, Release: s.Header.Release,
-			Version: s.Header.Version, Machine: s.Header.Machine, Frozen: s.Header.Flags&format.HeaderFrozen != 0,
-		},
-		Tasks: []jsonTask{}, Pipes: []jsonPipe{}, Notes: []jsonNote{}, Procs: []pipemodel.Proc{}, OpenWaits: []pipemodel.OpenWait{},
-	}
-	smp := s.Sample()
-	for _, pid := range procOrder(smp) {
-		if len(smp.Procs[pid].Tasks) > 0 {
-			out.Procs = append(out.Procs, *smp.Procs[pid])
-		}
-	}
-	out.OpenWaits = append(out.OpenWaits, smp.OpenWaits...)
-	for _, t := range s.Tasks {
-		jt := jsonTask{PID: t.PID, TID: t.TID, Comm: t.Comm, UID: t.UID, FDs: []jsonFD{}}
-		for _, fd := range t.FDs {
-			jt.FDs = append(jt.FDs, jsonFD{FD: fd.FD, Ino: fd.Ino, End: fd.End, Cloexec: fd.Cloexec, Flags: fd.Flags})
-		}
-		out.Tasks = append(out.Tasks, jt)
-	}
-	for _, p := range s.Pipes {
-		jp := jsonPipe{
+	smp := sampleWithoutFDs(s)
+	j := &jsonStream{w: bufio.NewWriterSize(w, 64<<10)}
+	j.str("{")
+	j.key(1, "header", true)
+	j.value(1, jsonHeader{
+		Revision: s.Header.Revision, Time: s.Header.Time, Release: s.Header.Release,
+		Version: s.Header.Version, Machine: s.Header.Machine, Frozen: s.Header.Flags&format.HeaderFrozen != 0,
+	})
+	j.key(1, "tasks", false)
+	j.array(1, len(s.Tasks), func(i int) {
+		t := s.Tasks[i]
+		j.head(2, jsonTaskHead{PID: t.PID, TID: t.TID, Comm: t.Comm, UID: t.UID})
+		j.key(3, "fds", false)
+		j.array(3, len(t.FDs), func(i int) {
+			fd := t.FDs[i]
+			j.value(4, jsonFD{FD: fd.FD, Ino: fd.Ino, End: fd.End, Cloexec: fd.Cloexec, Flags: fd.Flags})
+		})
+		j.end(2)
+	})
+	j.key(1, "pipes", false)
+	j.array(1, len(s.Pipes), func(i int) {
+		p := s.Pipes[i]
+		head := jsonPipeHead{
 			Ino: p.Ino, Objref: p.Ref, Kind: p.Kind.String(), Path: p.Path, Capacity: p.Capacity, Bytes: p.Bytes,
 			Packet: p.Status&format.StatusPacket != 0, Torn: p.Status&format.StatusTorn != 0, Complete: p.Complete(),
-			Readers: p.Readers, Writers: p.Writers, Buffers: []jsonBuffer{}, Holders: []jsonHolder{}, Waiters: []pipemodel.Waiter{},
-		}
-		if mp := smp.Find(p.Ino); mp != nil {
-			jp.Waiters = append(jp.Waiters, mp.Waiters...)
+			Readers: p.Readers, Writers: p.Writers,
 		}
 		if p.Reason != format.ReasonNone {
-			jp.Reason = p.Reason.String()
+			head.Reason = p.Reason.String()
 		}
-		for _, b := range p.Buffers {
-			jp.Buffers = append(jp.Buffers, jsonBuffer{Offset: b.Offset, Len: b.Len, Flags: b.Flags})
+		j.head(2, head)
+		j.key(3, "buffers", false)
+		j.array(3, len(p.Buffers), func(i int) {
+			b := p.Buffers[i]
+			j.value(4, jsonBuffer{Offset: b.Offset, Len: b.Len, Flags: b.Flags})
+		})
+		j.key(3, "holders", false)
+		j.array(3, len(p.Holders), func(i int) {
+			h := p.Holders[i]
+			j.value(4, jsonHolder{PID: h.PID, Comm: h.Comm, FD: h.FD, End: h.End})
+		})
+		var waiters []pipemodel.Waiter
+		if mp := smp.Find(p.Ino); mp != nil {
+			waiters = mp.Waiters
 		}
-		for _, h := range p.Holders {
-			jp.Holders = append(jp.Holders, jsonHolder{PID: h.PID, Comm: h.Comm, FD: h.FD, End: h.End})
+		j.key(3, "waiters", false)
+		j.array(3, len(waiters), func(i int) { j.value(4, waiters[i]) })
+		j.end(2)
+	})
+	j.key(1, "notes", false)
+	j.array(1, len(s.Notes), func(i int) {
+		n := s.Notes[i]
+		j.value(2, jsonNote{PID: n.PID, Code: n.Code, Msg: n.Msg})
+	})
+	var procs []*pipemodel.Proc
+	for _, pid := range procOrder(smp) {
+		if len(smp.Procs[pid].Tasks) > 0 {
+			procs = append(procs, smp.Procs[pid])
 		}
-		out.Pipes = append(out.Pipes, jp)
 	}
-	for _, n := range s.Notes {
-		out.Notes = append(out.Notes, jsonNote{PID: n.PID, Code: n.Code, Msg: n.Msg})
+	j.key(1, "procs", false)
+	j.array(1, len(procs), func(i int) { j.value(2, procs[i]) })
+	j.key(1, "open_waits", false)
+	j.array(1, len(smp.OpenWaits), func(i int) { j.value(2, smp.OpenWaits[i]) })
+	j.str("\n}\n")
+	if j.err != nil {
+		return j.err
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return j.w.Flush()
 }
+
+// sampleWithoutFDs is s.Sample() for what writeJSON takes of it: the
+// processes, the open waits and each pipe's waiters, none of which an fd
+// changes. Made from the tasks without their fds, one per process (the
+// first names it), it costs no memory or time per fd.
+func sampleWithoutFDs(s *snapshot.Snapshot) *pipemodel.Sample {
+	light := *s
+	light.Tasks = nil
+	seen := make(map[uint32]bool)
+	for _, t := range s.Tasks {
+		if !seen[t.PID] {
+			seen[t.PID] = true
+			light.Tasks = append(light.Tasks, &snapshot.Task{Task: t.Task})
+		}
+	}
+	return light.Sample()
+}
+
+// jsonTaskHead is jsonTask without its fds, which writeJSON streams.
+type jsonTaskHead struct {
+	PID  uint32 `json:"pid"`
+	TID  uint32 `json:"tid"`
+	Comm string `json:"comm"`
+	UID  uint32 `json:"uid"`
+}
+
+// jsonPipeHead is jsonPipe without its buffers, holders and waiters.
+type jsonPipeHead struct {
+	Ino      uint64 `json:"ino"`
+	Objref   int32  `json:"objref"`
+	Kind     string `json:"kind"`
+	Path     string `json:"path"`
+	Capacity uint32 `json:"capacity"`
+	Bytes    uint64 `json:"bytes"`
+	Packet   bool   `json:"packet"`
+	Torn     bool   `json:"torn"`
+	Complete bool   `json:"complete"`
+	Reason   string `json:"reason,omitempty"`
+	Readers  uint32 `json:"readers"`
+	Writers  uint32 `json:"writers"`
+}
+
+// jsonStream writes indented JSON as json.Encoder with SetIndent("",
+// "  ") writes one value, a piece at a time. Depth d is indented 2d
+// spaces.
+type jsonStream struct {
+	w   *bufio.Writer
+	err error
+}
+
+func (j *jsonStream) str(s string) {
+	if j.err == nil {
+		_, j.err = j.w.WriteString(s)
+	}
+}
+
+func jsonIndent(depth int) string { return strings.Repeat("  ", depth) }
+
+// value writes v, a value at depth.
+func (j *jsonStream) value(depth int, v any) {
+	if j.err != nil {
+		return
+	}
+	b, err := json.MarshalIndent(v, jsonIndent(depth), "  ")
+	if err != nil {
+		j.err = err
+		return
+	}
+	_, j.err = j.w.Write(b)
+}
+
+// key starts the member name of an object whose members are at depth.
+func (j *jsonStream) key(depth int, name string, first bool) {
+	if !first {
+		j.str(",")
+	}
+	j.str("\n" + jsonIndent(depth) + `"` + name + `": `)
+}
+
+// array writes an array of n elements at depth, elem(i) writing each.
+func (j *jsonStream) array(depth, n int, elem func(i int)) {
+	if n == 0 {
+		j.str("[]")
+		return
+	}
+	j.str("[")
+	for i := 0; i < n && j.err == nil; i++ {
+		if i > 0 {
+			j.str(",")
+		}
+		j.str("\n" + jsonIndent(depth+1))
+		elem(i)
+	}
+	j.str("\n" + jsonIndent(depth) + "]")
+}
+
+// head starts an object at depth with the members of struct v; key and
+// end add the others and close it.
+func (j *jsonStream) head(depth int, v any) {
+	if j.err != nil {
+		return
+	}
+	b, err := json.MarshalIndent(v, jsonIndent(depth), "  ")
+	if err != nil {
+		j.err = err
+		return
+	}
+	b, ok := bytes.CutSuffix(b, []byte("\n"+jsonIndent(depth)+"}"))
+	if !ok {
+		j.err = fmt.Errorf("json: %T is not an object with members", v)
+		return
+	}
+	_, j.err = j.w.Write(b)
+}
+
+// end closes an object head started at depth.
+func (j *jsonStream) end(depth int) { j.str("\n" + jsonIndent(depth) + "}") }

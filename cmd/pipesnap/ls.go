@@ -24,37 +24,6 @@ import (
 	"github.com/pipesnap/pipesnap/pipestate"
 )
 
-// scopeFlags choose the processes of ls, diagnose, watch and serve.
-func scopeFlags() []cli.Flag {
-	return []cli.Flag{
-		pidFlag("look at the pipes of process `PID` (repeat, or list them: 1,2 or \"1 2\")"),
-		&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "look at every process's pipes (the default without --pid)"},
-	}
-}
-
-const scopeHelp = `Without --pid, every process in pipesnap's pid namespace is walked
-(pipesnap itself excepted). Needs root, or CAP_BPF and CAP_PERFMON, and a
-kernel with BTF. Nothing is read out of the pipes and no page is copied:
-only the kernel's bookkeeping (ring indices, buffer lengths, wait queues),
-so a walk is cheap enough to repeat every second.`
-
-// openSampler loads the pipe-state program for the processes the flags
-// name. The caller closes it.
-func openSampler(c *cli.Context, what string) (*pipestate.Sampler, error) {
-	pids := pidsOf(c)
-	if c.Bool("all") && len(pids) > 0 {
-		return nil, usagef("%s: --pid and --all exclude each other: give one", what)
-	}
-	if c.NArg() > 0 {
-		return nil, usagef("%s takes no arguments (got %q): use --pid PID", what, c.Args().First())
-	}
-	s, err := pipestate.Open(pipestate.Options{PIDs: pids, All: len(pids) == 0})
-	if err != nil {
-		return nil, stateError(what, err)
-	}
-	return s, nil
-}
-
 func stateError(what string, err error) error {
 	switch {
 	case errors.Is(err, pipestate.ErrNoProcess):
@@ -208,7 +177,7 @@ func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
 	if opt.rates != nil {
 		head = append(head, "IN", "OUT")
 	}
-	head = append(head, "R", "W", "WAIT", "STATE", "HOLDERS", "PATH")
+	head = append(head, "R", "W", "WAIT", "STATE", "CONTAINER", "HOLDERS", "PATH")
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	pipes := s.Pipes
 	if opt.order != nil {
@@ -239,7 +208,7 @@ func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
 		if d, ok := p.LongestWait(); ok {
 			wait = diagnose.Duration(d)
 		}
-		cols = append(cols, fmt.Sprint(p.Readers), fmt.Sprint(p.Writers), wait, holderStates(s, p), holdersText(s, p))
+		cols = append(cols, fmt.Sprint(p.Readers), fmt.Sprint(p.Writers), wait, holderStates(s, p), containersText(s, p), holdersText(s, p))
 		fmt.Fprintln(tw, strings.Join(withPath(cols, termsafe.String(p.Path)), "\t"))
 	}
 	for _, ow := range s.OpenWaits {
@@ -254,7 +223,7 @@ func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
 		if opt.rates != nil {
 			cols = append(cols, "-", "-")
 		}
-		cols = append(cols, fmt.Sprint(ow.Readers), fmt.Sprint(ow.Writers), diagnose.Duration(ow.Wait), ow.State.Name(),
+		cols = append(cols, fmt.Sprint(ow.Readers), fmt.Sprint(ow.Writers), diagnose.Duration(ow.Wait), ow.State.Name(), "-",
 			fmt.Sprintf("%d(%s):-:%s:opening", ow.PID, termsafe.String(ow.Comm), ow.End))
 		fmt.Fprintln(tw, strings.Join(withPath(cols, termsafe.String(ow.Path)), "\t"))
 	}
@@ -278,6 +247,30 @@ func withPath(cols []string, path string) []string {
 		return cols
 	}
 	return append(cols, path)
+}
+
+// containersText names the containers of a pipe's holders (a pod's as
+// pod/container), "-" when none is in one.
+func containersText(s *pipemodel.Sample, p *pipemodel.Pipe) string {
+	var out []string
+	for _, h := range p.Holders {
+		pr := s.Procs[h.PID]
+		if pr == nil || pr.Container == nil {
+			continue
+		}
+		c := pr.Container
+		l := c.Label()
+		if c.Pod != "" {
+			l = c.Pod + "/" + l
+		}
+		if l = termsafe.String(l); !slices.Contains(out, l) {
+			out = append(out, l)
+		}
+	}
+	if len(out) == 0 {
+		return "-"
+	}
+	return strings.Join(out, ",")
 }
 
 // holderStates lists the states of the processes holding a pipe, the
@@ -310,7 +303,11 @@ func holderStates(s *pipemodel.Sample, p *pipemodel.Pipe) string {
 func holdersText(s *pipemodel.Sample, p *pipemodel.Pipe) string {
 	var parts []string
 	for _, h := range p.Holders {
-		str := fmt.Sprintf("%d(%s):%d:%s", h.PID, termsafe.String(h.Comm), h.FD, h.End)
+		pid := fmt.Sprint(h.PID)
+		if pr := s.Procs[h.PID]; pr != nil {
+			pid = pr.PIDText()
+		}
+		str := fmt.Sprintf("%s(%s):%d:%s", pid, termsafe.String(h.Comm), h.FD, h.End)
 		switch {
 		case h.Blocked != "":
 			str += ":blocked"

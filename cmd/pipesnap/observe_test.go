@@ -475,7 +475,7 @@ func TestWatch(t *testing.T) {
 	if r := second[flowing.Ino()]; len(r) < 5 || !strings.HasSuffix(r[4], "MiB/s") && !strings.HasSuffix(r[4], "GiB/s") {
 		t.Errorf("second frame: the flowing pipe's rate %v, want megabytes per second", r)
 	}
-	if r := second[full.Ino()]; len(r) < 10 || r[2] != "65536/65536" || r[3] != "0B/s" || r[4] != "0B/s" || r[7] == "-" || r[8] != "sleeping" || !strings.HasSuffix(r[9], ":write:blocked") {
+	if r := second[full.Ino()]; len(r) < 11 || r[2] != "65536/65536" || r[3] != "0B/s" || r[4] != "0B/s" || r[7] == "-" || r[8] != "sleeping" || r[9] != "-" || !strings.HasSuffix(r[10], ":write:blocked") {
 		t.Errorf("second frame: the full pipe %v, want full, no flow, writer blocked", r)
 	}
 }

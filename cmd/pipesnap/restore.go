@@ -27,6 +27,7 @@ type restoreConfig struct {
 	keepWriter   bool
 	keepCloexec  bool
 	allowPartial bool
+	kernelMemory int64 // --allow-kernel-memory; 0: the default bound
 }
 
 func restoreCommand() *cli.Command {
@@ -67,7 +68,25 @@ the way are created (mode 0700); a path that would leave DIR, through
 ".." or a symbolic link, is refused. The FIFO stays after CMD exits.
 
 A pipe marked torn or incomplete is restored only with --allow-partial,
-with a warning. A pipe larger than /proc/sys/fs/pipe-max-size needs root.
+with a warning. A pipe larger than /proc/sys/fs/pipe-max-size needs root;
+a capacity that the snapshot contradicts (capacity against max_usage x
+page_size) or that no pipe can have (above 2 GiB) is refused.
+
+Limits, checked before anything is created: the fd numbers CMD gets must
+be below RLIMIT_NOFILE (the soft limit is raised to the hard one when a
+number needs it, and CMD inherits it raised);
+and the kernel memory the pipes pin (a page for every packet however
+small, their bytes in pages, their rings) must be at most 64 MiB or twice
+the bytes restored, whichever is more, unless --allow-kernel-memory SIZE
+allows more (SIZE in bytes, or with K, M, G: 512M, 2G).
+
+A packet pipe (O_DIRECT) is refilled packet by packet, each buffer that
+carries the packet flag one packet; a packet pipe whose buffers carry no
+flags (the tee capture's) one packet per buffer. Buffers without the flag
+in a pipe with packets are written as plain bytes, with a warning: a
+reader reads across their boundaries as it would have. Empty packets
+cannot be restored (a warning says how many). A warning repeated for
+many pipes comes as one line, with a count and the first few.
 SIGTERM and SIGHUP are passed on to CMD; Ctrl-C reaches it directly.`,
 		Flags: []cli.Flag{
 			&cli.Int64Flag{Name: "pid", Aliases: []string{"p"}, Usage: "rebuild every pipe fd process `PID` held"},
@@ -77,6 +96,7 @@ SIGTERM and SIGHUP are passed on to CMD; Ctrl-C reaches it directly.`,
 			&cli.BoolFlag{Name: "keep-writer", Usage: "hold a write end open until CMD exits (its reader sees no EOF)"},
 			&cli.BoolFlag{Name: "keep-cloexec", Usage: "with --pid: also hand over the fds that were close-on-exec"},
 			&cli.BoolFlag{Name: "allow-partial", Usage: "restore torn or incomplete pipes too"},
+			&cli.StringFlag{Name: "allow-kernel-memory", Usage: "let the pipes pin up to `SIZE` of kernel memory (default: 64M or twice their bytes)"},
 		},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -112,6 +132,13 @@ SIGTERM and SIGHUP are passed on to CMD; Ctrl-C reaches it directly.`,
 				return err
 			}
 			cfg.as = as
+			if c.IsSet("allow-kernel-memory") {
+				n, err := parseSize(c.String("allow-kernel-memory"))
+				if err != nil {
+					return usagef("--allow-kernel-memory %q: %v", c.String("allow-kernel-memory"), err)
+				}
+				cfg.kernelMemory = n
+			}
 			code, err := runRestore(cfg)
 			if err != nil {
 				return err
@@ -137,10 +164,27 @@ func parseAs(s string) (int, error) {
 	return 0, usagef("--as %q: want stdin or fd:K with K a number from 0, e.g. fd:3", s)
 }
 
+// parseSize reads a size in bytes: a number, optionally with K, M, G or T
+// (powers of 1024; KiB, MB and the like read alike).
+func parseSize(s string) (int64, error) {
+	num := strings.TrimRight(s, "KMGTkmgtiIbB")
+	unit := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s[len(num):], "B"), "b"))
+	shift, ok := map[string]uint{"": 0, "K": 10, "KI": 10, "M": 20, "MI": 20, "G": 30, "GI": 30, "T": 40, "TI": 40}[unit]
+	n, err := strconv.ParseUint(num, 10, 63)
+	if !ok || err != nil || n == 0 {
+		return 0, errors.New("want a size above 0 in bytes, or with K, M, G or T: 512M, 2G")
+	}
+	if n > math.MaxInt64>>shift {
+		return 0, errors.New("too large")
+	}
+	return int64(n << shift), nil
+}
+
 // runRestore rebuilds the pipes, runs the command and returns its exit
 // status.
 func runRestore(cfg restoreConfig) (int, error) {
-	opt := snapshot.Options{Data: true, Ino: cfg.ino}
+	// Only what the restore needs: one pipe (no fds), or one process.
+	opt := snapshot.Options{Data: true, Ino: cfg.ino, PipeOnly: cfg.ino != 0, PID: cfg.pid}
 	s, err := readSnapshot(cfg.file, opt)
 	if err != nil {
 		return 0, err
@@ -148,7 +192,8 @@ func runRestore(cfg restoreConfig) (int, error) {
 	set, err := restore.Build(s, restore.Options{
 		PID: cfg.pid, Ino: cfg.ino, As: cfg.as, Root: cfg.root,
 		KeepWriter: cfg.keepWriter, KeepCloexec: cfg.keepCloexec, AllowPartial: cfg.allowPartial,
-		Warn: func(msg string) { fmt.Fprintf(os.Stderr, "pipesnap: warning: %s\n", msg) },
+		MaxKernelMemory: cfg.kernelMemory,
+		Warn:            func(msg string) { fmt.Fprintf(os.Stderr, "pipesnap: warning: %s\n", msg) },
 	})
 	if err != nil {
 		return 0, restoreError(err)
@@ -163,6 +208,9 @@ func runRestore(cfg restoreConfig) (int, error) {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	proc, err := set.Start(cfg.argv, os.Environ())
+	if errors.Is(err, restore.ErrFDLimit) {
+		return 0, restoreError(err) // not the command's fault
+	}
 	if err != nil {
 		return 0, startError(err)
 	}
@@ -218,6 +266,12 @@ func restoreError(err error) error {
 		return fmt.Errorf("%w: --allow-partial restores what fits", err)
 	case errors.Is(err, restore.ErrEscape):
 		return fmt.Errorf("%w: refusing to create it", err)
+	case errors.Is(err, restore.ErrFDLimit):
+		return fmt.Errorf("restore: %w: raise the hard limit (ulimit -Hn, prlimit --nofile) and run again", err)
+	}
+	var km *restore.KernelMemoryError
+	if errors.As(err, &km) {
+		return fmt.Errorf("restore: %w: --allow-kernel-memory %dM allows it", err, (km.Need+(1<<20)-1)>>20)
 	}
 	return fmt.Errorf("restore: %w", err)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -303,5 +304,130 @@ func TestFDList(t *testing.T) {
 		if got := fdList(c.fds); got != c.want {
 			t.Errorf("fdList(%d fds) = %q, want %q", len(c.fds), got, c.want)
 		}
+	}
+}
+
+// TestRestoreHostile: what a hostile snapshot gets from pipesnap
+// restore: a refusal on one line that says why, before anything is made
+// (fd numbers past RLIMIT_NOFILE, pages for packets, capacities that
+// wrap, an fd twice), or one warning line for a thousand empty packets.
+func TestRestoreHostile(t *testing.T) {
+	dir := t.TempDir()
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	onePipe := func(fd int32, p format.Pipe, bufs ...format.Buffer) []byte {
+		return encodeStream(t, func(e *format.Encoder, must func(error)) {
+			must(e.WriteTask(format.Task{PID: 1, TID: 1, Comm: "hostile"}))
+			must(e.WriteFDEnt(format.FDEnt{FD: fd, FileRef: 1}))
+			must(e.WriteFile(format.File{Ref: 1, Type: format.FileTypePipe, Mode: format.ModeRead, PipeRef: 2}))
+			p.Ref, p.Ino, p.Kind, p.NrBufs = 2, 9, format.KindPipe, uint32(len(bufs))
+			for _, b := range bufs {
+				p.Bytes += uint64(b.Len)
+			}
+			must(e.WritePipe(p))
+			for _, b := range bufs {
+				must(e.WriteBuffer(b))
+			}
+		})
+	}
+	std := format.Pipe{RingSize: 16, MaxUsage: 16, Capacity: 65536, PageSize: 4096}
+	x := format.Buffer{Len: 1, Data: []byte("x")}
+	packet := format.Buffer{Len: 1, Flags: format.BufPacket, Data: []byte("x")}
+	many := func(n int, b format.Buffer) []format.Buffer {
+		out := make([]format.Buffer, n)
+		for i := range out {
+			out[i] = b
+		}
+		return out
+	}
+	wrap := std
+	wrap.RingSize, wrap.MaxUsage, wrap.Capacity = 1<<20, 1<<20, 0
+	wrap8k := wrap
+	wrap8k.Capacity = 8192
+	packetPipe := std
+	packetPipe.Status = format.StatusPacket
+
+	// 70 pipes of 256 1-byte packets at fds 3 to 72: 70.7 MiB of pages.
+	packets70 := encodeStream(t, func(e *format.Encoder, must func(error)) {
+		must(e.WriteTask(format.Task{PID: 1, TID: 1, Comm: "hostile"}))
+		for i := range 70 {
+			ref := e.NextRef()
+			must(e.WriteFDEnt(format.FDEnt{FD: int32(3 + i), FileRef: ref}))
+			must(e.WriteFile(format.File{Ref: ref, Type: format.FileTypePipe, Mode: format.ModeRead, PipeRef: ref + 1}))
+			must(e.WritePipe(format.Pipe{Ref: ref + 1, Ino: uint64(100 + i), Kind: format.KindPipe, Status: format.StatusPacket,
+				RingSize: 256, MaxUsage: 256, Capacity: 1 << 20, PageSize: 4096, NrBufs: 256, Bytes: 256}))
+			for range 256 {
+				must(e.WriteBuffer(packet))
+			}
+		}
+	})
+	dupFD := encodeStream(t, func(e *format.Encoder, must func(error)) {
+		must(e.WriteTask(format.Task{PID: 1, TID: 1, Comm: "hostile"}))
+		for ref := int32(1); ref <= 3; ref += 2 {
+			must(e.WriteFDEnt(format.FDEnt{FD: 3, FileRef: ref}))
+			must(e.WriteFile(format.File{Ref: ref, Type: format.FileTypePipe, Mode: format.ModeRead, PipeRef: ref + 1}))
+			must(e.WritePipe(format.Pipe{Ref: ref + 1, Ino: uint64(ref), Kind: format.KindPipe}))
+		}
+	})
+	mixed := onePipe(0, packetPipe, packet, x, x, packet)
+
+	for _, tc := range []struct {
+		name   string
+		stream []byte
+		args   []string
+		code   int
+		out    string
+		stderr []string
+	}{
+		{"fd 999999", onePipe(999999, std, x), []string{"--pid", "1"}, 1, "",
+			[]string{"pid 1 fd 999999: at or above the limit on fd numbers (RLIMIT_NOFILE)", "could not be given it", "ulimit -Hn"}},
+		{"fd at the hard limit", onePipe(int32(lim.Max), std, x), []string{"--pid", "1"}, 1, "",
+			[]string{fmt.Sprintf("fd %d: at or above", lim.Max), "RLIMIT_NOFILE"}},
+		{"fd just below it", onePipe(int32(lim.Max-1), std, x), []string{"--pid", "1"}, 1, "",
+			[]string{fmt.Sprintf("fd %d: within 2 of", lim.Max-1), "RLIMIT_NOFILE"}},
+		{"17000 1-byte packets", onePipe(0, packetPipe, many(17000, packet)...), []string{"--ino", "9"}, 1, "",
+			[]string{"1 pipe would pin about 67.7 MiB of kernel memory (17000 pages for 17000 bytes", "more than the 64 MiB allowed", "--allow-kernel-memory 68M allows it"}},
+		{"70 pipes of packets", packets70, []string{"--pid", "1"}, 1, "",
+			[]string{"70 pipes would pin about 70.7 MiB", "--allow-kernel-memory 71M"}},
+		{"70 pipes of packets, allowed", packets70, []string{"--pid", "1", "--allow-kernel-memory", "71M"}, 0, "256\n", nil},
+		{"allowed, but less", packets70, []string{"--pid", "1", "--allow-kernel-memory", "70MiB"}, 1, "", []string{"more than the 70 MiB allowed"}},
+		{"allowance not a size", packets70, []string{"--pid", "1", "--allow-kernel-memory", "lots"}, 2, "", []string{"--allow-kernel-memory \"lots\"", "512M"}},
+		{"capacity 2^32", onePipe(0, wrap, x), []string{"--ino", "9"}, 1, "",
+			[]string{"pipe 9: a capacity of 4294967296 bytes (max_usage 1048576 x page_size 4096), more than a Linux pipe can have"}},
+		{"capacity 8192 for 2^32", onePipe(0, wrap8k, x), []string{"--pid", "1"}, 1, "",
+			[]string{"capacity 8192 bytes, but max_usage 1048576 x page_size 4096 is 4294967296"}},
+		{"fd 3 twice", dupFD, []string{"--pid", "1"}, 1, "", []string{"FD_ENT record: malformed: fd_descriptor 3 a second time"}},
+		{"1000 empty packets", onePipe(0, packetPipe, append(many(1000, format.Buffer{Flags: format.BufPacket}), packet)...), []string{"--ino", "9"}, 0, "x",
+			[]string{"warning: pipe 9: 1000 buffers are empty packets (buffers 0, 0, 0 and 997 more): a pipe cannot hold one again"}},
+		{"packets on some buffers", mixed, []string{"--ino", "9"}, 0, "xxxx",
+			[]string{"warning: pipe 9: packets (O_DIRECT) in 2 of its buffers, plain bytes in 2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.code == 0 && strings.Contains(tc.name, "allowed") && os.Geteuid() != 0 {
+				t.Skip("70 MiB of pipes is above an unprivileged user's pipe-user-pages-soft")
+			}
+			snap := writeSnap(t, dir, strings.ReplaceAll(tc.name, " ", "-")+".snap", tc.stream)
+			args := append([]string{"restore"}, tc.args...)
+			// dash takes no fd above 9 in a redirection: dd opens fd 72 anew
+			// (non-blocking, or the open would wait for a writer).
+			args = append(args, snap, "--", "sh", "-c", "if test -e /proc/self/fd/72; then dd if=/proc/self/fd/72 iflag=nonblock 2>/dev/null | wc -c; else cat; fi")
+			out, stderr, code := run(t, args...)
+			if code != tc.code || out != tc.out {
+				t.Errorf("exit %d, stdout %q; want %d, %q; stderr %q", code, out, tc.code, tc.out, stderr)
+			}
+			for _, w := range tc.stderr {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr %q does not say %q", stderr, w)
+				}
+			}
+			if n := strings.Count(strings.TrimSpace(stderr), "\n"); n > 0 {
+				t.Errorf("stderr on %d lines, want one: %q", n+1, stderr)
+			}
+			if strings.Contains(stderr, "check the command") {
+				t.Errorf("the command is blamed: %q", stderr)
+			}
+		})
 	}
 }

@@ -19,7 +19,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pipesnap/pipesnap/metrics"
-	"github.com/pipesnap/pipesnap/pipestate"
 )
 
 func serveCommand() *cli.Command {
@@ -126,7 +125,7 @@ func newLogger(format string) (*slog.Logger, error) {
 	return nil, usagef("--log-format %q: want text or json", format)
 }
 
-func runServe(s *pipestate.Sampler, addr string, minWait time.Duration, log *slog.Logger, opts metrics.Options) error {
+func runServe(s *sampler, addr string, minWait time.Duration, log *slog.Logger, opts metrics.Options) error {
 	ctx, stop := signalContext()
 	defer stop()
 	// Collect is serialized by the collector; the sampler is used by

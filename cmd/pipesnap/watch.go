@@ -13,8 +13,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
-
-	"github.com/pipesnap/pipesnap/pipestate"
 )
 
 func watchCommand() *cli.Command {
@@ -67,7 +65,7 @@ out_bytes_per_sec and rate_exact (false: an estimate).
 	}
 }
 
-func runWatch(s *pipestate.Sampler, interval time.Duration, iterations int, asJSON bool) error {
+func runWatch(s *sampler, interval time.Duration, iterations int, asJSON bool) error {
 	ctx, stop := signalContext()
 	defer stop()
 	out := bufio.NewWriter(os.Stdout)

@@ -1,0 +1,114 @@
+package main
+
+// A stuck pipeline inside a real podman container: found by
+// --container NAME, shown with its container and in-container pids,
+// diagnosed.
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pipesnap/pipesnap/container/containertest"
+	"github.com/pipesnap/pipesnap/internal/pipetest"
+)
+
+func TestContainerPipeline(t *testing.T) {
+	requireBPF(t)
+	pm := containertest.Require(t)
+	c := pm.Run(t, nil, "sh", "-c", "yes | sleep 600")
+	procs := c.WaitProcs(t, "yes", "sleep")
+	yes, slp := procs["yes"], procs["sleep"]
+
+	// ls --container NAME: exactly the container's processes, with their
+	// container and pids as the container sees them.
+	out, stderr, code := run(t, "ls", "--json", "--container", c.Name)
+	if code != 0 {
+		t.Fatalf("ls --container: exit %d: %s", code, stderr)
+	}
+	var v struct {
+		Procs []struct {
+			PID       int  `json:"pid"`
+			NSPID     int  `json:"nspid"`
+			Outside   bool `json:"outside"` // a holder of the other end (conmon)
+			Container *struct {
+				Runtime, ID, Name string
+			} `json:"container"`
+		} `json:"procs"`
+	}
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, p := range v.Procs {
+		if p.Outside {
+			continue
+		}
+		if p.Container == nil || p.Container.Name != c.Name || p.Container.ID != c.ID || p.Container.Runtime != "podman" {
+			t.Errorf("proc %+v: want container %s (%s, podman)", p, c.Name, c.ID)
+		}
+		if p.NSPID == 0 || p.NSPID > 10 {
+			t.Errorf("proc %d: nspid %d, want a small pid inside", p.PID, p.NSPID)
+		}
+		pids = append(pids, p.PID)
+	}
+	if !slices.Contains(pids, yes) || !slices.Contains(pids, slp) || slices.ContainsFunc(pids, func(p int) bool { return !slices.Contains(c.Procs(), p) }) {
+		t.Errorf("--container listed %v, want the container's %v", pids, c.Procs())
+	}
+	text, _, _ := run(t, "ls", "--container", c.Name)
+	if !strings.Contains(text, c.Name) || !strings.Contains(text, fmt.Sprintf("%d/", yes)) {
+		t.Errorf("ls table lacks the container or the in-container pid:\n%s", text)
+	}
+	// By id prefix, and diagnose names the culprit.
+	v2 := diagnoseJSON(t, 1, "--min-wait", "100ms", "--container", c.ID[:12])
+	if len(v2.Chains) == 0 || !slices.ContainsFunc(v2.Chains, func(ch diagChain) bool { return slices.Contains(ch.StuckAt, slp) }) {
+		t.Errorf("diagnose --container: chains %+v, want stuck at sleep %d", v2.Chains, slp)
+	}
+	if _, stderr, code := run(t, "ls", "--container", "no-such-container-here"); code != 1 || !strings.Contains(stderr, "no process in container no-such-container-here") {
+		t.Errorf("ls --container of nothing: exit %d, %q", code, stderr)
+	}
+}
+
+// TestContainerRuntimeReader: a container writing its stdout while the
+// runtime's reader of it (conmon) is stopped: diagnose says so in those
+// words, naming the container and conmon.
+func TestContainerRuntimeReader(t *testing.T) {
+	requireBPF(t)
+	pm := containertest.Require(t)
+	c := pm.Run(t, nil, "yes")
+	conmon := c.Conmon(t)
+	if err := syscall.Kill(conmon, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(conmon, syscall.SIGCONT) }) // before podman rm (cleanups run last first)
+	yes := c.WaitProcs(t, "yes")["yes"]
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(pipetest.Wchan(yes, 0), "pipe"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("yes does not block on its stdout: wchan %q", pipetest.Wchan(yes, 0))
+		}
+	}
+	v := diagnoseJSON(t, 1, "--min-wait", "100ms", "--container", c.Name)
+	found := false
+	for _, f := range v.Findings {
+		if f.Category != "stall" || len(f.Culprits) == 0 || f.Culprits[0].PID != conmon {
+			continue
+		}
+		found = true
+		for _, want := range []string{
+			"container " + c.Name + " is blocked writing its output",
+			fmt.Sprintf("the container runtime's reader of it, conmon (pid %d, the runtime's monitor of container %s", conmon, c.Name),
+			"is stopped",
+		} {
+			if !strings.Contains(f.Message, want) {
+				t.Errorf("message %q\nlacks %q", f.Message, want)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no stall blaming conmon %d: %+v", conmon, v.Findings)
+	}
+}

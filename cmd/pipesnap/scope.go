@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pipesnap/pipesnap/container"
+	"github.com/pipesnap/pipesnap/pipemodel"
+	"github.com/pipesnap/pipesnap/pipestate"
+)
+
+// scopeFlags choose the processes of ls, diagnose, watch and serve.
+func scopeFlags() []cli.Flag {
+	return append([]cli.Flag{
+		pidFlag("look at the pipes of process `PID` (repeat, or list them: 1,2 or \"1 2\")"),
+		&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "look at every process's pipes (the default without --pid)"},
+	}, containerFlags()...)
+}
+
+// containerFlags select processes by container, for every command that
+// walks.
+func containerFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "container", Usage: "the processes of container `NAME` (or id, 4 hex digits or more)"},
+		&cli.StringFlag{Name: "pod", Usage: "the processes of Kubernetes pod `NAME`"},
+		&cli.StringFlag{Name: "namespace", Usage: "the processes of the pods of Kubernetes namespace `NS`"},
+		&cli.StringFlag{Name: "cgroup", Usage: "the processes whose cgroup path starts with `PATH`"},
+		&cli.StringFlag{Name: "host-proc", EnvVars: []string{"PIPESNAP_HOST_PROC"}, Usage: "the host's /proc at `DIR`, for container identities and pids (in a container: /host/proc)"},
+	}
+}
+
+const scopeHelp = `Without --pid, every process in pipesnap's pid namespace is walked
+(pipesnap itself excepted). --container NAME|ID, --pod NAME, --namespace NS
+and --cgroup PATH select the processes of a container (from their cgroup,
+named by the runtime where its socket answers), combinable with --pid.
+Each process is shown with its container and, when its own pid namespace
+calls it otherwise, its pid there (24524/1). Needs root, or CAP_BPF and
+CAP_PERFMON, and a kernel with BTF. Nothing is read out of the pipes and
+no page is copied: only the kernel's bookkeeping (ring indices, buffer
+lengths, wait queues), so a walk is cheap enough to repeat every second.`
+
+// selection is what the scope flags ask for.
+type selection struct {
+	pids     []int
+	all      bool
+	sel      container.Selector
+	procRoot string
+}
+
+func selectionOf(c *cli.Context, what string) (selection, error) {
+	s := selection{pids: pidsOf(c), all: c.Bool("all"), procRoot: c.String("host-proc"),
+		sel: container.Selector{Container: c.String("container"), Pod: c.String("pod"), Namespace: c.String("namespace"), Cgroup: c.String("cgroup")}}
+	if s.all && (len(s.pids) > 0 || !s.sel.Empty()) {
+		return s, usagef("%s: --pid and --all exclude each other (and --all the container selectors): give one", what)
+	}
+	return s, nil
+}
+
+// resolve turns the container selectors into pids, added to --pid's.
+func (s *selection) resolve(ctx context.Context, r *container.Resolver) error {
+	if s.sel.Empty() {
+		return nil
+	}
+	pids, err := container.Select(ctx, s.procRoot, r, s.sel)
+	if err != nil {
+		return err
+	}
+	s.pids = append(s.pids, pids...)
+	return nil
+}
+
+// sampler walks the selected processes and names their containers.
+type sampler struct {
+	*pipestate.Sampler
+	resolver *container.Resolver
+	procRoot string
+}
+
+// Sample walks once and annotates the processes with their containers
+// and pids in their own pid namespaces.
+func (s *sampler) Sample(ctx context.Context) (*pipemodel.Sample, error) {
+	smp, err := s.Sampler.Sample(ctx)
+	if err != nil {
+		return nil, err
+	}
+	container.Annotate(ctx, smp, s.resolver, s.procRoot)
+	return smp, nil
+}
+
+func (s *sampler) Close() error {
+	return errors.Join(s.Sampler.Close(), s.resolver.Close())
+}
+
+func newResolver(procRoot string) *container.Resolver {
+	return container.NewResolver(container.Options{Root: hostRoot(procRoot)})
+}
+
+// hostRoot: with --host-proc /host/proc, the host's root is /host.
+func hostRoot(procRoot string) string {
+	if procRoot == "" || procRoot == "/proc" {
+		return os.Getenv(container.EnvHostRoot)
+	}
+	if len(procRoot) > 5 && procRoot[len(procRoot)-5:] == "/proc" {
+		return procRoot[:len(procRoot)-5]
+	}
+	return os.Getenv(container.EnvHostRoot)
+}
+
+// openSampler loads the pipe-state program for the processes the flags
+// name. The caller closes it.
+func openSampler(c *cli.Context, what string) (*sampler, error) {
+	sel, err := selectionOf(c, what)
+	if err != nil {
+		return nil, err
+	}
+	if c.NArg() > 0 {
+		return nil, usagef("%s takes no arguments (got %q): use --pid PID", what, c.Args().First())
+	}
+	r := newResolver(sel.procRoot)
+	if err := sel.resolve(c.Context, r); err != nil {
+		r.Close()
+		return nil, err
+	}
+	s, err := pipestate.Open(pipestate.Options{PIDs: sel.pids, All: len(sel.pids) == 0})
+	if err != nil {
+		r.Close()
+		return nil, stateError(what, err)
+	}
+	return &sampler{Sampler: s, resolver: r, procRoot: sel.procRoot}, nil
+}
