@@ -2,6 +2,7 @@ package freeze
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -9,7 +10,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The cgroup v2 freezer stops every thread wherever it is, even in
@@ -18,21 +22,32 @@ import (
 // be placed in a cgroup of pipesnap's without side effects: when no
 // controller is enabled anywhere in the v2 hierarchy (the controllers are
 // bound to v1, as here), membership decides nothing but freezing. They are
-// moved back when thawed.
+// moved back when thawed, and so are the children they forked meanwhile
+// (born in their parent's cgroup, so frozen too).
 
 // cgroupFreeze is a cgroup frozen for a set of processes.
 type cgroupFreeze struct {
-	dir     string         // the frozen cgroup
-	created bool           // made by pipesnap: remove it after
-	origin  map[int]string // pid -> its cgroup before, when moved
 	root    string         // the cgroup2 mount
+	dir     string         // the frozen cgroup; "" once thawed
+	created bool           // made by pipesnap: move everyone back, remove it
+	origin  map[int]string // pid -> its cgroup before, when moved
+	first   string         // the first origin: for a member of unknown descent
+	resumed time.Time      // when thaw had every member running again
 }
 
+// PrefixCgroup starts the name of the cgroups pipesnap makes to freeze
+// in, "pipesnap-freeze-PID" (PID is pipesnap's).
+const PrefixCgroup = "pipesnap-freeze-"
+
+var cgroupSeq atomic.Int64
+
 // freezeCgroup freezes pids through cgroup v2, or says why it cannot.
-func freezeCgroup(pids []int, timeout time.Duration) (_ *cgroupFreeze, err error) {
+// Every step is told to the watchdog before it is taken. how is set when
+// the cgroup already was frozen (by someone else: left as it is).
+func freezeCgroup(pids []int, timeout time.Duration, wd *watchdog, since *time.Time) (_ *cgroupFreeze, how string, err error) {
 	root, err := cgroup2Mount()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	cf := &cgroupFreeze{root: root, origin: map[int]string{}}
 	defer func() {
@@ -41,67 +56,230 @@ func freezeCgroup(pids []int, timeout time.Duration) (_ *cgroupFreeze, err error
 		}
 	}()
 	same, ok := sharedCgroup(pids)
-	if ok && same != "/" && onlyMembers(filepath.Join(root, same), pids) {
-		cf.dir = filepath.Join(root, same)
+	if ok && same != "/" && !isPipesnapCgroup(same) && onlyMembers(filepath.Join(root, same), pids) {
+		dir := filepath.Join(root, same)
+		if b, err := os.ReadFile(filepath.Join(dir, "cgroup.freeze")); err == nil && strings.TrimSpace(string(b)) == "1" {
+			return cf, "cgroup v2 freezer (their cgroup was frozen already, and is left so)", nil
+		}
+		if err := wd.send("cgroup", root, dir, "0"); err != nil {
+			return nil, "", err
+		}
+		cf.dir = dir
 	} else {
 		ctl, err := os.ReadFile(filepath.Join(root, "cgroup.subtree_control"))
 		if err != nil || strings.TrimSpace(string(ctl)) != "" {
-			return nil, errors.New("controllers are enabled in the cgroup v2 hierarchy: moving processes would change their limits")
+			return nil, "", errors.New("controllers are enabled in the cgroup v2 hierarchy: moving processes would change their limits")
 		}
-		cf.dir = filepath.Join(root, fmt.Sprintf("pipesnap-freeze-%d", os.Getpid()))
-		if err := os.Mkdir(cf.dir, 0o755); err != nil {
-			return nil, err
-		}
-		cf.created = true
-		for _, pid := range pids {
-			from, err := cgroupOf(pid)
-			if err != nil {
-				return nil, err
+		from := make([]string, len(pids))
+		for i, pid := range pids {
+			if from[i], err = cgroupOf(pid); err != nil {
+				return nil, "", err
 			}
+			if isPipesnapCgroup(from[i]) {
+				dir := filepath.Join(root, from[i])
+				return nil, "", fmt.Errorf("pid %d is in %s, the freeze cgroup of another pipesnap (%w); if no pipesnap runs, it was left behind: move it back (echo %d > %s) and rmdir %s",
+					pid, dir, ErrBusy, pid, filepath.Join(filepath.Dir(dir), "cgroup.procs"), dir)
+			}
+		}
+		name := fmt.Sprintf("%s%d", PrefixCgroup, os.Getpid())
+		if n := cgroupSeq.Add(1); n > 1 {
+			name = fmt.Sprintf("%s-%d", name, n)
+		}
+		dir := filepath.Join(root, name)
+		if err := wd.send("cgroup", root, dir, "1"); err != nil {
+			return nil, "", err
+		}
+		err = os.Mkdir(dir, 0o755)
+		if errors.Is(err, os.ErrExist) && os.Remove(dir) == nil {
+			err = os.Mkdir(dir, 0o755) // an empty one of a dead pipesnap with this pid
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		cf.dir, cf.created = dir, true
+		for i, pid := range pids {
+			if err := wd.send("origin", strconv.Itoa(pid), from[i]); err != nil {
+				return nil, "", err
+			}
+			cf.addOrigin(pid, from[i])
 			if err := os.WriteFile(filepath.Join(cf.dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
-				return nil, fmt.Errorf("moving pid %d: %w", pid, err)
+				return nil, "", fmt.Errorf("moving pid %d: %w", pid, err)
 			}
-			cf.origin[pid] = from
 		}
 	}
+	if testHookFreezing != nil {
+		testHookFreezing()
+	}
+	*since = time.Now()
 	if err := os.WriteFile(filepath.Join(cf.dir, "cgroup.freeze"), []byte("1"), 0); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	for deadline := time.Now().Add(timeout); !cgroupFrozen(cf.dir); time.Sleep(200 * time.Microsecond) {
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("cgroup %s: %w after %v", cf.dir, ErrTimeout, timeout)
+			return nil, "", fmt.Errorf("cgroup %s: %w after %v", cf.dir, ErrTimeout, timeout)
 		}
 	}
-	return cf, nil
+	return cf, "", nil
 }
 
-// thaw unfreezes, moves moved processes back and removes a cgroup it made.
+func (cf *cgroupFreeze) addOrigin(pid int, from string) {
+	if cf.first == "" {
+		cf.first = from
+	}
+	cf.origin[pid] = from
+}
+
+func isPipesnapCgroup(path string) bool {
+	return strings.HasPrefix(filepath.Base(path), PrefixCgroup)
+}
+
+// thaw lets the processes go. A cgroup of pipesnap's is emptied while
+// still frozen, every member moved back to where it came from (a member
+// leaves the freeze as it is moved; one still frozen cannot fork, so
+// the cgroup empties without a race with children forked meanwhile),
+// then thawed and removed. A member pipesnap did not move itself, a
+// child forked during the freeze, goes where its closest moved ancestor
+// came from. What cannot be moved or removed is named in the error,
+// with what to run.
 func (cf *cgroupFreeze) thaw() error {
 	if cf == nil || cf.dir == "" {
 		return nil
 	}
-	var errs []error
-	if err := os.WriteFile(filepath.Join(cf.dir, "cgroup.freeze"), []byte("0"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("thawing %s: %w", cf.dir, err))
+	dir := cf.dir
+	if !cf.created {
+		cf.dir = ""
+		defer func() { cf.resumed = time.Now() }()
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.freeze"), []byte("0"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("thawing %s: %w (run: echo 0 > %s)", dir, err, filepath.Join(dir, "cgroup.freeze"))
+		}
+		return nil
 	}
-	for pid, from := range cf.origin {
-		err := os.WriteFile(filepath.Join(cf.root, from, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0)
-		if err != nil && !errors.Is(err, os.ErrNotExist) && !isGone(pid) {
-			errs = append(errs, fmt.Errorf("moving pid %d back to %s: %w", pid, from, err))
+	failed := map[int]error{}
+	// Running members (a freeze that failed half-way, or the watchdog's
+	// rescue) may fork into the cgroup while it is emptied: a child
+	// born before its parent was moved is met in a later round.
+	for round := 0; round < 1000; round++ {
+		members, err := readProcs(dir)
+		if err != nil || len(members) == 0 {
+			break
+		}
+		moved := false
+		for _, pid := range members {
+			if err := cf.moveBack(pid); err != nil {
+				failed[pid] = err
+			} else {
+				delete(failed, pid)
+				moved = true
+			}
+		}
+		if !moved {
+			break
 		}
 	}
-	if cf.created {
-		// Empty once everyone is back (or gone); rmdir of a cgroup is
-		// refused while it has members.
-		for i := 0; i < 100; i++ {
-			if err := os.Remove(cf.dir); err == nil || errors.Is(err, os.ErrNotExist) {
-				break
+	var errs []error
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.freeze"), []byte("0"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("thawing %s: %w", dir, err))
+	}
+	cf.resumed = time.Now()
+	// rmdir is refused while a member is still on its way out.
+	for deadline := time.Now().Add(200 * time.Millisecond); ; time.Sleep(time.Millisecond) {
+		err := os.Remove(dir)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			cf.dir = ""
+			return errors.Join(errs...)
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		if members, _ := readProcs(dir); len(members) > 0 {
+			for _, pid := range members {
+				if err := cf.moveBack(pid); err != nil {
+					failed[pid] = err
+				}
 			}
-			time.Sleep(time.Millisecond)
 		}
 	}
 	cf.dir = ""
-	return errors.Join(errs...)
+	members, _ := readProcs(dir)
+	var run []string
+	for _, pid := range members {
+		to := filepath.Join(cf.root, cf.originOf(pid))
+		if err := failed[pid]; err != nil {
+			errs = append(errs, err)
+		}
+		run = append(run, fmt.Sprintf("echo %d > %s", pid, filepath.Join(to, "cgroup.procs")))
+	}
+	run = append(run, "rmdir "+dir)
+	holding := "empty"
+	if len(members) > 0 {
+		holding = fmt.Sprintf("holding pids %v, thawed", members)
+	}
+	return errors.Join(append(errs, fmt.Errorf("cgroup %s left behind (%s): run %s", dir, holding, strings.Join(run, "; ")))...)
+}
+
+// moveBack moves pid to where it came from; if that cgroup is gone, to
+// its closest ancestor that is not.
+func (cf *cgroupFreeze) moveBack(pid int) error {
+	to := cf.originOf(pid)
+	for {
+		err := os.WriteFile(filepath.Join(cf.root, to, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0)
+		switch {
+		case err == nil, errors.Is(err, unix.ESRCH), isGone(pid):
+			return nil
+		case errors.Is(err, os.ErrNotExist) && to != "/" && to != "":
+			to = filepath.Dir(to)
+			continue
+		}
+		return fmt.Errorf("moving pid %d back to %s: %w", pid, filepath.Join(cf.root, to), err)
+	}
+}
+
+// originOf is the cgroup pid came from, or that of its closest ancestor
+// that pipesnap moved.
+func (cf *cgroupFreeze) originOf(pid int) string {
+	for p, i := pid, 0; p > 1 && i < 256; i++ {
+		if o, ok := cf.origin[p]; ok {
+			return o
+		}
+		p = ppidOf(p)
+	}
+	if cf.first == "" {
+		return "/"
+	}
+	return cf.first
+}
+
+// ppidOf is pid's parent, 0 if unknown.
+func ppidOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:])) // state, ppid, ...
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
+}
+
+// readProcs lists the members of a cgroup.
+func readProcs(dir string) ([]int, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for f := range strings.FieldsSeq(string(b)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 func isGone(pid int) bool {

@@ -62,6 +62,7 @@ type Report struct {
 // the objref. Errors of the stream come back as "writing snapshot: ...".
 type Writer struct {
 	enc     *format.Encoder
+	out     *sink // where enc writes: the output, or a stage during a frozen walk
 	frozen  bool
 	pipes   map[uint64]int32 // inode -> objref
 	met     map[uint32]bool  // tgids written or left out with a note
@@ -81,12 +82,14 @@ func New(w io.Writer, frozen bool, translation string) (*Writer, error) {
 	if frozen {
 		hdr.Flags |= format.HeaderFrozen
 	}
-	enc, err := format.NewEncoder(w, hdr)
+	out := &sink{w: w, real: w}
+	enc, err := format.NewEncoder(out, hdr)
 	if err != nil {
 		return nil, wrap(err)
 	}
 	return &Writer{
 		enc:     enc,
+		out:     out,
 		frozen:  frozen,
 		pipes:   map[uint64]int32{},
 		met:     map[uint32]bool{},
@@ -101,25 +104,47 @@ func wrap(err error) error { return fmt.Errorf("writing snapshot: %w", err) }
 // Walk runs walk, with the processes pids stopped if the dump is frozen:
 // stopped as late as possible, resumed as early as possible, and resumed
 // on every way out (the deferred Thaw runs on errors and panics; signals
-// reach the caller's context).
+// reach the caller's context). What the walk writes while they are
+// stopped is staged (stage.go) and reaches the output only once they run
+// again: an output that does not drain (a FIFO whose reader sleeps) never
+// holds them stopped. Report.Frozen is the stopped time alone.
 func (s *Writer) Walk(pids []uint32, walk func() error) error {
 	if !s.frozen {
 		return walk()
 	}
-	frozenAt := time.Now()
 	set, err := freeze.Stop(host.PIDs(pids), 2*time.Second)
 	if err != nil {
 		return err
 	}
 	defer set.Thaw()
+	st := &stage{limit: StageMemory}
+	defer st.Close()
+	s.out.w = st
+	defer func() { s.out.w = s.out.real }()
 	s.report.FrozenHow = set.How
 	err = walk()
-	s.report.Frozen = time.Since(frozenAt)
-	if thawErr := set.Thaw(); err == nil && thawErr != nil {
-		err = thawErr
+	thawErr := set.Thaw()
+	s.report.Frozen = set.Frozen()
+	s.out.w = s.out.real
+	if err != nil {
+		return err
 	}
-	return err
+	if thawErr != nil {
+		return thawErr
+	}
+	if err := st.writeTo(s.out.real); err != nil {
+		return wrap(err)
+	}
+	return nil
 }
+
+// sink is the encoder's writer: the output, or a stage.
+type sink struct {
+	w    io.Writer
+	real io.Writer
+}
+
+func (k *sink) Write(p []byte) (int, error) { return k.w.Write(p) }
 
 // NewRef hands out the next objref.
 func (s *Writer) NewRef() int32 {
