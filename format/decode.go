@@ -6,14 +6,19 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 )
 
 // Decoder reads a stream and checks all of FORMAT.md: framing, lengths,
 // padding, grammar, objrefs, counts and the trailer. It holds at most one
-// record and one chunk of input (up to 1 MiB) in memory, and never
-// allocates more than a length field allows after that field has been
-// checked against its cap, nor more than about twice what the input
-// backs. A Buffer's Data is a slice of the chunk it was read into, which
+// record and one chunk of input (up to 1 MiB) in memory, besides the
+// objref table (a byte per objref) and the fd numbers of the open task
+// section (4 bytes each in the ascending order a capture writes them,
+// a map entry each out of order), and never allocates more than a
+// length field allows after that field has been checked against its
+// cap, nor more than about twice what the input backs. Each record
+// costs it a constant amount of work (a lookup among the section's fd
+// numbers for an FD_ENT), so decoding is linear in the stream. A Buffer's Data is a slice of the chunk it was read into, which
 // the decoder never writes again: it is the caller's to keep.
 type Decoder struct {
 	r       reader
@@ -33,6 +38,9 @@ type Decoder struct {
 	pipeOff   int64  // stBufs: offset of the PS_PIPE, for messages
 	bufsLeft  uint32 // stBufs: buffers still due
 	bytesLeft uint64 // stBufs: bytes they must carry
+
+	taskOff int64  // offset of the open task section's PS_TASK, for messages
+	fds     fdNums // fd numbers of the open task section
 
 	buf [MaxString]byte // fixed payloads and strings
 }
@@ -215,6 +223,8 @@ func (d *Decoder) task(h recHead) (any, error) {
 		return nil, err
 	}
 	d.st = stTask
+	d.taskOff = h.off
+	d.fds.reset()
 	return &Task{
 		PID:     le.Uint32(p[0:]),
 		TID:     le.Uint32(p[4:]),
@@ -381,6 +391,9 @@ func (d *Decoder) fdent(h recHead) (any, error) {
 	isNew, err := d.refs.checkRef(fd.FileRef, refFile)
 	if err != nil {
 		return nil, d.bad(h, "fd_objref: %v", err)
+	}
+	if !d.fds.add(fd.FD) {
+		return nil, d.bad(h, "fd_descriptor %d a second time in the task section at offset %d (an fd table holds each number once)", fd.FD, d.taskOff)
 	}
 	d.st = stTask
 	if isNew {
@@ -730,5 +743,39 @@ func zero(b []byte) bool {
 			return false
 		}
 	}
+	return true
+}
+
+// fdNums is a set of fd numbers: those in ascending order (as a kernel
+// walk of an fd table writes them) in a sorted slice, 4 bytes each, and
+// any other in a map.
+type fdNums struct {
+	asc  []int32
+	more map[int32]struct{}
+}
+
+func (s *fdNums) reset() {
+	s.asc, s.more = s.asc[:0], nil
+}
+
+// add adds fd, or reports false if it is already there.
+func (s *fdNums) add(fd int32) bool {
+	n := len(s.asc)
+	if n > 0 && fd <= s.asc[n-1] {
+		if _, found := slices.BinarySearch(s.asc, fd); found {
+			return false
+		}
+	}
+	if _, found := s.more[fd]; found {
+		return false
+	}
+	if n == 0 || fd > s.asc[n-1] {
+		s.asc = append(s.asc, fd)
+		return true
+	}
+	if s.more == nil {
+		s.more = make(map[int32]struct{})
+	}
+	s.more[fd] = struct{}{}
 	return true
 }

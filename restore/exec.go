@@ -39,8 +39,12 @@ func (s *Set) Start(argv, env []string) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
+	files := s.plan()
+	if err := checkRoom(files); err != nil {
+		return nil, err
+	}
 	pidfd := -1
-	attr := &syscall.ProcAttr{Env: env, Files: s.plan(), Sys: &syscall.SysProcAttr{PidFD: &pidfd}}
+	attr := &syscall.ProcAttr{Env: env, Files: files, Sys: &syscall.SysProcAttr{PidFD: &pidfd}}
 	pid, err := syscall.ForkExec(path, argv, attr)
 	if err != nil {
 		return nil, &exec.Error{Name: argv[0], Err: err}
@@ -80,6 +84,32 @@ func (s *Set) plan() []uintptr {
 		}
 	}
 	return files
+}
+
+// checkRoom refuses a plan the child could not carry out under
+// RLIMIT_NOFILE (which would fail in the child with EBADF or EINVAL, an
+// "exec" error naming the command): syscall.ForkExec first moves its
+// status pipe, then every source below its target, to fd numbers above
+// both the table and every source, and dup3 takes no number at or above
+// the limit.
+func checkRoom(files []uintptr) error {
+	top := len(files) // the first number ForkExec moves to, less one
+	moves := 0
+	for i, f := range files {
+		if int(f) > top { // int: -1 (closed) never is
+			top = int(f)
+		}
+		if int(f) >= 0 && int(f) < i {
+			moves++
+		}
+	}
+	highest := top + 1 + moves // the status pipe, then the sources moved
+	lim, err := nofile(uint64(highest) + 1)
+	if err != nil || uint64(highest) < lim.Cur {
+		return nil
+	}
+	return fmt.Errorf("putting the command's fds in place (up to fd %d) takes fd numbers up to %d, at or above %w, %d (hard limit %d)",
+		len(files)-1, highest, ErrFDLimit, lim.Cur, lim.Max)
 }
 
 func isOpen(fd int) bool {

@@ -140,25 +140,139 @@ func (pp *pipe) closeSpare(set *Set) {
 	}
 }
 
+// plan is what check works out for a pipe before anything is created:
+// the capacity to give it and the kernel memory it will pin.
+type plan struct {
+	want    uint64 // captured capacity, bytes
+	need    uint64 // what its buffers need in this machine's pages
+	size    uint64 // capacity to set: max(want, need); 0 leaves a new pipe's
+	mem     memory
+	packets int // non-empty packet buffers
+	plain   int // non-empty plain buffers, in a pipe with packets
+}
+
+// memory is kernel memory that pipes pin: pages holding their bytes and
+// the slots of their rings (a struct pipe_buffer each).
+type memory struct {
+	pages, slots uint64
+}
+
+// slotSize is sizeof(struct pipe_buffer) on 64-bit kernels.
+const slotSize = 40
+
+func (m memory) bytes(page uint64) uint64 { return m.pages*page + m.slots*slotSize }
+
+// maxCapacity is the largest capacity Linux gives a pipe (round_pipe_size
+// refuses more than 2^31 bytes).
+const maxCapacity = 1 << 31
+
+// defSlots is the ring size of a new pipe (PIPE_DEF_BUFFERS).
+const defSlots = 16
+
+// planPipe works out p's capacity, in uint64 so that nothing wraps:
+// F_SETPIPE_SZ takes an unsigned int, and the kernel would read 2^32 as
+// 0 and give the pipe a page.
+func planPipe(p *snapshot.Pipe, page uint64) (*plan, error) {
+	pl := &plan{want: uint64(p.Capacity)}
+	derived := uint64(p.MaxUsage) * uint64(p.PageSize)
+	switch {
+	case pl.want == 0:
+		pl.want = derived
+	case derived != 0 && derived != pl.want:
+		return nil, fmt.Errorf("pipe %d: capacity %d bytes, but max_usage %d x page_size %d is %d: the snapshot contradicts itself: %w",
+			p.Ino, pl.want, p.MaxUsage, p.PageSize, derived, ErrCapacity)
+	}
+	if pl.want > maxCapacity {
+		return nil, fmt.Errorf("pipe %d: a capacity of %d bytes (max_usage %d x page_size %d), more than a Linux pipe can have (%d): %w",
+			p.Ino, pl.want, p.MaxUsage, p.PageSize, maxCapacity, ErrCapacity)
+	}
+	// Each buffer in pages of its own, as the capture had them.
+	for _, b := range p.Buffers {
+		pl.need += (uint64(b.Len) + page - 1) / page * page
+	}
+	if pl.need > maxCapacity {
+		return nil, fmt.Errorf("pipe %d: its %d buffers need %d bytes of capacity in %d-byte pages, more than a Linux pipe can have (%d): %w",
+			p.Ino, len(p.Buffers), pl.need, page, maxCapacity, ErrCapacity)
+	}
+	pl.size = max(pl.want, pl.need)
+
+	// The kernel rounds a capacity up to a power of two pages.
+	pl.mem.slots = defSlots
+	if pl.size > 0 {
+		pl.mem.slots = 1
+		for pl.mem.slots*page < pl.size {
+			pl.mem.slots *= 2
+		}
+	}
+	// The pages refill fills, write by write as refill makes them: a
+	// write of n bytes takes at most n/page pages rounded up (a packet
+	// write one per page it spans, an empty packet none; a plain one may
+	// take fewer, topping up the page before).
+	allPackets := allPacketBuffers(p)
+	var call uint64 // bytes of the writev being gathered
+	n := 0          // its buffers
+	direct := false // the last write was a packet's
+	flush := func() {
+		pl.mem.pages += (call + page - 1) / page
+		call, n = 0, 0
+	}
+	for _, b := range p.Buffers {
+		l := uint64(b.Len)
+		packet := allPackets || b.Flags&format.BufPacket != 0
+		switch {
+		case l > 0 && packet:
+			pl.packets++
+		case l > 0:
+			pl.plain++
+		}
+		if !packet && l > 0 && !direct {
+			call += l
+			if n++; n == iovMax { // writevAll's IOV_MAX slices a call
+				flush()
+			}
+			continue
+		}
+		flush()
+		if l == 0 {
+			continue
+		}
+		direct = packet
+		pl.mem.pages += (l + page - 1) / page
+	}
+	flush()
+	if pl.packets == 0 {
+		pl.plain = 0
+	}
+	pl.mem.pages = min(pl.mem.pages, pl.mem.slots) // a page per slot at most
+	return pl, nil
+}
+
+// allPacketBuffers tells whether every buffer of p is a packet: a packet
+// pipe whose buffers carry no flags (the tee capture reads packets
+// without them).
+func allPacketBuffers(p *snapshot.Pipe) bool {
+	if p.Status&format.StatusPacket == 0 {
+		return false
+	}
+	for _, b := range p.Buffers {
+		if b.Flags&format.BufPacket != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // setCapacity gives the pipe its captured capacity (F_SETPIPE_SZ), or
-// more if its buffers need more on this machine (another page size).
-func (pp *pipe) setCapacity(warn func(string, ...any)) error {
+// more if its buffers need more on this machine (another page size), as
+// pl says.
+func (pp *pipe) setCapacity(pl *plan, warn func(kind string, ino uint64, format string, args ...any)) error {
 	p := pp.snap
 	fd := pp.writeEnd()
-	want := int(p.Capacity)
-	if want == 0 {
-		want = int(p.MaxUsage) * int(p.PageSize)
-	}
 	page := os.Getpagesize()
-	need := 0
-	for _, b := range p.Buffers {
-		need += (int(b.Len) + page - 1) / page * page
+	if pl.need > pl.want {
+		warn("capacity raised", p.Ino, "pipe %d: capacity raised from %d to %d bytes so that its %d buffers fit in %d-byte pages", p.Ino, pl.want, pl.need, len(p.Buffers), page)
 	}
-	size := want
-	if need > size {
-		size = need
-		warn("pipe %d: capacity raised from %d to %d bytes so that its %d buffers fit in %d-byte pages", p.Ino, want, need, len(p.Buffers), page)
-	}
+	size := int(pl.size) // at most maxCapacity
 	cur, err := unix.FcntlInt(uintptr(fd), unix.F_GETPIPE_SZ, 0)
 	if err != nil {
 		return fmt.Errorf("pipe %d: reading its capacity: %w", p.Ino, err)
@@ -187,23 +301,40 @@ func (pp *pipe) setCapacity(warn func(string, ...any)) error {
 // blocking (the restorer's write end is non-blocking from its open): one
 // write per packet (O_DIRECT) for packet buffers, so each comes back as
 // one read.
-func (pp *pipe) refill(warn func(string, ...any)) error {
+func (pp *pipe) refill(warn func(kind string, ino uint64, format string, args ...any)) error {
 	p := pp.snap
 	fd := pp.writeEnd()
 	var total uint64
-	anyPacket := false
 	for _, b := range p.Buffers {
 		if uint32(len(b.Data)) != b.Len {
 			return fmt.Errorf("pipe %d: buffer %d has %d of its %d bytes: read the snapshot with its data", p.Ino, b.Index, len(b.Data), b.Len)
 		}
 		total += uint64(b.Len)
-		anyPacket = anyPacket || b.Flags&format.BufPacket != 0
 	}
-	// A packet pipe whose buffers carry no flags: each buffer is a packet.
-	allPackets := p.Status&format.StatusPacket != 0 && !anyPacket
+	allPackets := allPacketBuffers(p)
+	var empty []uint32 // the empty packets' ring indexes
+	defer func() {
+		switch len(empty) {
+		case 0:
+		case 1:
+			warn("empty packet", p.Ino, "pipe %d: buffer %d is an empty packet: a pipe cannot hold one again", p.Ino, empty[0])
+		default:
+			warn("empty packet", p.Ino, "pipe %d: %d buffers are empty packets (%s): a pipe cannot hold one again", p.Ino, len(empty), firstFew(empty, "buffer", "buffers"))
+		}
+	}()
 	base := -1 // the write end's flags, read at the first packet
 	page := os.Getpagesize()
 	direct, warned := false, false
+	// plain: the last bytes written were plain, in a buffer that takes
+	// more (CAN_MERGE): a packet written now would be merged into it.
+	plain := false
+	scratch := [2]int{-1, -1} // a pipe a packet is made in, to be spliced over
+	defer func() {
+		if scratch[0] >= 0 {
+			unix.Close(scratch[0])
+			unix.Close(scratch[1])
+		}
+	}()
 	var written uint64
 	// Bytes of consecutive plain (non-packet) buffers go in one writev:
 	// the kernel lays them into pages the same way separate writes would.
@@ -224,6 +355,7 @@ func (pp *pipe) refill(warn func(string, ...any)) error {
 		packet := allPackets || b.Flags&format.BufPacket != 0
 		if !packet && len(b.Data) > 0 && !direct {
 			batch = append(batch, b.Data)
+			plain = true
 			continue
 		}
 		if err := flush(); err != nil {
@@ -231,7 +363,7 @@ func (pp *pipe) refill(warn func(string, ...any)) error {
 		}
 		if len(b.Data) == 0 {
 			if packet {
-				warn("pipe %d: buffer %d is an empty packet: a pipe cannot hold one again", p.Ino, b.Index)
+				empty = append(empty, b.Index)
 			}
 			continue
 		}
@@ -250,16 +382,32 @@ func (pp *pipe) refill(warn func(string, ...any)) error {
 		}
 		if packet && len(b.Data) > page && !warned {
 			warned = true
-			warn("pipe %d: packets of up to %d bytes, more than this machine's page size (%d): they will be read in pieces", p.Ino, len(b.Data), page)
+			warn("big packets", p.Ino, "pipe %d: packets of up to %d bytes, more than this machine's page size (%d): they will be read in pieces", p.Ino, len(b.Data), page)
 		}
-		n, err := writeAll(fd, b.Data)
-		written += uint64(n)
+		data := b.Data
+		var err error
+		if packet && plain {
+			// pipe_write merges even an O_DIRECT write into the last
+			// buffer when that one takes more: the packet would lose
+			// its boundary. Its first page is made a packet buffer in
+			// a pipe of its own and spliced over as it is.
+			var n int
+			n, err = splicePacket(fd, &scratch, data[:min(len(data), page)])
+			written += uint64(n)
+			data = data[n:]
+		}
+		if err == nil {
+			var n int
+			n, err = writeAll(fd, data)
+			written += uint64(n)
+		}
 		if errors.Is(err, unix.EAGAIN) {
 			return fmt.Errorf("pipe %d: only %d of its %d bytes fit back in (capacity %d bytes): %w", p.Ino, written, total, pp.size, ErrNotFit)
 		}
 		if err != nil {
 			return fmt.Errorf("pipe %d: refilling it: %w", p.Ino, err)
 		}
+		plain = !packet
 	}
 	if err := flush(); err != nil {
 		return err
@@ -272,9 +420,41 @@ func (pp *pipe) refill(warn func(string, ...any)) error {
 	return nil
 }
 
+// splicePacket adds data (at most a page) to the pipe fd writes as one
+// packet buffer of its own, however the buffer before it was made: it
+// writes data to the scratch pipe with O_DIRECT (made on first use),
+// then splices that buffer into fd, which moves it whole, packet flag
+// and all. It returns the bytes that reached fd.
+func splicePacket(fd int, scratch *[2]int, data []byte) (int, error) {
+	if scratch[0] < 0 {
+		if err := unix.Pipe2(scratch[:], unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_DIRECT); err != nil {
+			return 0, fmt.Errorf("making a packet to splice: %w", err)
+		}
+	}
+	n, err := writeAll(scratch[1], data)
+	if err != nil {
+		return 0, fmt.Errorf("making a packet to splice: %w", err)
+	}
+	for done := 0; done < n; {
+		m, err := unix.Splice(scratch[0], nil, fd, nil, n-done, unix.SPLICE_F_NONBLOCK)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			// Whatever did not move stays in the scratch pipe, which
+			// is closed with it.
+			return done, err
+		}
+		done += int(m)
+	}
+	return n, nil
+}
+
+// iovMax is IOV_MAX: writevAll writes so many slices at a time.
+const iovMax = 1024
+
 // writevAll writes every byte of bufs, IOV_MAX slices at a time.
 func writevAll(fd int, bufs [][]byte) (int, error) {
-	const iovMax = 1024
 	done := 0
 	for len(bufs) > 0 {
 		chunk := bufs[:min(len(bufs), iovMax)]

@@ -13,6 +13,7 @@ package restore
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -50,9 +51,28 @@ type Options struct {
 	// whose bytes do not all fit back, with a warning.
 	AllowPartial bool
 
-	// Warn receives warnings (one line each, no trailing newline).
+	// MaxKernelMemory bounds the kernel memory, in bytes, the restored
+	// pipes pin: the pages their bytes take (a page per packet however
+	// small) and their rings. Build refuses, before creating anything, a
+	// restore that would pin more (ErrKernelMemory). 0: the default,
+	// DefaultKernelMemory or twice the bytes restored, whichever is
+	// more; negative: no bound.
+	MaxKernelMemory int64
+
+	// Warn receives warnings (one line each, no trailing newline), once
+	// Build is done (it returns): a warning repeated for many pipes or
+	// buffers comes as one line, with a count and the first few.
 	Warn func(msg string)
 }
+
+// DefaultKernelMemory is the kernel memory a restore may pin by default
+// (see Options.MaxKernelMemory) whatever it restores: 64 MiB, what the
+// kernel lets an unprivileged user's pipes take before it shrinks them
+// (fs.pipe-user-pages-soft, 16384 pages of 4 KiB), a bound root does not
+// otherwise have. Beyond it, a restore may pin twice the bytes it
+// restores: a snapshot of full pipes is restored, one of 1-byte packets
+// (a page each, 4096 times their size) is not.
+const DefaultKernelMemory = 64 << 20
 
 // Errors to test with errors.Is.
 var (
@@ -61,7 +81,49 @@ var (
 	ErrNeedRoot = errors.New("no root directory to recreate it under")
 	ErrEscape   = errors.New("could lead out of the root directory")
 	ErrNotFit   = errors.New("the bytes do not fit in the new pipe")
+	ErrFDLimit  = errors.New("the limit on fd numbers (RLIMIT_NOFILE)")
+	ErrCapacity = errors.New("not a capacity a pipe can have")
+
+	// ErrKernelMemory is what a *KernelMemoryError is.
+	ErrKernelMemory = errors.New("more kernel memory than allowed")
 )
+
+// KernelMemoryError is a restore refused for the kernel memory it would
+// pin (see Options.MaxKernelMemory).
+type KernelMemoryError struct {
+	Need    int64  // bytes of kernel memory the pipes would pin, about
+	Limit   int64  // what was allowed
+	Default bool   // Limit is the default bound
+	Pipes   int    // pipes to restore
+	Bytes   uint64 // their bytes
+	Pages   uint64 // pages their bytes would take
+	Slots   uint64 // slots of their rings
+	Most    uint64 // inode of the pipe that would pin the most
+	MostKB  int64  // what it would pin, KiB
+}
+
+func (e *KernelMemoryError) Error() string {
+	s := fmt.Sprintf("%d %s would pin about %s of kernel memory (%d pages for %d bytes, rings of %d slots; the most, pipe %d: %s), more than the %s allowed",
+		e.Pipes, plural(e.Pipes, "pipe", "pipes"), mib(e.Need), e.Pages, e.Bytes, e.Slots, e.Most, mib(e.MostKB<<10), mib(e.Limit))
+	if e.Default {
+		s += " (by default " + mib(DefaultKernelMemory) + " or twice the bytes restored, whichever is more)"
+	}
+	return s
+}
+
+func (e *KernelMemoryError) Is(target error) bool { return target == ErrKernelMemory }
+
+// mib writes n bytes in MiB, rounded up to a tenth.
+func mib(n int64) string {
+	return strconv.FormatFloat(float64((n*10+(1<<20)-1)>>20)/10, 'f', -1, 64) + " MiB"
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
 
 // maxFD bounds the fd numbers the command gets: the plan is a table
 // indexed by fd number.
@@ -112,7 +174,7 @@ func (s *Set) Close() error {
 // Build rebuilds the pipes opt selects and returns them as fds for
 // Start. On error nothing is left behind: no fd, no FIFO.
 func Build(snap *snapshot.Snapshot, opt Options) (_ *Set, err error) {
-	b := &builder{opt: opt, set: &Set{}}
+	b := &builder{opt: opt, set: &Set{}, warns: warnings{out: opt.Warn}}
 	defer func() {
 		if err != nil {
 			for i := len(b.undo) - 1; i >= 0; i-- {
@@ -123,13 +185,21 @@ func Build(snap *snapshot.Snapshot, opt Options) (_ *Set, err error) {
 		for _, f := range b.after {
 			f()
 		}
+		b.warns.flush()
 	}()
+	if err := b.checkTopFD(snap); err != nil {
+		return nil, err
+	}
 	want, err := b.selectFDs(snap)
 	if err != nil {
 		return nil, err
 	}
+	if err := b.checkFDCount(want); err != nil {
+		return nil, err
+	}
 	b.pipes = make(map[*snapshot.Pipe]*pipe, len(want))
 	b.files = make(map[int32]openFile, len(want))
+	b.plans = make(map[*snapshot.Pipe]*plan, len(want))
 	if err := b.check(want); err != nil {
 		return nil, err
 	}
@@ -165,10 +235,12 @@ type builder struct {
 	opt   Options
 	set   *Set
 	pipes map[*snapshot.Pipe]*pipe
-	files map[int32]openFile // by file objref
+	plans map[*snapshot.Pipe]*plan // made by check, before any pipe
+	files map[int32]openFile       // by file objref
 	order []*pipe
 	undo  []func() // removes what was created, if Build fails
 	after []func() // runs when Build returns
+	warns warnings
 }
 
 // undoAt arranges for dir/name to be removed if Build fails.
@@ -181,10 +253,10 @@ func (b *builder) undoAt(dir int, name string, flags int) {
 	b.after = append(b.after, func() { unix.Close(d) })
 }
 
-func (b *builder) warn(format string, args ...any) {
-	if b.opt.Warn != nil {
-		b.opt.Warn(fmt.Sprintf(format, args...))
-	}
+// warn adds a warning about pipe ino; kind tells which warnings are
+// the same but for the pipe (repeated, they make one line).
+func (b *builder) warn(kind string, ino uint64, format string, args ...any) {
+	b.warns.add(kind, strconv.FormatUint(ino, 10), fmt.Sprintf(format, args...))
 }
 
 func (b *builder) selectFDs(snap *snapshot.Snapshot) ([]wanted, error) {
@@ -201,13 +273,16 @@ func (b *builder) selectFDs(snap *snapshot.Snapshot) ([]wanted, error) {
 		}
 		// The read end, with the status flags of the first read end the
 		// snapshot has (O_NONBLOCK, O_DIRECT), or none.
-		var flags uint32
-	find:
-		for _, t := range snap.Tasks {
-			for _, fd := range t.FDs {
-				if fd.Pipe == p && (fd.End == "read" || fd.End == "rdwr") {
-					flags = fd.Flags
-					break find
+		flags := p.ReadFlags
+		if !p.HasReadEnd {
+			flags = 0
+		find:
+			for _, t := range snap.Tasks { // a snapshot not made by snapshot.Read
+				for _, fd := range t.FDs {
+					if fd.Pipe == p && (fd.End == "read" || fd.End == "rdwr") {
+						flags = fd.Flags
+						break find
+					}
 				}
 			}
 		}
@@ -216,20 +291,37 @@ func (b *builder) selectFDs(snap *snapshot.Snapshot) ([]wanted, error) {
 
 	var want []wanted
 	var seen fdSet
-	found := false
+	sections := 0
+	for _, t := range snap.Tasks {
+		if t.PID == b.opt.PID {
+			sections++
+		}
+	}
+	// A process may have several sections (threads), which share one fd
+	// table or have tables of their own: an fd number they all have
+	// must name the same open file in each.
+	var fileOf map[int32]int32
+	if sections > 1 {
+		fileOf = make(map[int32]int32)
+	}
 	for _, t := range snap.Tasks {
 		if t.PID != b.opt.PID {
 			continue
 		}
-		found = true // a process may have several sections (threads): one fd table
 		for _, fd := range t.FDs {
 			if fd.FD >= maxFD {
 				return nil, fmt.Errorf("pid %d fd %d: fd numbers above %d are not restored", t.PID, fd.FD, maxFD-1)
 			}
 			if seen.has(int(fd.FD)) {
+				if ref, ok := fileOf[fd.FD]; !ok || ref != fd.FileRef {
+					return nil, fmt.Errorf("pid %d fd %d: the snapshot gives it twice, as two open files (threads with fd tables of their own?): the command can get only one", t.PID, fd.FD)
+				}
 				continue
 			}
 			seen.add(int(fd.FD))
+			if fileOf != nil {
+				fileOf[fd.FD] = fd.FileRef
+			}
 			if fd.Cloexec && !b.opt.KeepCloexec {
 				b.set.dropped = append(b.set.dropped, int(fd.FD))
 				continue
@@ -240,10 +332,78 @@ func (b *builder) selectFDs(snap *snapshot.Snapshot) ([]wanted, error) {
 			})
 		}
 	}
-	if !found {
+	if sections == 0 {
 		return nil, fmt.Errorf("pid %d: %w", b.opt.PID, ErrNoTask)
 	}
 	return want, nil
+}
+
+// checkTopFD refuses, before anything is made, fd numbers the command
+// could not get: at or above RLIMIT_NOFILE once the soft limit is raised
+// as far as the hard one lets it (only if a number needs it; the command
+// then inherits the raised limit), or so close to it that Start could
+// not put them in place (checkRoom).
+func (b *builder) checkTopFD(snap *snapshot.Snapshot) error {
+	top, who := b.opt.As, fmt.Sprintf("pipe %d", b.opt.Ino)
+	if b.opt.PID != 0 {
+		top, who = -1, fmt.Sprintf("pid %d", b.opt.PID)
+		for _, t := range snap.Tasks {
+			if t.PID != b.opt.PID {
+				continue
+			}
+			for _, fd := range t.FDs {
+				if int(fd.FD) > top && (!fd.Cloexec || b.opt.KeepCloexec) {
+					top = int(fd.FD)
+				}
+			}
+		}
+	}
+	if top < 0 || top >= maxFD {
+		return nil // nothing to hand over; or selectFDs says why not
+	}
+	lim, err := nofile(uint64(top) + 3)
+	switch {
+	case err != nil:
+		return nil // unknown: the fds are made or fail one by one
+	case uint64(top) >= lim.Cur:
+		return fmt.Errorf("%s fd %d: at or above %w, %d (hard limit %d): the command could not be given it", who, top, ErrFDLimit, lim.Cur, lim.Max)
+	case uint64(top)+2 >= lim.Cur:
+		return fmt.Errorf("%s fd %d: within 2 of %w, %d (hard limit %d): putting it in place for the command takes fd numbers above it", who, top, ErrFDLimit, lim.Cur, lim.Max)
+	}
+	return nil
+}
+
+// checkFDCount refuses a restore that would hold more fds at once than
+// RLIMIT_NOFILE leaves, before anything is made.
+func (b *builder) checkFDCount(want []wanted) error {
+	need := uint64(fdsNeeded(want))
+	if need < 32 {
+		return nil
+	}
+	lim, err := nofile(need)
+	if err != nil {
+		return nil
+	}
+	if n := uint64(openFDs()); n+need > lim.Cur {
+		return fmt.Errorf("restoring %d fds holds about %d at once, with the %d open already more than %w allows, %d (hard limit %d)", len(want), need, n, ErrFDLimit, lim.Cur, lim.Max)
+	}
+	return nil
+}
+
+// nofile returns RLIMIT_NOFILE, its soft limit first raised to the hard
+// one if it is below need.
+func nofile(need uint64) (unix.Rlimit, error) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return lim, err
+	}
+	if lim.Cur < need && lim.Cur < lim.Max {
+		raised := unix.Rlimit{Cur: lim.Max, Max: lim.Max}
+		if unix.Setrlimit(unix.RLIMIT_NOFILE, &raised) == nil {
+			lim = raised
+		}
+	}
+	return lim, nil
 }
 
 func modeOf(end string) uint32 {
@@ -258,34 +418,62 @@ func modeOf(end string) uint32 {
 	return 0
 }
 
-// check refuses, before anything is created, what cannot be restored.
+// check refuses, before anything is created, what cannot be restored,
+// and plans each pipe's capacity.
 func (b *builder) check(want []wanted) error {
-	done := make(map[*snapshot.Pipe]bool, len(want))
+	page := uint64(os.Getpagesize())
+	var total memory
+	var bytes uint64
+	var most *snapshot.Pipe
+	var mostMem uint64
 	for _, w := range want {
 		p := w.p
-		if done[p] {
+		if b.plans[p] != nil {
 			continue
 		}
-		done[p] = true
+		pl, err := planPipe(p, page)
+		if err != nil {
+			return err
+		}
+		b.plans[p] = pl
+		if m := pl.mem.bytes(page); most == nil || m > mostMem {
+			most, mostMem = p, m
+		}
+		total.pages += pl.mem.pages
+		total.slots += pl.mem.slots
+		bytes += p.Bytes
 		if !p.Complete() {
 			what := partialName(p)
 			if !b.opt.AllowPartial {
 				return fmt.Errorf("pipe %d is %s: %w", p.Ino, what, ErrPartial)
 			}
-			b.warn("pipe %d is %s: restoring the %d bytes captured; they may not be all it held", p.Ino, what, p.Bytes)
+			b.warn("partial", p.Ino, "pipe %d is %s: restoring the %d bytes captured; they may not be all it held", p.Ino, what, p.Bytes)
+		}
+		if pl.packets > 0 && pl.plain > 0 {
+			b.warn("mixed packets", p.Ino, "pipe %d: packets (O_DIRECT) in %d of its buffers, plain bytes in %d: each packet is restored as one, the plain bytes as plain bytes, which a read(2) reads across as it would have but which may take fewer buffers", p.Ino, pl.packets, pl.plain)
 		}
 		if p.Kind != format.KindFIFO {
 			continue
 		}
 		switch {
 		case p.Path == "":
-			b.warn("fifo %d: its path is unknown: restored as an anonymous pipe", p.Ino)
+			b.warn("fifo no path", p.Ino, "fifo %d: its path is unknown: restored as an anonymous pipe", p.Ino)
 		case b.opt.Root == "" && b.opt.PID != 0:
 			return fmt.Errorf("pipe %d is a fifo at %s: %w", p.Ino, p.Path, ErrNeedRoot)
 		case b.opt.Root != "":
 			if _, err := splitPath(p.Path); err != nil {
 				return fmt.Errorf("fifo %d at %q: %w", p.Ino, p.Path, err)
 			}
+		}
+	}
+	limit := b.opt.MaxKernelMemory
+	if limit == 0 {
+		limit = max(DefaultKernelMemory, int64(min(bytes, math.MaxInt64/2))*2)
+	}
+	if need := total.bytes(page); limit > 0 && need > uint64(limit) {
+		return &KernelMemoryError{
+			Need: int64(min(need, math.MaxInt64)), Limit: limit, Default: b.opt.MaxKernelMemory == 0, Pipes: len(b.plans), Bytes: bytes,
+			Pages: total.pages, Slots: total.slots, Most: most.Ino, MostKB: int64(min(mostMem>>10, math.MaxInt64>>10)),
 		}
 	}
 	return nil
@@ -380,14 +568,14 @@ func (b *builder) pipe(p *snapshot.Pipe) (*pipe, error) {
 	}
 	b.pipes[p] = pp
 	b.order = append(b.order, pp)
-	if err := pp.setCapacity(b.warn); err != nil {
+	if err := pp.setCapacity(b.plans[p], b.warn); err != nil {
 		return nil, err
 	}
 	if err := pp.refill(b.warn); err != nil {
 		if !errors.Is(err, ErrNotFit) || !b.opt.AllowPartial {
 			return nil, err
 		}
-		b.warn("%v; continuing with what fit", err)
+		b.warn("not fit", p.Ino, "%v; continuing with what fit", err)
 	}
 	return pp, nil
 }
@@ -434,6 +622,13 @@ func (s *Set) release(fd int) {
 
 // procFD is the /proc path that reopens fd as a new open file.
 func procFD(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// openFDs counts this process's open fds (ReadDir's own included), 0 if
+// it cannot.
+func openFDs() int {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	return len(ents)
+}
 
 // readLimit reads a number from a /proc/sys file, 0 if it cannot.
 func readLimit(path string) int {

@@ -48,6 +48,13 @@ type Pipe struct {
 	Buffers []format.Buffer // Data is set only where Options asked for it
 	Holders []Holder
 	Waiters []format.Waiter // tasks asleep on its wait queues, in stream order (revision 2)
+
+	// HasReadEnd tells whether an open file of the stream reads the pipe
+	// (a read or read-write end), and ReadFlags are the status flags
+	// (O_NONBLOCK, O_DIRECT, ...) of the first such file in the stream:
+	// the end its first reader had. Set whatever Options leave out.
+	HasReadEnd bool
+	ReadFlags  uint32
 }
 
 // Holder is one fd of one task referring to the pipe.
@@ -72,30 +79,46 @@ func (p *Pipe) Data() []byte {
 	return out
 }
 
-// Options says which bytes to keep in memory.
+// Options says which bytes to keep in memory. Whatever they leave out,
+// the whole stream is still decoded and checked.
 type Options struct {
 	Data    bool   // keep every buffer's bytes
 	Ino     uint64 // with Data: only this pipe's (0: all)
 	Preview int    // keep at most this many leading bytes of every pipe
+
+	// For a reader of one pipe or of one process, which need neither
+	// the others' fds nor their buffers:
+	//
+	// PipeOnly (with Ino) keeps no fds (Task.FDs and Pipe.Holders stay
+	// empty: HasReadEnd and ReadFlags say what a reader needs of them)
+	// and the Buffers of pipe Ino only (the others' NrBufs says how many
+	// they had).
+	PipeOnly bool
+	// PID, if not 0, keeps only the tasks of process PID and their fds
+	// (Task.FDs); Pipe.Holders stay empty.
+	PID uint32
 }
 
 // ErrNoPipe is returned by Find for an inode the snapshot does not have.
 var ErrNoPipe = errors.New("no such pipe in the snapshot")
 
 // Read decodes a whole stream. Bytes not asked for are dropped as they
-// pass, so memory stays proportional to the metadata.
+// pass, so memory stays proportional to the metadata kept; each record
+// costs a constant amount of work, so time is linear in the stream.
 func Read(r io.Reader, opt Options) (*Snapshot, error) {
 	dec, err := format.NewDecoder(r)
 	if err != nil {
 		return nil, err
 	}
 	s := &Snapshot{Header: dec.Header()}
-	var files byRef[format.File]
+	var files byRef[file]
 	var pipes byRef[Pipe]
 	var task *Task
-	var fd *format.FDEnt
+	var fd format.FDEnt // the last FD_ENT
 	var pipe *Pipe
-	preview := 0 // bytes of pipe's buffers kept so far
+	keepFDs := true  // keep task's fds
+	keepBufs := true // keep pipe's buffers
+	preview := 0     // bytes of pipe's buffers kept so far
 	for {
 		rec, err := dec.Next()
 		if errors.Is(err, io.EOF) {
@@ -107,24 +130,33 @@ func Read(r io.Reader, opt Options) (*Snapshot, error) {
 		switch v := rec.(type) {
 		case *format.Task:
 			task = &Task{Task: *v}
-			s.Tasks = append(s.Tasks, task)
+			keepFDs = !opt.PipeOnly && (opt.PID == 0 || opt.PID == v.PID)
+			if opt.PID == 0 || opt.PID == v.PID {
+				s.Tasks = append(s.Tasks, task)
+			}
 		case *format.FDEnt:
-			fd = v
+			fd = *v
 			if f := files.get(v.FileRef); f != nil {
-				addFD(task, v, f, pipes.get(f.PipeRef))
+				addFD(task, &fd, f, pipes.get(f.PipeRef), keepFDs, opt.PID == 0)
 			}
 		case *format.File:
-			files.set(v.Ref, v)
+			// Only what an fd needs of its file: a FILE holds more.
+			f := &file{Mode: v.Mode, Flags: v.Flags, PipeRef: v.PipeRef}
+			files.set(v.Ref, f)
 			if p := pipes.get(v.PipeRef); p != nil {
-				addFD(task, fd, v, p)
+				addFD(task, &fd, f, p, keepFDs, opt.PID == 0)
 			}
 		case *format.Pipe:
 			pipe = &Pipe{Pipe: *v}
 			preview = 0
+			keepBufs = !opt.PipeOnly || opt.Ino == v.Ino
 			pipes.set(v.Ref, pipe)
 			s.Pipes = append(s.Pipes, pipe)
-			addFD(task, fd, files.get(fd.FileRef), pipe)
+			addFD(task, &fd, files.get(fd.FileRef), pipe, keepFDs, opt.PID == 0)
 		case *format.Buffer:
+			if !keepBufs {
+				continue
+			}
 			b := *v
 			keep := opt.Data && (opt.Ino == 0 || opt.Ino == pipe.Ino)
 			if !keep {
@@ -135,6 +167,11 @@ func Read(r io.Reader, opt Options) (*Snapshot, error) {
 				}
 			}
 			preview += len(b.Data)
+			if pipe.Buffers == nil && pipe.NrBufs > 0 {
+				// As many as PS_PIPE says (up to maxPrealloc), at once:
+				// most pipes then need no other allocation.
+				pipe.Buffers = make([]format.Buffer, 0, min(pipe.NrBufs, maxPrealloc))
+			}
 			pipe.Buffers = append(pipe.Buffers, b)
 		case *format.Note:
 			s.Notes = append(s.Notes, *v)
@@ -177,13 +214,31 @@ func (t byRef[T]) get(ref int32) *T {
 	return t[ref]
 }
 
-func addFD(t *Task, e *format.FDEnt, f *format.File, p *Pipe) {
-	if t == nil || e == nil || f == nil || p == nil {
+// file is what an fd needs of its open file's FILE record.
+type file struct {
+	Mode, Flags uint32
+	PipeRef     int32
+}
+
+// maxPrealloc bounds the room for buffers Read allocates at a pipe's
+// first buffer: as many as a pipe of 1 MiB in pages has, at most.
+const maxPrealloc = 256
+
+func addFD(t *Task, e *format.FDEnt, f *file, p *Pipe, keep, holders bool) {
+	if t == nil || f == nil || p == nil {
 		return // the decoder enforces the grammar: not reached
+	}
+	if f.Mode&format.ModeRead != 0 && !p.HasReadEnd {
+		p.HasReadEnd, p.ReadFlags = true, f.Flags
+	}
+	if !keep {
+		return
 	}
 	end := EndName(f.Mode)
 	t.FDs = append(t.FDs, FD{FD: e.FD, Ino: p.Ino, End: end, Cloexec: e.Cloexec, Flags: f.Flags, FileRef: e.FileRef, Pipe: p})
-	p.Holders = append(p.Holders, Holder{PID: t.PID, Comm: t.Comm, FD: e.FD, End: end})
+	if holders {
+		p.Holders = append(p.Holders, Holder{PID: t.PID, Comm: t.Comm, FD: e.FD, End: end})
+	}
 }
 
 // EndName names the end of a pipe an open file mode gives.

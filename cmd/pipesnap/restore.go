@@ -84,9 +84,10 @@ A packet pipe (O_DIRECT) is refilled packet by packet, each buffer that
 carries the packet flag one packet; a packet pipe whose buffers carry no
 flags (the tee capture's) one packet per buffer. Buffers without the flag
 in a pipe with packets are written as plain bytes, with a warning: a
-reader reads across their boundaries as it would have. Empty packets
-cannot be restored (a warning says how many). A warning repeated for
-many pipes comes as one line, with a count and the first few.
+read(2) reads across them as it would have, and stops at the end of each
+packet, one after them included. Empty packets cannot be restored (a
+warning says how many). A warning repeated for many pipes comes as one
+line, with a count and the first few.
 SIGTERM and SIGHUP are passed on to CMD; Ctrl-C reaches it directly.`,
 		Flags: []cli.Flag{
 			&cli.Int64Flag{Name: "pid", Aliases: []string{"p"}, Usage: "rebuild every pipe fd process `PID` held"},
