@@ -101,16 +101,29 @@ func link(s *pipemodel.Sample, ignore map[uint64]bool) *links {
 		}
 		var procs []uint32
 		for _, h := range p.Holders {
-			procs = appendNew(procs, h.PID)
+			if procs = appendNew(procs, h.PID); len(procs) > maxLinkProcs {
+				break // plumbing: looked at no further
+			}
 		}
 		if len(procs) > maxLinkProcs {
 			continue
 		}
-		for _, w := range p.Ends(pipemodel.EndWrite) {
-			for _, r := range p.Ends(pipemodel.EndRead) {
-				if w.PID != r.PID {
-					l.edges[[2]uint32{w.PID, r.PID}] = true
-					l.parent[l.find(w.PID)] = l.find(r.PID)
+		// By process, not by fd: a process may hold thousands of fds
+		// of one pipe.
+		var writers, readers []uint32
+		for _, h := range p.Holders {
+			if h.End.Writes() {
+				writers = appendNew(writers, h.PID)
+			}
+			if h.End.Reads() {
+				readers = appendNew(readers, h.PID)
+			}
+		}
+		for _, w := range writers {
+			for _, r := range readers {
+				if w != r {
+					l.edges[[2]uint32{w, r}] = true
+					l.parent[l.find(w)] = l.find(r)
 					l.pipes[p.Ino] = procs
 				}
 			}
@@ -151,6 +164,11 @@ func addProc(c *Chain, s *pipemodel.Sample, pid uint32) {
 	if containsPID(c.Procs, pid) {
 		return
 	}
+	addProcNew(c, s, pid)
+}
+
+// addProcNew adds a process known not to be in c yet.
+func addProcNew(c *Chain, s *pipemodel.Sample, pid uint32) {
 	cp := ChainProc{PID: pid, Comm: "?"}
 	if pr := s.Procs[pid]; pr != nil {
 		cp.Comm, cp.Outside = pr.Comm, pr.Outside
@@ -173,12 +191,16 @@ func attach(chains []*Chain, findings []Finding, s *pipemodel.Sample) []*Chain {
 		if len(f.OtherEnd) <= maxLinkProcs {
 			named = append(named, f.OtherEnd...)
 		}
+		in := map[uint32]bool{}
 		for _, t := range named {
-			involved = appendNew(involved, t.PID)
+			if !in[t.PID] {
+				in[t.PID] = true
+				involved = append(involved, t.PID)
+			}
 		}
 		joined := false
 		for _, c := range chains {
-			if slices.ContainsFunc(involved, func(pid uint32) bool { return containsPID(c.Procs, pid) }) {
+			if slices.ContainsFunc(c.Procs, func(p ChainProc) bool { return in[p.PID] }) {
 				c.Findings = append(c.Findings, i)
 				if f.Ino != 0 && !slices.Contains(c.Pipes, f.Ino) {
 					c.Pipes = append(c.Pipes, f.Ino)
@@ -193,7 +215,7 @@ func attach(chains []*Chain, findings []Finding, s *pipemodel.Sample) []*Chain {
 				c.Pipes = []uint64{f.Ino}
 			}
 			for _, pid := range involved {
-				addProc(c, s, pid)
+				addProcNew(c, s, pid)
 			}
 			for _, t := range f.Waiting {
 				if i := slices.IndexFunc(c.Procs, func(p ChainProc) bool { return p.PID == t.PID }); i >= 0 && c.Procs[i].Comm == "?" {
@@ -265,16 +287,21 @@ func stuckAt(c *Chain, findings []Finding) []uint32 {
 		}
 	}
 	var root, passing []uint32
+	seen := map[uint32]bool{}
 	for _, i := range c.Findings {
 		f := findings[i]
 		if f.Category != Stall {
 			continue
 		}
 		for _, t := range f.Culprits {
+			if seen[t.PID] {
+				continue
+			}
+			seen[t.PID] = true
 			if slices.ContainsFunc(t.BlockedOn, func(b Blocking) bool { return stalled[b.Ino] && b.Ino != f.Ino }) {
-				passing = appendNew(passing, t.PID)
+				passing = append(passing, t.PID)
 			} else {
-				root = appendNew(root, t.PID)
+				root = append(root, t.PID)
 			}
 		}
 	}
@@ -330,7 +357,11 @@ func summary(c *Chain, findings []Finding) string {
 		return s + ": stuck, at a process pipesnap cannot see"
 	}
 	var at []string
-	for _, pid := range c.StuckAt {
+	for n, pid := range c.StuckAt {
+		if n == maxNamed {
+			at = append(at, fmt.Sprintf("and %d more", len(c.StuckAt)-maxNamed))
+			break
+		}
 		for _, i := range c.Findings {
 			if j := slices.IndexFunc(findings[i].Culprits, func(t Task) bool { return t.PID == pid }); j >= 0 {
 				t := findings[i].Culprits[j]

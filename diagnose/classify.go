@@ -221,14 +221,16 @@ func (d *diagnosis) scoped() bool {
 // leaving out the pids in skip.
 func (d *diagnosis) holders(p *pipemodel.Pipe, end pipemodel.End, skip map[uint32]bool) []Task {
 	out := []Task{}
+	at := map[uint32]int{} // pid -> index in out
 	for _, h := range p.Ends(end) {
 		if skip[h.PID] {
 			continue
 		}
-		if i := slices.IndexFunc(out, func(t Task) bool { return t.PID == h.PID }); i >= 0 {
+		if i, ok := at[h.PID]; ok {
 			out[i].FDs = append(out[i].FDs, h.FD)
 			continue
 		}
+		at[h.PID] = len(out)
 		t := Task{PID: h.PID, Comm: h.Comm, End: h.End, FDs: []int32{h.FD}, Outside: h.Outside}
 		if pr := d.cur.Procs[h.PID]; pr != nil {
 			t.State = string(pr.State)
@@ -264,10 +266,12 @@ func (d *diagnosis) threads(pid uint32) map[string]int {
 // waiters turns waiters into tasks, one per thread.
 func (d *diagnosis) waiters(ws []pipemodel.Waiter) []Task {
 	out := []Task{}
+	seen := map[uint32]bool{}
 	for _, w := range ws {
-		if slices.ContainsFunc(out, func(t Task) bool { return t.TID == w.TID }) {
+		if seen[w.TID] {
 			continue
 		}
+		seen[w.TID] = true
 		end := pipemodel.EndRead
 		if w.Queue == pipemodel.QueueWrite {
 			end = pipemodel.EndWrite

@@ -467,10 +467,12 @@ func (s *Sample) Find(ino uint64) *Pipe {
 // counts them.
 func (p *Pipe) CountUnseen() {
 	var rd, wr uint32
-	for i, h := range p.Holders {
-		if h.Outside || slices.ContainsFunc(p.Holders[:i], func(o Holder) bool { return o.File == h.File }) {
+	seen := make(map[uint64]bool, len(p.Holders))
+	for _, h := range p.Holders {
+		if h.Outside || seen[h.File] {
 			continue
 		}
+		seen[h.File] = true
 		if h.End.Reads() {
 			rd++
 		}
@@ -488,9 +490,16 @@ func (p *Pipe) CountUnseen() {
 // WaitsFor), Polling (in poll/select with it), and Wait, the longest of
 // those waits. A live walk and a snapshot both end with it.
 func (p *Pipe) MarkHolders() {
+	if len(p.Waiters) == 0 {
+		return
+	}
+	byPID := map[uint32][]Waiter{}
+	for _, w := range p.Waiters {
+		byPID[w.PID] = append(byPID[w.PID], w)
+	}
 	for i := range p.Holders {
 		h := &p.Holders[i]
-		for _, w := range p.Waiters {
+		for _, w := range byPID[h.PID] {
 			if w.PID != h.PID || !(w.Queue == QueueRead && h.End.Reads() || w.Queue == QueueWrite && h.End.Writes()) {
 				continue
 			}

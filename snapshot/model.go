@@ -29,17 +29,31 @@ func (s *Snapshot) Sample() *pipemodel.Sample {
 		}
 		th := pipemodel.Thread{TID: ts.TID, State: state(ts.State), Idle: ts.Wait, Wchan: ts.Wchan}
 		if ts.TID == ts.PID {
-			pr.Tasks = slices.Insert(pr.Tasks, 0, th)
 			pr.State = th.State
-		} else {
-			pr.Tasks = append(pr.Tasks, th)
 		}
+		pr.Tasks = append(pr.Tasks, th)
 		pr.Threads = uint32(len(pr.Tasks))
 		if ts.WaitKnown && (!pr.IdleKnown || ts.Wait < pr.Idle) {
 			pr.Idle, pr.IdleKnown = ts.Wait, true
 		}
 		if th.State == "R" {
 			pr.Idle, pr.IdleKnown = 0, true
+		}
+	}
+	// The main thread first, as a live walk has it (one pass: a stream
+	// may hold many states).
+	for _, pr := range out.Procs {
+		if i := slices.IndexFunc(pr.Tasks, func(t pipemodel.Thread) bool { return t.TID == pr.PID }); i > 0 {
+			pr.Tasks[0], pr.Tasks[i] = pr.Tasks[i], pr.Tasks[0]
+		}
+	}
+	// Holders by pipe, in one pass over the fds.
+	holders := map[*Pipe][]pipemodel.Holder{}
+	for _, t := range s.Tasks {
+		for _, fd := range t.FDs {
+			holders[fd.Pipe] = append(holders[fd.Pipe], pipemodel.Holder{
+				PID: t.PID, Comm: t.Comm, FD: fd.FD, End: pipemodel.End(fd.End), Flags: fd.Flags, File: uint64(fd.FileRef),
+			})
 		}
 	}
 	for _, p := range s.Pipes {
@@ -54,16 +68,7 @@ func (s *Snapshot) Sample() *pipemodel.Sample {
 		if out.PageSize == 0 {
 			out.PageSize = uint64(p.PageSize)
 		}
-		for _, t := range s.Tasks {
-			for _, fd := range t.FDs {
-				if fd.Pipe != p {
-					continue
-				}
-				mp.Holders = append(mp.Holders, pipemodel.Holder{
-					PID: t.PID, Comm: t.Comm, FD: fd.FD, End: pipemodel.End(fd.End), Flags: fd.Flags, File: uint64(fd.FileRef),
-				})
-			}
-		}
+		mp.Holders = holders[p]
 		slices.SortFunc(mp.Holders, func(a, b pipemodel.Holder) int {
 			if a.PID != b.PID {
 				return int(a.PID) - int(b.PID)

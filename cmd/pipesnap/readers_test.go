@@ -150,21 +150,12 @@ var readerCommands = []struct {
 	{"diagnose FILE", func(f string) []string { return []string{"diagnose", f} }, diagnoseQuadratic},
 }
 
-// sampleQuadratic: snapshot.Sample (snapshot/model.go) walks every fd of
-// every task for each pipe, and pipemodel.Pipe.CountUnseen compares each
-// holder's open file with every holder's before it.
-var sampleQuadratic = map[string]string{
-	"files": "pipemodel.Pipe.CountUnseen compares each holder with all before it",
-	"pipes": "snapshot.Sample walks every task's fds for every pipe",
-}
+// sampleQuadratic and diagnoseQuadratic name the shapes a reader is
+// known to be quadratic on: none now (snapshot.Sample groups holders by
+// pipe in one pass, CountUnseen and the chain links use sets).
+var sampleQuadratic = map[string]string{}
 
-// diagnoseQuadratic: that, and diagnose's appendNew (chains.go) looks
-// each process of a pipe up in a slice of those before it.
-var diagnoseQuadratic = map[string]string{
-	"files": sampleQuadratic["files"],
-	"pipes": sampleQuadratic["pipes"],
-	"tasks": "diagnose.appendNew looks each of a pipe's processes up among those before it",
-}
+var diagnoseQuadratic = map[string]string{}
 
 // TestReadersLinear: for every reader and every shape, four times the
 // records take about four times the CPU time (a reader walking what
