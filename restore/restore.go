@@ -46,6 +46,9 @@ type Options struct {
 	// close-on-exec. By default they are dropped, as the exec of a task
 	// would drop them; handed over, they arrive without the flag.
 	KeepCloexec bool
+	// KeepStdio (with PID) leaves the command's own fds 0, 1 and 2 in
+	// place: the task's pipes at those numbers are not restored.
+	KeepStdio bool
 
 	// AllowPartial restores pipes marked torn or incomplete, and pipes
 	// whose bytes do not all fit back, with a warning.
@@ -149,8 +152,10 @@ type FD struct {
 
 // Set is a restored fd table, ready for Start.
 type Set struct {
-	fds     []FD
-	dropped []int // close-on-exec fds not handed over
+	fds       []FD
+	dropped   []int // close-on-exec fds not handed over
+	keptStdio []int // fds 0-2 left as the command's own (KeepStdio)
+	keepWrite bool  // KeepWriter: every pipe has a writer
 	owned   fdSet // every fd the restorer holds (all close-on-exec)
 	keep    fdSet // held until the command exits (KeepWriter)
 	started bool
@@ -164,6 +169,47 @@ func (s *Set) FDs() []FD { return slices.Clone(s.fds) }
 // over (see Options.KeepCloexec).
 func (s *Set) Dropped() []int { return slices.Clone(s.dropped) }
 
+// KeptStdio returns the fds 0-2 the task had pipes at that the command
+// keeps as its own (Options.KeepStdio).
+func (s *Set) KeptStdio() []int { return slices.Clone(s.keptStdio) }
+
+// Stdio is what one of the command's fds 0-2 leads to when it is a
+// restored pipe end that nothing on the other side serves.
+type Stdio struct {
+	FD
+	// NoReader: a write end whose pipe the command does not read: the
+	// task's reader was another task; writes get EPIPE (and SIGPIPE).
+	// Otherwise a read end with no writer: the captured bytes, then EOF.
+	NoReader bool
+}
+
+// Nowhere lists the command's fds 0-2 that are pipe ends with nothing on
+// the other side: a write end no one reads, a read end no one writes.
+func (s *Set) Nowhere() []Stdio {
+	reads, writes := map[uint64]bool{}, map[uint64]bool{}
+	for _, fd := range s.fds {
+		if fd.End == "read" || fd.End == "rdwr" {
+			reads[fd.Ino] = true
+		}
+		if fd.End == "write" || fd.End == "rdwr" {
+			writes[fd.Ino] = true
+		}
+	}
+	var out []Stdio
+	for _, fd := range s.fds {
+		if fd.Num > 2 || fd.Path != "" {
+			continue // a FIFO can be opened again by name
+		}
+		switch {
+		case fd.End == "write" && !reads[fd.Ino]:
+			out = append(out, Stdio{FD: fd, NoReader: true})
+		case fd.End == "read" && !writes[fd.Ino] && !s.keepWrite:
+			out = append(out, Stdio{FD: fd})
+		}
+	}
+	return out
+}
+
 // Close closes the restorer's fds. FIFOs created under Root stay.
 func (s *Set) Close() error {
 	s.owned.closeRuns(func(int) bool { return false })
@@ -174,7 +220,7 @@ func (s *Set) Close() error {
 // Build rebuilds the pipes opt selects and returns them as fds for
 // Start. On error nothing is left behind: no fd, no FIFO.
 func Build(snap *snapshot.Snapshot, opt Options) (_ *Set, err error) {
-	b := &builder{opt: opt, set: &Set{}, warns: warnings{out: opt.Warn}}
+	b := &builder{opt: opt, set: &Set{keepWrite: opt.KeepWriter}, warns: warnings{out: opt.Warn}}
 	defer func() {
 		if err != nil {
 			for i := len(b.undo) - 1; i >= 0; i-- {
@@ -324,6 +370,10 @@ func (b *builder) selectFDs(snap *snapshot.Snapshot) ([]wanted, error) {
 			}
 			if fd.Cloexec && !b.opt.KeepCloexec {
 				b.set.dropped = append(b.set.dropped, int(fd.FD))
+				continue
+			}
+			if b.opt.KeepStdio && fd.FD <= 2 {
+				b.set.keptStdio = append(b.set.keptStdio, int(fd.FD))
 				continue
 			}
 			want = append(want, wanted{

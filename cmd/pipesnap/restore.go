@@ -26,6 +26,7 @@ type restoreConfig struct {
 	root         string
 	keepWriter   bool
 	keepCloexec  bool
+	keepStdio    bool
 	allowPartial bool
 	kernelMemory int64 // --allow-kernel-memory; 0: the default bound
 }
@@ -57,7 +58,9 @@ close-on-exec are dropped, as the exec of the task would drop them
 (--keep-cloexec hands them over too). A pipe whose write end only other
 tasks held gets no writer, so its reader sees EOF after the bytes; one
 whose read end only other tasks held gets no reader (writes fail with
-EPIPE). --keep-writer keeps a write end open in pipesnap until CMD
+EPIPE); pipesnap warns about each of CMD's fds 0-2 that leads nowhere
+so, and --keep-stdio leaves CMD's own stdin, stdout and stderr in place
+instead of the task's pipes there. --keep-writer keeps a write end open in pipesnap until CMD
 exits, for a reader that must not see EOF. CMD's fds 0, 1 and 2 that are
 not restored are pipesnap's; no other fd of pipesnap's reaches it.
 
@@ -96,6 +99,7 @@ SIGTERM and SIGHUP are passed on to CMD; Ctrl-C reaches it directly.`,
 			&cli.StringFlag{Name: "root", Usage: "recreate FIFOs at their paths under `DIR`"},
 			&cli.BoolFlag{Name: "keep-writer", Usage: "hold a write end open until CMD exits (its reader sees no EOF)"},
 			&cli.BoolFlag{Name: "keep-cloexec", Usage: "with --pid: also hand over the fds that were close-on-exec"},
+			&cli.BoolFlag{Name: "keep-stdio", Usage: "with --pid: leave CMD's own stdin, stdout and stderr in place, not the task's pipes at 0-2"},
 			&cli.BoolFlag{Name: "allow-partial", Usage: "restore torn or incomplete pipes too"},
 			&cli.StringFlag{Name: "allow-kernel-memory", Usage: "let the pipes pin up to `SIZE` of kernel memory (default: 64M or twice their bytes)"},
 		},
@@ -112,7 +116,7 @@ SIGTERM and SIGHUP are passed on to CMD; Ctrl-C reaches it directly.`,
 			}
 			cfg := restoreConfig{
 				file: args[0], argv: args[2:], ino: c.Uint64("ino"), root: c.String("root"),
-				keepWriter: c.Bool("keep-writer"), keepCloexec: c.Bool("keep-cloexec"), allowPartial: c.Bool("allow-partial"),
+				keepWriter: c.Bool("keep-writer"), keepCloexec: c.Bool("keep-cloexec"), keepStdio: c.Bool("keep-stdio"), allowPartial: c.Bool("allow-partial"),
 			}
 			pid := c.Int64("pid")
 			switch {
@@ -126,6 +130,8 @@ SIGTERM and SIGHUP are passed on to CMD; Ctrl-C reaches it directly.`,
 				return usagef("--as goes with --ino: with --pid every fd keeps its number")
 			case cfg.ino != 0 && cfg.keepCloexec:
 				return usagef("--keep-cloexec goes with --pid")
+			case cfg.ino != 0 && cfg.keepStdio:
+				return usagef("--keep-stdio goes with --pid")
 			}
 			cfg.pid = uint32(pid)
 			as, err := parseAs(c.String("as"))
@@ -192,7 +198,7 @@ func runRestore(cfg restoreConfig) (int, error) {
 	}
 	set, err := restore.Build(s, restore.Options{
 		PID: cfg.pid, Ino: cfg.ino, As: cfg.as, Root: cfg.root,
-		KeepWriter: cfg.keepWriter, KeepCloexec: cfg.keepCloexec, AllowPartial: cfg.allowPartial,
+		KeepWriter: cfg.keepWriter, KeepCloexec: cfg.keepCloexec, KeepStdio: cfg.keepStdio, AllowPartial: cfg.allowPartial,
 		MaxKernelMemory: cfg.kernelMemory,
 		Warn:            func(msg string) { fmt.Fprintf(os.Stderr, "pipesnap: warning: %s\n", msg) },
 	})
@@ -200,6 +206,19 @@ func runRestore(cfg restoreConfig) (int, error) {
 		return 0, restoreError(err)
 	}
 	defer set.Close()
+	names := []string{"stdin", "stdout", "stderr"}
+	for _, n := range set.Nowhere() {
+		if n.NoReader {
+			fmt.Fprintf(os.Stderr, "pipesnap: warning: fd %d (%s) of %s is pipe %d's write end, whose reader only other tasks held: nothing reads it, a write gets EPIPE (SIGPIPE ends %s); --keep-stdio leaves %s's own 0-2 in place\n",
+				n.Num, names[n.Num], cfg.argv[0], n.Ino, cfg.argv[0], cfg.argv[0])
+		} else {
+			fmt.Fprintf(os.Stderr, "pipesnap: note: fd %d (%s) of %s is pipe %d's read end: the captured bytes, then end of file (its writers were other tasks; --keep-writer holds one open, --keep-stdio leaves %s's own 0-2)\n",
+				n.Num, names[n.Num], cfg.argv[0], n.Ino, cfg.argv[0])
+		}
+	}
+	if k := set.KeptStdio(); len(k) > 0 {
+		fmt.Fprintf(os.Stderr, "pipesnap: note: %s keeps its own %s (--keep-stdio): the task's pipes there are not restored\n", cfg.argv[0], fdList(k))
+	}
 	if d := set.Dropped(); len(d) > 0 {
 		fmt.Fprintf(os.Stderr, "pipesnap: note: %s close-on-exec: %s does not get them, as after an exec (--keep-cloexec hands them over)\n",
 			fdList(d), cfg.argv[0])

@@ -431,3 +431,30 @@ func TestRestoreHostile(t *testing.T) {
 		})
 	}
 }
+
+// TestRestoreStdioNowhere: restoring the middle of yes | sleep | cat gives
+// CMD a stdout whose reader was another task: pipesnap says so, and
+// --keep-stdio leaves CMD's own 0-2 in place.
+func TestRestoreStdioNowhere(t *testing.T) {
+	requireBPF(t)
+	pl := pipetest.StartStuck(t, "chain")
+	snap := filepath.Join(t.TempDir(), "m.snap")
+	mid := strconv.Itoa(pl.PID("middle"))
+	if _, stderr, code := run(t, "dump", "--pid", mid, "-o", snap); code != 0 {
+		t.Fatalf("dump: %s", stderr)
+	}
+	out, stderr, code := run(t, "restore", "--pid", mid, snap, "--", "sh", "-c", "echo hi")
+	if code != 141 || out != "" ||
+		!strings.Contains(stderr, "warning: fd 1 (stdout) of sh is pipe") ||
+		!strings.Contains(stderr, "whose reader only other tasks held: nothing reads it") ||
+		!strings.Contains(stderr, "note: fd 0 (stdin) of sh is pipe") {
+		t.Errorf("restore --pid: exit %d, out %q, stderr %q; want 141, a warning for fd 1, a note for fd 0", code, out, stderr)
+	}
+	out, stderr, code = run(t, "restore", "--pid", mid, "--keep-stdio", snap, "--", "sh", "-c", "echo hi")
+	if code != 0 || out != "hi\n" || !strings.Contains(stderr, "sh keeps its own fds 0 and 1 (--keep-stdio)") && !strings.Contains(stderr, "(--keep-stdio)") {
+		t.Errorf("restore --pid --keep-stdio: exit %d, out %q, stderr %q; want 0, hi", code, out, stderr)
+	}
+	if _, stderr, code := run(t, "restore", "--ino", "1", "--keep-stdio", snap, "--", "true"); code != 2 || !strings.Contains(stderr, "--keep-stdio goes with --pid") {
+		t.Errorf("--keep-stdio with --ino: exit %d, %q", code, stderr)
+	}
+}
