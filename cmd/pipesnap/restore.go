@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pipesnap/pipesnap/internal/termsafe"
 	"github.com/pipesnap/pipesnap/restore"
 	"github.com/pipesnap/pipesnap/snapshot"
 )
@@ -200,7 +201,7 @@ func runRestore(cfg restoreConfig) (int, error) {
 		PID: cfg.pid, Ino: cfg.ino, As: cfg.as, Root: cfg.root,
 		KeepWriter: cfg.keepWriter, KeepCloexec: cfg.keepCloexec, KeepStdio: cfg.keepStdio, AllowPartial: cfg.allowPartial,
 		MaxKernelMemory: cfg.kernelMemory,
-		Warn:            func(msg string) { fmt.Fprintf(os.Stderr, "pipesnap: warning: %s\n", msg) },
+		Warn:            func(msg string) { fmt.Fprintf(os.Stderr, "pipesnap: warning: %s\n", termsafe.String(msg)) },
 	})
 	if err != nil {
 		return 0, restoreError(err)
