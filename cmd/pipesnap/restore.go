@@ -208,7 +208,7 @@ func runRestore(cfg restoreConfig) (int, error) {
 	}
 	defer set.Close()
 	names := []string{"stdin", "stdout", "stderr"}
-	for _, n := range set.Nowhere() {
+	for _, n := range nowhere(set, cfg) {
 		if n.NoReader {
 			fmt.Fprintf(os.Stderr, "pipesnap: warning: fd %d (%s) of %s is pipe %d's write end, whose reader only other tasks held: nothing reads it, a write gets EPIPE (SIGPIPE ends %s); --keep-stdio leaves %s's own 0-2 in place\n",
 				n.Num, names[n.Num], cfg.argv[0], n.Ino, cfg.argv[0], cfg.argv[0])
@@ -272,6 +272,15 @@ func fdList(fds []int) string {
 		return "fd " + s[0] + " was"
 	}
 	return "fds " + strings.Join(s, ", ") + " were"
+}
+
+// nowhere lists CMD's fds 0-2 worth a word: with --pid only (with
+// --ino, stdin giving the bytes then EOF is the point).
+func nowhere(set *restore.Set, cfg restoreConfig) []restore.Stdio {
+	if cfg.pid == 0 {
+		return nil
+	}
+	return set.Nowhere()
 }
 
 // restoreError says what to do about what Build refused.

@@ -146,7 +146,7 @@ func TestRestoreHandBuilt(t *testing.T) {
 		{[]string{"restore", "--ino=1001", "--as=fd:5", snap, "--", "sh", "-c", "cat <&5"}, 0, "line one\nline two\n", ""},
 		// Flags after -- are CMD's, pipesnap's own included.
 		{[]string{"restore", snap, "--ino", "1001", "--", "sh", "-c", `echo "$@"`, "sh", "--pid", "7", "-x"}, 0, "--pid 7 -x\n", ""},
-		{[]string{"restore", "--pid", "100", snap, "--", "sh", "-c", "cat; cat <&5; echo"}, 0, "line one\nline two\np1packet2\n", ""},
+		{[]string{"restore", "--pid", "100", snap, "--", "sh", "-c", "cat; cat <&5; echo"}, 0, "line one\nline two\np1packet2\n", "note: fd 0 (stdin) of sh is pipe 1001's read end: the captured bytes, then end of file"}, // its writer was another task
 		// EOF after the bytes, unless --keep-writer.
 		{[]string{"restore", "--ino", "1001", snap, "--", "sh", "-c", "head -c 18 >/dev/null; timeout 0.3 cat && echo EOF || echo NOEOF"}, 0, "EOF\n", ""},
 		{[]string{"restore", "--ino", "1001", "--keep-writer", snap, "--", "sh", "-c", "head -c 18 >/dev/null; timeout 0.3 cat && echo EOF || echo NOEOF"}, 0, "NOEOF\n", ""},
