@@ -52,17 +52,75 @@ func requireCgroup(t *testing.T) string {
 	return root
 }
 
-// leftovers lists the pipesnap cgroups and lock files that exist.
+// The processes of this test binary's freezes: those that froze (the
+// binary and its helpers: a freeze cgroup is named by the freezer's pid)
+// and the targets (a lock file by the target's pid and start time).
+// "go test ./..." runs other packages' tests at the same time, whose
+// freezes (pipesnap dump --freeze) make cgroups and lock files of their
+// own: leftovers counts only this binary's, so that it sees every one of
+// them and none of another package's.
+var mine = struct {
+	sync.Mutex
+	freezers map[int]bool
+	targets  map[string]bool // lock file names
+}{freezers: map[int]bool{os.Getpid(): true}, targets: map[string]bool{}}
+
+// ownFreezer records pid as one that freezes.
+func ownFreezer(pid int) {
+	mine.Lock()
+	defer mine.Unlock()
+	mine.freezers[pid] = true
+}
+
+// ownTarget records the target pid (running) for its lock file.
+func ownTarget(t *testing.T, pid int) {
+	t.Helper()
+	start, ok := host.StartTicks(uint32(pid))
+	if !ok {
+		t.Fatalf("pid %d: no start time", pid)
+	}
+	mine.Lock()
+	defer mine.Unlock()
+	mine.targets[fmt.Sprintf("freeze-%d-%d.lock", pid, start)] = true
+}
+
+// isOwnCgroup tells whether name is "pipesnap-freeze-PID" or
+// "pipesnap-freeze-PID-N" of a freezer of this binary's.
+func isOwnCgroup(name string) bool {
+	rest, ok := strings.CutPrefix(name, PrefixCgroup)
+	if !ok {
+		return false
+	}
+	pid, _, _ := strings.Cut(rest, "-")
+	n, err := strconv.Atoi(pid)
+	mine.Lock()
+	defer mine.Unlock()
+	return err == nil && mine.freezers[n]
+}
+
+// leftovers lists the pipesnap cgroups and lock files of this binary's
+// freezes that exist.
 func leftovers(t *testing.T) []string {
 	t.Helper()
 	var out []string
 	if root, err := cgroup2Mount(); err == nil {
 		m, _ := filepath.Glob(filepath.Join(root, PrefixCgroup+"*"))
-		out = append(out, m...)
+		for _, p := range m {
+			if isOwnCgroup(filepath.Base(p)) {
+				out = append(out, p)
+			}
+		}
 	}
 	for _, d := range lockDirs() {
 		m, _ := filepath.Glob(filepath.Join(d, "freeze-*"))
-		out = append(out, m...)
+		for _, p := range m {
+			mine.Lock()
+			own := mine.targets[filepath.Base(p)]
+			mine.Unlock()
+			if own {
+				out = append(out, p)
+			}
+		}
 	}
 	return out
 }
@@ -184,6 +242,7 @@ func forker(t *testing.T) *exec.Cmd {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	ownTarget(t, cmd.Process.Pid)
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -282,6 +341,7 @@ func startHelper(t *testing.T, pid int, signals, wait bool) (*exec.Cmd, io.Reade
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	ownFreezer(cmd.Process.Pid)
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	if wait {
 		line, err := bufio.NewReader(stdout).ReadString('\n')

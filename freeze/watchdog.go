@@ -152,18 +152,17 @@ func (wd *watchdog) pid() int {
 	return wd.cmd.Process.Pid
 }
 
-// finish tells the watchdog all is thawed and waits until it is gone.
+// finish tells the watchdog all is thawed and waits until it is gone,
+// however long that takes: it is never killed here. Told "thawed", it
+// exits at once; if that could not be told (the socket broke), it takes
+// the end of file for pipesnap's death and does its rescue, every step
+// of which is bounded (cgroupFreeze.thaw, removeStale), and killing it
+// then could leave a cgroup or a lock file behind. So when Thaw returns,
+// and pipesnap exits, nothing of the freeze is left.
 func (wd *watchdog) finish() {
 	wd.send("thawed")
 	unix.Close(wd.sock)
-	done := make(chan struct{})
-	go func() { wd.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Second):
-		wd.cmd.Process.Kill()
-		<-done
-	}
+	wd.cmd.Wait()
 }
 
 // watchdogMain is the watchdog process; sock is its fd 0.

@@ -48,15 +48,86 @@ func frzCgroupOf(pid int) string {
 	return ""
 }
 
-// frzLeft lists pipesnap freeze cgroups and lock files that exist.
+// The processes of these tests' freezes: the pipesnaps run (a freeze
+// cgroup is named "pipesnap-freeze-PID[-N]" by the freezer's pid) and
+// their targets (a lock file "freeze-PID-START.lock" by the target's pid
+// and start time). "go test ./..." runs other packages' tests at the
+// same time (freeze/, whose own freezes make cgroups and lock files by
+// the dozen): frzLeft counts only what these tests' freezes make, so it
+// sees each of their leftovers and none of another package's.
+var frzMine = struct {
+	sync.Mutex
+	dumps map[int]bool
+	locks map[string]bool // lock file names
+}{dumps: map[int]bool{}, locks: map[string]bool{}}
+
+// frzOwnDump records the pid of a pipesnap these tests started.
+func frzOwnDump(pid int) {
+	frzMine.Lock()
+	defer frzMine.Unlock()
+	frzMine.dumps[pid] = true
+}
+
+// frzOwnTarget records a target (running) for its lock file.
+func frzOwnTarget(t *testing.T, pid int) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	i := bytes.LastIndexByte(b, ')')
+	if err != nil || i < 0 {
+		t.Fatalf("pid %d: no stat: %v", pid, err)
+	}
+	f := strings.Fields(string(b[i+1:])) // state is field 3, starttime 22
+	if len(f) < 20 {
+		t.Fatalf("pid %d: stat %q", pid, b)
+	}
+	frzMine.Lock()
+	defer frzMine.Unlock()
+	frzMine.locks[fmt.Sprintf("freeze-%d-%s.lock", pid, f[19])] = true
+}
+
+// frzLeft lists the pipesnap freeze cgroups and lock files of these
+// tests' freezes that exist.
 func frzLeft() []string {
+	frzMine.Lock()
+	defer frzMine.Unlock()
 	var out []string
 	if root := frzCgroupRoot(); root != "" {
 		m, _ := filepath.Glob(filepath.Join(root, "pipesnap-freeze-*"))
-		out = append(out, m...)
+		for _, p := range m {
+			pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(p), "pipesnap-freeze-"), "-")
+			if n, err := strconv.Atoi(pid); err == nil && frzMine.dumps[n] {
+				out = append(out, p)
+			}
+		}
 	}
 	m, _ := filepath.Glob("/run/pipesnap/freeze-*")
-	return append(out, m...)
+	for _, p := range m {
+		if frzMine.locks[filepath.Base(p)] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// frzRun runs pipesnap like run, its pid recorded for frzLeft.
+func frzRun(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(pipesnapBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	frzOwnDump(cmd.Process.Pid)
+	err := cmd.Wait()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), code
 }
 
 // frzInFreeze tells whether pid is stopped (T) or in a pipesnap freeze
@@ -167,6 +238,7 @@ func frzTarget(t *testing.T, n, size int) int {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	frzOwnTarget(t, cmd.Process.Pid)
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	return cmd.Process.Pid
 }
@@ -180,6 +252,7 @@ func frzForker(t *testing.T, n, size int) int {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	frzOwnTarget(t, cmd.Process.Pid)
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -241,7 +314,11 @@ func TestFreezeConcurrentDumps(t *testing.T) {
 				cmd := exec.Command(pipesnapBin, "dump", "--freeze", "--method", method, "--pid", strconv.Itoa(pid), "-o", "/dev/null")
 				var stderr bytes.Buffer
 				cmd.Stderr = &stderr
-				err := cmd.Run()
+				err := cmd.Start()
+				if err == nil {
+					frzOwnDump(cmd.Process.Pid)
+					err = cmd.Wait()
+				}
 				var ee *exec.ExitError
 				if errors.As(err, &ee) {
 					codes[i] = ee.ExitCode()
@@ -271,7 +348,7 @@ func TestFreezeForkingTarget(t *testing.T) {
 	pid := frzForker(t, 1, 100)
 	before := frzCgroupOf(pid)
 	for round := range 5 {
-		_, stderr, code := run(t, "dump", "--freeze", "--pid", strconv.Itoa(pid), "-o", "/dev/null")
+		_, stderr, code := frzRun(t, "dump", "--freeze", "--pid", strconv.Itoa(pid), "-o", "/dev/null")
 		if code != 0 || strings.Contains(stderr, "left behind") {
 			t.Fatalf("round %d: exit %d: %s", round, code, stderr)
 		}
@@ -295,7 +372,7 @@ func TestFreezeSIGKILL(t *testing.T) {
 	whole := map[string]time.Duration{}
 	for _, method := range []string{"bpf", "tee"} {
 		t0 := time.Now()
-		if _, stderr, code := run(t, "dump", "--freeze", "--method", method, "--pid", strconv.Itoa(pid), "-o", "/dev/null"); code != 0 {
+		if _, stderr, code := frzRun(t, "dump", "--freeze", "--method", method, "--pid", strconv.Itoa(pid), "-o", "/dev/null"); code != 0 {
 			t.Fatalf("dump: %s", stderr)
 		}
 		whole[method] = time.Since(t0)
@@ -320,6 +397,7 @@ func TestFreezeSIGKILL(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		frzOwnDump(cmd.Process.Pid)
 		var when string
 		switch round % 3 {
 		case 0: // anywhere in the run
@@ -328,7 +406,7 @@ func TestFreezeSIGKILL(t *testing.T) {
 		case 1: // once the lock file is there (watchdog up, freeze starting)
 			when = "locking"
 			for !frzExited(cmd.Process.Pid) {
-				if m, _ := filepath.Glob("/run/pipesnap/freeze-*"); len(m) > 0 {
+				if m, _ := filepath.Glob(fmt.Sprintf("/run/pipesnap/freeze-%d-*", pid)); len(m) > 0 {
 					break
 				}
 			}
@@ -422,7 +500,7 @@ func TestFreezeSlowFIFO(t *testing.T) {
 		}
 	}()
 	t0 := time.Now()
-	_, stderr, code := run(t, "dump", "--freeze", "--pid", strconv.Itoa(pid), "-o", fifo)
+	_, stderr, code := frzRun(t, "dump", "--freeze", "--pid", strconv.Itoa(pid), "-o", fifo)
 	took := time.Since(t0)
 	close(stop)
 	observed := <-seen
