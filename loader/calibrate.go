@@ -112,7 +112,10 @@ const (
 var sourceName = map[uint32]string{sourceKallsyms: "kallsyms", sourceSearch: "search"}
 
 // candidates runs the calibration program over the probe: the base pairs
-// that read back its first 32 bytes, kallsyms' first when it was set.
+// that read back its first 32 bytes, kallsyms' first when it was set, at
+// most maxSearched of the search's. With bpf_loop one run tries every
+// candidate; without, each run tries a window of calibWindow, and runs
+// go on until the search found maxSearched or tried them all.
 func (it *pipeIter) candidates(pr *probe) ([]pipesPsCalib, error) {
 	if err := it.objs.CalibIno.Set(pr.ino); err != nil {
 		return nil, err
@@ -121,22 +124,45 @@ func (it *pipeIter) candidates(pr *probe) ([]pipesPsCalib, error) {
 	if err := it.objs.CalibPattern.Set(pr.head); err != nil {
 		return nil, err
 	}
+	var steps uint32
+	if err := it.objs.CalibSteps.Get(&steps); err != nil {
+		return nil, err
+	}
+	defer it.objs.CalibFirst.Set(uint32(0))
 	var cands []pipesPsCalib
-	err := it.read(it.calib, calibRecSize, func(b []byte) error {
-		var c pipesPsCalib
-		if err := decodeRec(b, &c); err != nil {
-			return err
+	searched := 0
+	for first := uint32(0); ; first += calibWindow {
+		if err := it.objs.CalibFirst.Set(first); err != nil {
+			return nil, err
 		}
-		for _, o := range cands {
-			if o.VmemmapStart == c.VmemmapStart && o.DirectStart == c.DirectStart {
-				return nil
+		err := it.read(it.calib, calibRecSize, func(b []byte) error {
+			var c pipesPsCalib
+			if err := decodeRec(b, &c); err != nil {
+				return err
 			}
+			for _, o := range cands {
+				if o.VmemmapStart == c.VmemmapStart && o.DirectStart == c.DirectStart {
+					return nil
+				}
+			}
+			if c.Source == sourceSearch {
+				if searched == maxSearched {
+					return nil
+				}
+				searched++
+			}
+			cands = append(cands, c)
+			return nil
+		})
+		if err != nil || it.features.Loop || searched == maxSearched || first+calibWindow >= 2*steps {
+			return cands, err
 		}
-		cands = append(cands, c)
-		return nil
-	})
-	return cands, err
+	}
 }
+
+// maxSearched is how many of the search's candidates are kept, as the
+// program's search stops after that many.
+const maxSearched = 8
 
 func (it *pipeIter) setKallsyms(vmemmapBase, pageOffsetBase uint64) error {
 	if err := it.objs.KsymVmemmapBase.Set(vmemmapBase); err != nil {

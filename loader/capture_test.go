@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/pipesnap/pipesnap/format"
+	"github.com/pipesnap/pipesnap/internal/bpfload"
 	"github.com/pipesnap/pipesnap/internal/pipetest"
 	"github.com/pipesnap/pipesnap/loader"
 	"github.com/pipesnap/pipesnap/snapshot"
@@ -19,6 +21,23 @@ func TestMain(m *testing.M) { pipetest.Main(m) }
 // held: the dump consumed nothing.
 func TestDumpKinds(t *testing.T) {
 	pipetest.RequireBPF(t)
+	dumpKinds(t, "")
+}
+
+// TestDumpKindsWithoutNewerHelpers is TestDumpKinds with the programs'
+// variant for kernels without bpf_loop and bpf_d_path in iterators
+// (bpf/compat.h), whatever this kernel has: the fallbacks must capture
+// the same.
+func TestDumpKindsWithoutNewerHelpers(t *testing.T) {
+	pipetest.RequireBPF(t)
+	bpfload.Force = &bpfload.Features{}
+	defer func() { bpfload.Force = nil }()
+	dumpKinds(t, "bounded loops (no bpf_loop), FIFO paths from /proc")
+}
+
+// dumpKinds dumps the kinds and checks them, and that the stream names
+// the variant that ran (with variant in its note, when not empty).
+func dumpKinds(t *testing.T, variant string) {
 	k := pipetest.StartKinds(t)
 	var buf bytes.Buffer
 	report, err := loader.Dump(context.Background(), &buf, loader.Options{PIDs: k.PIDs})
@@ -33,6 +52,20 @@ func TestDumpKinds(t *testing.T) {
 		t.Fatalf("reading the snapshot back: %v", err)
 	}
 	pipetest.CheckKinds(t, k, snap.Pipes, func(p *snapshot.Pipe) uint64 { return p.Ino }, checkPipe)
+	var notes []string
+	for _, n := range snap.Notes {
+		if n.Code == loader.NoteVariant && n.PID == 0 {
+			notes = append(notes, n.Msg)
+		}
+	}
+	switch {
+	case len(notes) != 1:
+		t.Errorf("%d notes of the variant that ran, want 1: %q", len(notes), notes)
+	case !strings.Contains(notes[0], variant):
+		t.Errorf("variant note %q does not say %q", notes[0], variant)
+	default:
+		t.Logf("variant note: %s", notes[0])
+	}
 }
 
 func checkPipe(t *testing.T, p *snapshot.Pipe, h *pipetest.Holder, w pipetest.Want) {

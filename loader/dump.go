@@ -82,6 +82,9 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.WriteNote(variantNote(it.features)); err != nil {
+		return nil, err
+	}
 	s.SetWaits(opts.Waits)
 	d := &dumper{
 		ctx:      ctx,
@@ -228,7 +231,7 @@ func (d *dumper) writePipe(r *pipesPsFd, ref int32, comm string) error {
 		p.RingSize, p.MaxUsage, p.Capacity = h.RingSize, h.MaxUsage, h.MaxUsage*d.pageSize
 		p.Head, p.Tail = h.Head, h.Tail
 		p.Readers, p.Writers = h.Readers, h.Writers
-		p.Path = c.path
+		p.Path = d.it.fifoPath(c.path, r)
 		bufs = c.bufs
 		if c.lost {
 			p.Status |= format.StatusIncomplete

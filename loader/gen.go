@@ -1,3 +1,7 @@
 package loader
 
-//go:generate go tool bpf2go -tags linux -target bpfel -cc clang-19 -strip llvm-strip-19 -cflags "-O2 -g -Wall -Werror -mcpu=v3" -type ps_fd -type ps_pipe -type ps_buf -type ps_calib pipes ../bpf/pipes/pipes.bpf.c -- -I../bpf/pipes
+// bpf/pipes twice: with bpf_loop, and for kernels without it
+// (PIPESNAP_NO_LOOP, bpf/compat.h), whose spec loads into the same
+// pipesObjects (same programs, maps and variables).
+//go:generate go tool bpf2go -tags linux -target bpfel -cc clang-19 -strip llvm-strip-19 -cflags "-O2 -g -Wall -Werror -mcpu=v3" -type ps_fd -type ps_pipe -type ps_buf -type ps_calib -type ps_compat pipes ../bpf/pipes/pipes.bpf.c -- -I../bpf/pipes
+//go:generate go tool bpf2go -tags linux -target bpfel -cc clang-19 -strip llvm-strip-19 -cflags "-O2 -g -Wall -Werror -mcpu=v3 -DPIPESNAP_NO_LOOP" -no-global-types -output-stem pipes_noloop pipesNoLoop ../bpf/pipes/pipes.bpf.c -- -I../bpf/pipes

@@ -60,7 +60,10 @@ type pipeIter struct {
 	gen   uint32
 
 	btf *btf.Cache // the kernel's BTF, parsed once per run
-	cur capturedPipe
+	// features are what the loaded programs use of the kernel: which
+	// variant of bpf/compat.h runs.
+	features bpfload.Features
+	cur      capturedPipe
 	// arena holds the ring records of cur: the ring reader copies each
 	// record straight into it, and cur's buffers are slices of it, so a
 	// byte is copied once on its way from the ring to the encoder. unread
@@ -84,22 +87,38 @@ type recordReader interface {
 }
 
 func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
-	spec, err := loadPipes()
-	if err != nil {
-		return nil, fmt.Errorf("reading BPF object: %w", err)
-	}
-	spec.Maps[pipesMapSlots].MaxEntries = cfg.scratchSlots
-	spec.Maps[pipesMapRing].MaxEntries = cfg.ringBytes
-	consts := map[string]any{
-		pipesVarSelfTgid:     cfg.selfTgid,
-		pipesVarFilterTgids:  len(cfg.targets) > 0,
-		pipesVarPageSize:     cfg.pageSize,
-		pipesVarScratchSlots: cfg.scratchSlots,
-		pipesVarMaxAttempts:  cfg.maxAttempts,
-		pipesVarCopyData:     cfg.copyData,
-	}
 	it := &pipeIter{seq: make([]byte, 64<<10), btf: btf.NewCache()}
-	if err := bpfload.Load(spec, &it.objs, consts, it.btf); err != nil {
+	spec := func(f bpfload.Features) (*ebpf.CollectionSpec, map[string]any, error) {
+		c := cfg
+		load := loadPipes
+		if !f.Loop {
+			load = loadPipesNoLoop
+			// Bounded loops copy at most compatSlots buffers of a pipe: a
+			// larger one is copied in part and marked incomplete (too large).
+			if c.scratchSlots > compatSlots {
+				c.scratchSlots = compatSlots
+				c.ringBytes = min(c.ringBytes, ringBytes(compatSlots, c.pageSize, c.maxAttempts))
+			}
+		}
+		// The programs' loops make at most this many attempts (a larger
+		// value would change nothing with bpf_loop but the ring's size).
+		c.maxAttempts = min(c.maxAttempts, attemptsMost)
+		cs, err := load()
+		if err != nil {
+			return nil, nil, err
+		}
+		cs.Maps[pipesMapSlots].MaxEntries = c.scratchSlots
+		cs.Maps[pipesMapRing].MaxEntries = c.ringBytes
+		return cs, map[string]any{
+			pipesVarSelfTgid:     c.selfTgid,
+			pipesVarFilterTgids:  len(c.targets) > 0,
+			pipesVarPageSize:     c.pageSize,
+			pipesVarScratchSlots: c.scratchSlots,
+			pipesVarMaxAttempts:  c.maxAttempts,
+			pipesVarCopyData:     c.copyData,
+		}, nil
+	}
+	if it.features, err = bpfload.Load(spec, &it.objs, it.btf); err != nil {
 		if missing := explainMissing(it.btf); missing != nil {
 			err = missing
 		}
@@ -138,6 +157,14 @@ func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
 	}
 	return it, nil
 }
+
+// Bounds of the programs without bpf_loop (enum ps_compat in
+// bpf/pipes/pipes.h).
+const (
+	compatSlots  = uint32(pipesPsCompatPS_COMPAT_SLOTS)
+	calibWindow  = uint32(pipesPsCompatPS_CALIB_WINDOW)
+	attemptsMost = uint32(pipesPsCompatPS_MAX_ATTEMPTS)
+)
 
 // Close releases programs, maps, links and the ring reader.
 func (it *pipeIter) Close() error {

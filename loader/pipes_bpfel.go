@@ -13,6 +13,22 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type pipesCopyCtx struct {
+	_        structs.HostLayout
+	Pipe     uint64
+	Bufs     uint64
+	Ino      uint64
+	RingSize uint32
+	Mask     uint32
+	Head     uint32
+	Tail     uint32
+	Done     uint32
+	Reason   uint32
+	Status   uint32
+	Attempt  uint32
+	Bytes    uint64
+}
+
 type pipesPsBuf struct {
 	_       structs.HostLayout
 	Type    uint32
@@ -35,6 +51,15 @@ type pipesPsCalib struct {
 	Source       uint32
 	Matched      uint32
 }
+
+type pipesPsCompat uint32
+
+const (
+	pipesPsCompatPS_COMPAT_CHUNK pipesPsCompat = 64
+	pipesPsCompatPS_COMPAT_SLOTS pipesPsCompat = 1024
+	pipesPsCompatPS_MAX_ATTEMPTS pipesPsCompat = 8
+	pipesPsCompatPS_CALIB_WINDOW pipesPsCompat = 32
+)
 
 type pipesPsFd struct {
 	_       structs.HostLayout
@@ -85,6 +110,8 @@ type pipesSlot struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	pipesMapCalibScratch       = "calib_scratch"
+	pipesMapCopyScratch        = "copy_scratch"
 	pipesMapPipeScratch        = "pipe_scratch"
 	pipesMapRing               = "ring"
 	pipesMapSeen               = "seen"
@@ -92,6 +119,7 @@ const (
 	pipesMapTargets            = "targets"
 	pipesProgCalibrate         = "calibrate"
 	pipesProgDumpPipes         = "dump_pipes"
+	pipesVarCalibFirst         = "calib_first"
 	pipesVarCalibIno           = "calib_ino"
 	pipesVarCalibPattern       = "calib_pattern"
 	pipesVarCalibSteps         = "calib_steps"
@@ -99,6 +127,7 @@ const (
 	pipesVarDirectSpan         = "direct_span"
 	pipesVarDirectStart        = "direct_start"
 	pipesVarFilterTgids        = "filter_tgids"
+	pipesVarHaveD_path         = "have_d_path"
 	pipesVarKsymPageOffsetBase = "ksym_page_offset_base"
 	pipesVarKsymVmemmapBase    = "ksym_vmemmap_base"
 	pipesVarMaxAttempts        = "max_attempts"
@@ -109,6 +138,7 @@ const (
 	pipesVarSelfTgid           = "self_tgid"
 	pipesVarUnusedPsBuf        = "unused_ps_buf"
 	pipesVarUnusedPsCalib      = "unused_ps_calib"
+	pipesVarUnusedPsCompat     = "unused_ps_compat"
 	pipesVarUnusedPsFd         = "unused_ps_fd"
 	pipesVarUnusedPsPipe       = "unused_ps_pipe"
 	pipesVarVmemmapSpan        = "vmemmap_span"
@@ -165,17 +195,20 @@ type pipesProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pipesMapSpecs struct {
-	PipeScratch *ebpf.MapSpec `ebpf:"pipe_scratch"`
-	Ring        *ebpf.MapSpec `ebpf:"ring"`
-	Seen        *ebpf.MapSpec `ebpf:"seen"`
-	Slots       *ebpf.MapSpec `ebpf:"slots"`
-	Targets     *ebpf.MapSpec `ebpf:"targets"`
+	CalibScratch *ebpf.MapSpec `ebpf:"calib_scratch"`
+	CopyScratch  *ebpf.MapSpec `ebpf:"copy_scratch"`
+	PipeScratch  *ebpf.MapSpec `ebpf:"pipe_scratch"`
+	Ring         *ebpf.MapSpec `ebpf:"ring"`
+	Seen         *ebpf.MapSpec `ebpf:"seen"`
+	Slots        *ebpf.MapSpec `ebpf:"slots"`
+	Targets      *ebpf.MapSpec `ebpf:"targets"`
 }
 
 // pipesVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pipesVariableSpecs struct {
+	CalibFirst         *ebpf.VariableSpec `ebpf:"calib_first"`
 	CalibIno           *ebpf.VariableSpec `ebpf:"calib_ino"`
 	CalibPattern       *ebpf.VariableSpec `ebpf:"calib_pattern"`
 	CalibSteps         *ebpf.VariableSpec `ebpf:"calib_steps"`
@@ -183,6 +216,7 @@ type pipesVariableSpecs struct {
 	DirectSpan         *ebpf.VariableSpec `ebpf:"direct_span"`
 	DirectStart        *ebpf.VariableSpec `ebpf:"direct_start"`
 	FilterTgids        *ebpf.VariableSpec `ebpf:"filter_tgids"`
+	HaveD_path         *ebpf.VariableSpec `ebpf:"have_d_path"`
 	KsymPageOffsetBase *ebpf.VariableSpec `ebpf:"ksym_page_offset_base"`
 	KsymVmemmapBase    *ebpf.VariableSpec `ebpf:"ksym_vmemmap_base"`
 	MaxAttempts        *ebpf.VariableSpec `ebpf:"max_attempts"`
@@ -193,6 +227,7 @@ type pipesVariableSpecs struct {
 	SelfTgid           *ebpf.VariableSpec `ebpf:"self_tgid"`
 	UnusedPsBuf        *ebpf.VariableSpec `ebpf:"unused_ps_buf"`
 	UnusedPsCalib      *ebpf.VariableSpec `ebpf:"unused_ps_calib"`
+	UnusedPsCompat     *ebpf.VariableSpec `ebpf:"unused_ps_compat"`
 	UnusedPsFd         *ebpf.VariableSpec `ebpf:"unused_ps_fd"`
 	UnusedPsPipe       *ebpf.VariableSpec `ebpf:"unused_ps_pipe"`
 	VmemmapSpan        *ebpf.VariableSpec `ebpf:"vmemmap_span"`
@@ -219,15 +254,19 @@ func (o *pipesObjects) Close() error {
 //
 // It can be passed to loadPipesObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pipesMaps struct {
-	PipeScratch *ebpf.Map `ebpf:"pipe_scratch"`
-	Ring        *ebpf.Map `ebpf:"ring"`
-	Seen        *ebpf.Map `ebpf:"seen"`
-	Slots       *ebpf.Map `ebpf:"slots"`
-	Targets     *ebpf.Map `ebpf:"targets"`
+	CalibScratch *ebpf.Map `ebpf:"calib_scratch"`
+	CopyScratch  *ebpf.Map `ebpf:"copy_scratch"`
+	PipeScratch  *ebpf.Map `ebpf:"pipe_scratch"`
+	Ring         *ebpf.Map `ebpf:"ring"`
+	Seen         *ebpf.Map `ebpf:"seen"`
+	Slots        *ebpf.Map `ebpf:"slots"`
+	Targets      *ebpf.Map `ebpf:"targets"`
 }
 
 func (m *pipesMaps) Close() error {
 	return _PipesClose(
+		m.CalibScratch,
+		m.CopyScratch,
 		m.PipeScratch,
 		m.Ring,
 		m.Seen,
@@ -240,6 +279,7 @@ func (m *pipesMaps) Close() error {
 //
 // It can be passed to loadPipesObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pipesVariables struct {
+	CalibFirst         *ebpf.Variable `ebpf:"calib_first"`
 	CalibIno           *ebpf.Variable `ebpf:"calib_ino"`
 	CalibPattern       *ebpf.Variable `ebpf:"calib_pattern"`
 	CalibSteps         *ebpf.Variable `ebpf:"calib_steps"`
@@ -247,6 +287,7 @@ type pipesVariables struct {
 	DirectSpan         *ebpf.Variable `ebpf:"direct_span"`
 	DirectStart        *ebpf.Variable `ebpf:"direct_start"`
 	FilterTgids        *ebpf.Variable `ebpf:"filter_tgids"`
+	HaveD_path         *ebpf.Variable `ebpf:"have_d_path"`
 	KsymPageOffsetBase *ebpf.Variable `ebpf:"ksym_page_offset_base"`
 	KsymVmemmapBase    *ebpf.Variable `ebpf:"ksym_vmemmap_base"`
 	MaxAttempts        *ebpf.Variable `ebpf:"max_attempts"`
@@ -257,6 +298,7 @@ type pipesVariables struct {
 	SelfTgid           *ebpf.Variable `ebpf:"self_tgid"`
 	UnusedPsBuf        *ebpf.Variable `ebpf:"unused_ps_buf"`
 	UnusedPsCalib      *ebpf.Variable `ebpf:"unused_ps_calib"`
+	UnusedPsCompat     *ebpf.Variable `ebpf:"unused_ps_compat"`
 	UnusedPsFd         *ebpf.Variable `ebpf:"unused_ps_fd"`
 	UnusedPsPipe       *ebpf.Variable `ebpf:"unused_ps_pipe"`
 	VmemmapSpan        *ebpf.Variable `ebpf:"vmemmap_span"`

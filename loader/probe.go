@@ -13,13 +13,15 @@ import (
 // explainMissing names the kernel feature the programs need and the
 // running kernel lacks, after a load failed: a verifier log is no answer
 // to "why does pipesnap not work here". nil when everything is present.
+// (What later kernels added, bpf_loop and bpf_d_path in iterators, the
+// programs do without: internal/bpfload.Features.)
 func explainMissing(cache *btf.Cache) error {
 	for _, f := range []struct {
 		what string
 		have func() error
 	}{
 		{"BPF ring buffers (Linux 5.8)", func() error { return features.HaveMapType(ebpf.RingBuf) }},
-		{"the bpf_loop helper (Linux 5.17)", func() error { return features.HaveProgramHelper(ebpf.Kprobe, asm.FnLoop) }},
+		{"bpf_probe_read_kernel (Linux 5.5)", func() error { return features.HaveProgramHelper(ebpf.Kprobe, asm.FnProbeReadKernel) }},
 		{"task_file iterators (Linux 5.8)", func() error {
 			spec, err := cache.Kernel()
 			if err != nil {

@@ -13,6 +13,24 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type pipestateOnqCtx struct {
+	_     structs.HostLayout
+	Head  uint64
+	Pos   uint64
+	Task  uint64
+	Found bool
+	_     [7]byte
+}
+
+type pipestatePstCompat uint32
+
+const (
+	pipestatePstCompatPST_COMPAT_BUF_CHUNK    pipestatePstCompat = 128
+	pipestatePstCompatPST_COMPAT_BUFS         pipestatePstCompat = 4096
+	pipestatePstCompatPST_COMPAT_THREAD_CHUNK pipestatePstCompat = 32
+	pipestatePstCompatPST_COMPAT_THREADS      pipestatePstCompat = 1024
+)
+
 type pipestatePstFd struct {
 	_         structs.HostLayout
 	Tgid      uint32
@@ -130,6 +148,22 @@ const (
 	pipestatePstWkindPST_W_OTHER  pipestatePstWkind = 5
 )
 
+type pipestateQueueCtx struct {
+	_     structs.HostLayout
+	Head  uint64
+	Pos   uint64
+	Queue uint8
+	_     [7]byte
+}
+
+type pipestateSumCtx struct {
+	_     structs.HostLayout
+	Bufs  uint64
+	Bytes uint64
+	Tail  uint32
+	Mask  uint32
+}
+
 type pipestateWork struct {
 	_     structs.HostLayout
 	Node  uint64
@@ -144,8 +178,11 @@ type pipestateWork struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	pipestateMapInos             = "inos"
+	pipestateMapOnqScratch       = "onq_scratch"
+	pipestateMapQueueScratch     = "queue_scratch"
 	pipestateMapRecScratch       = "rec_scratch"
 	pipestateMapSeen             = "seen"
+	pipestateMapSumScratch       = "sum_scratch"
 	pipestateMapTargets          = "targets"
 	pipestateMapTaskScratch      = "task_scratch"
 	pipestateMapWorkScratch      = "work_scratch"
@@ -153,9 +190,11 @@ const (
 	pipestateProgTaskState       = "task_state"
 	pipestateVarFilterInos       = "filter_inos"
 	pipestateVarFilterTgids      = "filter_tgids"
+	pipestateVarHaveD_path       = "have_d_path"
 	pipestateVarMaxAttempts      = "max_attempts"
 	pipestateVarMaxThreads       = "max_threads"
 	pipestateVarSelfTgid         = "self_tgid"
+	pipestateVarUnusedPstCompat  = "unused_pst_compat"
 	pipestateVarUnusedPstFd      = "unused_pst_fd"
 	pipestateVarUnusedPstKind    = "unused_pst_kind"
 	pipestateVarUnusedPstOpen    = "unused_pst_open"
@@ -224,12 +263,15 @@ type pipestateProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pipestateMapSpecs struct {
-	Inos        *ebpf.MapSpec `ebpf:"inos"`
-	RecScratch  *ebpf.MapSpec `ebpf:"rec_scratch"`
-	Seen        *ebpf.MapSpec `ebpf:"seen"`
-	Targets     *ebpf.MapSpec `ebpf:"targets"`
-	TaskScratch *ebpf.MapSpec `ebpf:"task_scratch"`
-	WorkScratch *ebpf.MapSpec `ebpf:"work_scratch"`
+	Inos         *ebpf.MapSpec `ebpf:"inos"`
+	OnqScratch   *ebpf.MapSpec `ebpf:"onq_scratch"`
+	QueueScratch *ebpf.MapSpec `ebpf:"queue_scratch"`
+	RecScratch   *ebpf.MapSpec `ebpf:"rec_scratch"`
+	Seen         *ebpf.MapSpec `ebpf:"seen"`
+	SumScratch   *ebpf.MapSpec `ebpf:"sum_scratch"`
+	Targets      *ebpf.MapSpec `ebpf:"targets"`
+	TaskScratch  *ebpf.MapSpec `ebpf:"task_scratch"`
+	WorkScratch  *ebpf.MapSpec `ebpf:"work_scratch"`
 }
 
 // pipestateVariableSpecs contains global variables before they are loaded into the kernel.
@@ -238,9 +280,11 @@ type pipestateMapSpecs struct {
 type pipestateVariableSpecs struct {
 	FilterInos       *ebpf.VariableSpec `ebpf:"filter_inos"`
 	FilterTgids      *ebpf.VariableSpec `ebpf:"filter_tgids"`
+	HaveD_path       *ebpf.VariableSpec `ebpf:"have_d_path"`
 	MaxAttempts      *ebpf.VariableSpec `ebpf:"max_attempts"`
 	MaxThreads       *ebpf.VariableSpec `ebpf:"max_threads"`
 	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
+	UnusedPstCompat  *ebpf.VariableSpec `ebpf:"unused_pst_compat"`
 	UnusedPstFd      *ebpf.VariableSpec `ebpf:"unused_pst_fd"`
 	UnusedPstKind    *ebpf.VariableSpec `ebpf:"unused_pst_kind"`
 	UnusedPstOpen    *ebpf.VariableSpec `ebpf:"unused_pst_open"`
@@ -279,19 +323,25 @@ func (o *pipestateObjects) Close() error {
 //
 // It can be passed to loadPipestateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pipestateMaps struct {
-	Inos        *ebpf.Map `ebpf:"inos"`
-	RecScratch  *ebpf.Map `ebpf:"rec_scratch"`
-	Seen        *ebpf.Map `ebpf:"seen"`
-	Targets     *ebpf.Map `ebpf:"targets"`
-	TaskScratch *ebpf.Map `ebpf:"task_scratch"`
-	WorkScratch *ebpf.Map `ebpf:"work_scratch"`
+	Inos         *ebpf.Map `ebpf:"inos"`
+	OnqScratch   *ebpf.Map `ebpf:"onq_scratch"`
+	QueueScratch *ebpf.Map `ebpf:"queue_scratch"`
+	RecScratch   *ebpf.Map `ebpf:"rec_scratch"`
+	Seen         *ebpf.Map `ebpf:"seen"`
+	SumScratch   *ebpf.Map `ebpf:"sum_scratch"`
+	Targets      *ebpf.Map `ebpf:"targets"`
+	TaskScratch  *ebpf.Map `ebpf:"task_scratch"`
+	WorkScratch  *ebpf.Map `ebpf:"work_scratch"`
 }
 
 func (m *pipestateMaps) Close() error {
 	return _PipestateClose(
 		m.Inos,
+		m.OnqScratch,
+		m.QueueScratch,
 		m.RecScratch,
 		m.Seen,
+		m.SumScratch,
 		m.Targets,
 		m.TaskScratch,
 		m.WorkScratch,
@@ -304,9 +354,11 @@ func (m *pipestateMaps) Close() error {
 type pipestateVariables struct {
 	FilterInos       *ebpf.Variable `ebpf:"filter_inos"`
 	FilterTgids      *ebpf.Variable `ebpf:"filter_tgids"`
+	HaveD_path       *ebpf.Variable `ebpf:"have_d_path"`
 	MaxAttempts      *ebpf.Variable `ebpf:"max_attempts"`
 	MaxThreads       *ebpf.Variable `ebpf:"max_threads"`
 	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
+	UnusedPstCompat  *ebpf.Variable `ebpf:"unused_pst_compat"`
 	UnusedPstFd      *ebpf.Variable `ebpf:"unused_pst_fd"`
 	UnusedPstKind    *ebpf.Variable `ebpf:"unused_pst_kind"`
 	UnusedPstOpen    *ebpf.Variable `ebpf:"unused_pst_open"`

@@ -14,6 +14,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -57,6 +58,9 @@ type Sampler struct {
 	// most one).
 	wake          wakeState
 	kallsymsReads int
+	// features are what the loaded program uses of the kernel: which
+	// variant of bpf/compat.h runs.
+	features bpfload.Features
 }
 
 var recSize = int(unsafe.Sizeof(pipestatePstFd{}))
@@ -67,18 +71,21 @@ func Open(opts Options) (_ *Sampler, err error) {
 	if err != nil {
 		return nil, err
 	}
-	spec, err := loadPipestate()
-	if err != nil {
-		return nil, fmt.Errorf("reading BPF object: %w", err)
-	}
 	maxThreads := opts.MaxThreads
 	if maxThreads <= 0 {
 		maxThreads = 4096
 	}
-	consts := map[string]any{
-		pipestateVarSelfTgid:    uint32(os.Getpid()),
-		pipestateVarMaxThreads:  uint32(maxThreads),
-		pipestateVarMaxAttempts: uint32(3),
+	spec := func(f bpfload.Features) (*ebpf.CollectionSpec, map[string]any, error) {
+		load := loadPipestate
+		if !f.Loop {
+			load = loadPipestateNoLoop
+		}
+		cs, err := load()
+		return cs, map[string]any{
+			pipestateVarSelfTgid:    uint32(os.Getpid()),
+			pipestateVarMaxThreads:  uint32(maxThreads),
+			pipestateVarMaxAttempts: uint32(3),
+		}, err
 	}
 	s := &Sampler{
 		targets:  targets,
@@ -86,7 +93,7 @@ func Open(opts Options) (_ *Sampler, err error) {
 		pageSize: uint64(os.Getpagesize()),
 		seq:      make([]byte, 64<<10),
 	}
-	if err := bpfload.Load(spec, &s.objs, consts, nil); err != nil {
+	if s.features, err = bpfload.Load(spec, &s.objs, nil); err != nil {
 		return nil, fmt.Errorf("loading BPF program: %w", err)
 	}
 	defer func() {
@@ -123,6 +130,12 @@ func (s *Sampler) Close() error {
 	errs = append(errs, s.objs.Close())
 	return errors.Join(errs...)
 }
+
+// Variant says which variant of the program runs (bpf/compat.h): what the
+// kernel offered it. Without bpf_loop, a pipe of more than 4096 buffers
+// is reported unreadable (BadRing) and a process's threads are compared
+// with a pipe's waiters up to the 1024th.
+func (s *Sampler) Variant() bpfload.Features { return s.features }
 
 // Targets are the processes the sampler walks; none means every process.
 func (s *Sampler) Targets() []uint32 { return s.targets }
@@ -215,8 +228,31 @@ func (s *Sampler) read(ctx context.Context, l *link.Iter, fn func(*pipestatePstF
 	return taskiter.Read(ctx, l, s.seq, recSize, func(b []byte) error {
 		// Records are 8-byte multiples in an 8-byte aligned buffer: read
 		// in place, valid until the next read.
-		return fn((*pipestatePstFd)(unsafe.Pointer(&b[0])))
+		r := (*pipestatePstFd)(unsafe.Pointer(&b[0]))
+		if !s.features.DPath {
+			fifoPath(r)
+		}
+		return fn(r)
 	})
+}
+
+// fifoPath fills in the path of a FIFO's record where the kernel gives
+// iterators no bpf_d_path: the link of the fd in /proc, the same d_path()
+// of the same open file (left empty, as bpf_d_path would, when it does
+// not fit).
+func fifoPath(r *pipestatePstFd) {
+	if r.Kind != uint32(pipestatePstKindPST_KIND_FIFO) || r.PathLen != 0 {
+		return
+	}
+	p := bpfload.FDPath(r.Tgid, r.Fd)
+	if len(p) >= len(r.Path) {
+		return
+	}
+	for i := range len(p) {
+		r.Path[i] = int8(p[i])
+	}
+	r.Path[len(p)] = 0
+	r.PathLen = uint32(len(p))
 }
 
 // walkOtherEnds walks every process's fds for the pipes whose other end

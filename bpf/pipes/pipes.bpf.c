@@ -25,11 +25,18 @@
  * turned into an address with bases the loader calibrated and verified
  * (see loader/calibrate.go). Every read is bpf_probe_read_kernel, and
  * every address is checked against those ranges first.
+ *
+ * For kernels without bpf_loop this file is built again with
+ * PIPESNAP_NO_LOOP (../compat.h): the same code in bounded loops, a
+ * pipe's copies chunk by chunk (at most PS_COMPAT_SLOTS buffers), the
+ * calibration's search a window of candidates per run. Without bpf_d_path
+ * in iterators (have_d_path), a FIFO's path is left to the loader.
  */
 #include "../vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "../pipe_common.h"
+#include "../compat.h"
 #include "pipes.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -64,6 +71,8 @@ __u64 calib_ino = 0;
 __u64 calib_pattern[4] = {};
 /* GiB steps below the probe's pipe pointer to try as direct-map base. */
 __u32 calib_steps = 64;
+/* Without bpf_loop: the first candidate of this run's window. */
+__u32 calib_first = 0;
 /*
  * Addresses of the kernel's vmemmap_base and page_offset_base variables,
  * where the loader found them in /proc/kallsyms; 0 otherwise. (Read by
@@ -120,6 +129,7 @@ const struct ps_fd *unused_ps_fd __attribute__((unused));
 const struct ps_pipe *unused_ps_pipe __attribute__((unused));
 const struct ps_buf *unused_ps_buf __attribute__((unused));
 const struct ps_calib *unused_ps_calib __attribute__((unused));
+const enum ps_compat *unused_ps_compat __attribute__((unused));
 
 /*
  * page_to_addr turns a struct page pointer into its direct-map address,
@@ -152,9 +162,10 @@ static __always_inline struct pipe_buffer *slot_ptr(struct pipe_buffer *bufs,
 	return (void *)bufs + (__u64)(idx & mask) * bpf_core_type_size(struct pipe_buffer);
 }
 
+/* Pointers as __u64: the struct is a map value too (copy_scratch). */
 struct copy_ctx {
-	struct pipe_inode_info *pipe;
-	struct pipe_buffer *bufs;
+	__u64 pipe;	/* struct pipe_inode_info * */
+	__u64 bufs;	/* struct pipe_buffer * */
 	__u64 ino;
 	__u32 ring_size;
 	__u32 mask;
@@ -167,11 +178,26 @@ struct copy_ctx {
 	__u64 bytes;
 };
 
+/* Where copy_ctx lives without bpf_loop (chunks take no pointers). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct copy_ctx);
+} copy_scratch SEC(".maps");
+
+static __always_inline struct copy_ctx *copy_scratch_ctx(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&copy_scratch, &zero);
+}
+
 /*
  * copy_one copies buffer i (ring index tail+i) into a ring record of its
  * own, and keeps what the slot held for check_one.
  */
-static long copy_one(__u32 i, struct copy_ctx *c)
+static __always_inline long copy_one(__u32 i, struct copy_ctx *c)
 {
 	__u32 key = i;
 	struct slot *s = bpf_map_lookup_elem(&slots, &key);
@@ -185,7 +211,7 @@ static long copy_one(__u32 i, struct copy_ctx *c)
 		c->reason = PS_REASON_TOO_LARGE;
 		return 1;
 	}
-	b = slot_ptr(c->bufs, c->tail + i, c->mask);
+	b = slot_ptr((struct pipe_buffer *)c->bufs, c->tail + i, c->mask);
 	page = (__u64)BPF_CORE_READ(b, page);
 	ops = (__u64)BPF_CORE_READ(b, ops);
 	off = BPF_CORE_READ(b, offset);
@@ -244,7 +270,7 @@ static long copy_one(__u32 i, struct copy_ctx *c)
 }
 
 /* check_one tells whether slot i still holds what copy_one saw. */
-static long check_one(__u32 i, struct copy_ctx *c)
+static __always_inline long check_one(__u32 i, struct copy_ctx *c)
 {
 	__u32 key = i;
 	struct slot *s = bpf_map_lookup_elem(&slots, &key);
@@ -252,7 +278,7 @@ static long check_one(__u32 i, struct copy_ctx *c)
 
 	if (!s)
 		return 1;
-	b = slot_ptr(c->bufs, c->tail + i, c->mask);
+	b = slot_ptr((struct pipe_buffer *)c->bufs, c->tail + i, c->mask);
 	if ((__u64)BPF_CORE_READ(b, page) != s->page ||
 	    (__u64)BPF_CORE_READ(b, ops) != s->ops ||
 	    BPF_CORE_READ(b, offset) != s->offset ||
@@ -263,6 +289,23 @@ static long check_one(__u32 i, struct copy_ctx *c)
 	return 0;
 }
 
+/* The same as bpf_loop callbacks, and as chunks (compat.h). */
+LOOP_CB copy_cb(__u32 i, struct copy_ctx *c)
+{
+	return copy_one(i, c);
+}
+
+LOOP_CB check_cb(__u32 i, struct copy_ctx *c)
+{
+	return check_one(i, c);
+}
+
+CHUNK(copy_chunk, copy_one, copy_scratch_ctx, PS_COMPAT_CHUNK)
+CHUNK(check_chunk, check_one, copy_scratch_ctx, PS_COMPAT_CHUNK)
+
+#define COPY_LOOP(n, cb, chunk_fn, c) \
+	LOOP(n, cb, c, chunk_fn, PS_COMPAT_CHUNK, PS_COMPAT_SLOTS / PS_COMPAT_CHUNK)
+
 /*
  * ring_moved tells whether the pipe's buffer array was replaced since the
  * copy began (F_SETPIPE_SZ frees the old one): slots read from a freed
@@ -271,9 +314,9 @@ static long check_one(__u32 i, struct copy_ctx *c)
 static __always_inline bool ring_moved(struct copy_ctx *c)
 {
 	/* Through a local: CO-RE must not relocate copy_ctx's own field. */
-	struct pipe_inode_info *pipe = c->pipe;
+	struct pipe_inode_info *pipe = (struct pipe_inode_info *)c->pipe;
 
-	return (__u64)BPF_CORE_READ(pipe, bufs) != (__u64)c->bufs ||
+	return (__u64)BPF_CORE_READ(pipe, bufs) != c->bufs ||
 	       BPF_CORE_READ(pipe, ring_size) != c->ring_size;
 }
 
@@ -281,13 +324,13 @@ static __always_inline bool ring_moved(struct copy_ctx *c)
  * attempt_one makes copy attempt i+1 of the pipe: returns 1 (stop) when
  * the copy holds, or cannot get better by trying again.
  */
-static long attempt_one(__u32 i, struct copy_ctx *c)
+static __always_inline long attempt_one(__u32 i, struct copy_ctx *c)
 {
 	__u32 nbufs;
 
 	c->attempt = i + 1;
-	c->head = read_head(c->pipe);
-	c->tail = read_tail(c->pipe);
+	c->head = read_head((struct pipe_inode_info *)c->pipe);
+	c->tail = read_tail((struct pipe_inode_info *)c->pipe);
 	nbufs = c->head - c->tail;
 	c->done = 0;
 	c->reason = PS_REASON_NONE;
@@ -300,9 +343,9 @@ static long attempt_one(__u32 i, struct copy_ctx *c)
 	}
 	if (nbufs > scratch_slots) {
 		c->reason = PS_REASON_TOO_LARGE;
-		bpf_loop(scratch_slots, copy_one, c, 0);
+		COPY_LOOP(scratch_slots, copy_cb, copy_chunk, c);
 	} else {
-		bpf_loop(nbufs, copy_one, c, 0);
+		COPY_LOOP(nbufs, copy_cb, copy_chunk, c);
 	}
 	/*
 	 * Keep the copy only if what was copied did not move: same tail, and
@@ -313,8 +356,8 @@ static long attempt_one(__u32 i, struct copy_ctx *c)
 	 * that failed may have been caught half set up by a writer: try
 	 * again, unless the pipe is simply too large.
 	 */
-	if (read_tail(c->pipe) != c->tail ||
-	    bpf_loop(c->done, check_one, c, 0) != c->done ||
+	if (read_tail((struct pipe_inode_info *)c->pipe) != c->tail ||
+	    COPY_LOOP(c->done, check_cb, check_chunk, c) != c->done ||
 	    ring_moved(c)) {
 		c->reason = PS_REASON_MOVED;
 		return 0;
@@ -322,6 +365,11 @@ static long attempt_one(__u32 i, struct copy_ctx *c)
 	if (c->reason != PS_REASON_NONE && c->reason != PS_REASON_TOO_LARGE)
 		return 0;
 	return 1;
+}
+
+LOOP_CB attempt_cb(__u32 i, struct copy_ctx *c)
+{
+	return attempt_one(i, c);
 }
 
 /* Ring buffer bytes a record of n bytes takes: 8-byte header, 8-aligned. */
@@ -343,8 +391,8 @@ static __always_inline int capture(struct file *file, struct pipe_inode_info *pi
 {
 	__u32 zero = 0;
 	struct ps_pipe *p = bpf_map_lookup_elem(&pipe_scratch, &zero);
-	struct copy_ctx c = {};
-	__u32 ring_size, most;
+	struct copy_ctx cs = {}, *c = &cs;
+	__u32 ring_size, most, i;
 	__u64 need, avail, size;
 
 	if (!p)
@@ -358,7 +406,7 @@ static __always_inline int capture(struct file *file, struct pipe_inode_info *pi
 	p->ring_size = ring_size;
 	p->path_len = 0;
 	p->path[0] = 0;
-	if (kind == PS_KIND_FIFO) {
+	if (have_d_path && kind == PS_KIND_FIFO) {
 		long n = bpf_d_path((struct path *)&file->f_path, p->path, sizeof(p->path));
 		if (n > 0)
 			p->path_len = n - 1;
@@ -380,34 +428,44 @@ static __always_inline int capture(struct file *file, struct pipe_inode_info *pi
 	if (need >= avail)
 		return RETRY_LATER;
 
-	c.pipe = pipe;
-	c.bufs = BPF_CORE_READ(pipe, bufs);
-	c.ino = ino;
-	c.ring_size = ring_size;
-	c.mask = ring_size - 1;
-	if (copy_data) {
-		bpf_loop(max_attempts, attempt_one, &c, 0);
-	} else {
-		c.attempt = 1;
-		c.head = read_head(pipe);
-		c.tail = read_tail(pipe);
-		c.reason = PS_REASON_NOT_CAPTURED;
+	if (!have_loop) {
+		c = copy_scratch_ctx();
+		if (!c)
+			return CAPTURED;	/* the loader finds no verdict and says so */
+		__builtin_memset(c, 0, sizeof(*c));
 	}
-	p->attempts = c.attempt;
-	p->head = c.head;
-	p->tail = c.tail;
-	p->nbufs = c.done;
-	p->bytes = c.bytes;
-	p->reason = c.reason;
-	p->status = c.status;
-	if (c.reason == PS_REASON_MOVED)
+	c->pipe = (__u64)pipe;
+	c->bufs = (__u64)BPF_CORE_READ(pipe, bufs);
+	c->ino = ino;
+	c->ring_size = ring_size;
+	c->mask = ring_size - 1;
+	if (!copy_data) {
+		c->attempt = 1;
+		c->head = read_head(pipe);
+		c->tail = read_tail(pipe);
+		c->reason = PS_REASON_NOT_CAPTURED;
+	} else if (have_loop) {
+		bpf_loop(max_attempts, attempt_cb, c, 0);
+	} else {
+		for (i = 0; i < PS_MAX_ATTEMPTS && i < max_attempts; i++)
+			if (attempt_one(i, c))
+				break;
+	}
+	p->attempts = c->attempt;
+	p->head = c->head;
+	p->tail = c->tail;
+	p->nbufs = c->done;
+	p->bytes = c->bytes;
+	p->reason = c->reason;
+	p->status = c->status;
+	if (c->reason == PS_REASON_MOVED)
 		p->status |= PS_STATUS_TORN;
-	else if (c.reason != PS_REASON_NONE)
+	else if (c->reason != PS_REASON_NONE)
 		p->status |= PS_STATUS_INCOMPLETE;
 
 	if (bpf_ringbuf_output(&ring, p, size, BPF_RB_NO_WAKEUP))
 		return CAPTURED;	/* the loader finds no verdict and says so */
-	*nrecs = c.done + 1;
+	*nrecs = c->done + 1;
 	return CAPTURED;
 }
 
@@ -475,11 +533,23 @@ int dump_pipes(struct bpf_iter__task_file *ctx)
 	return 0;
 }
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} calib_scratch SEC(".maps");
+
 struct calib_ctx {
 	__u64 page;
 	__u64 pipe;
 	__u32 offset;
-	__u32 matched;
+	/*
+	 * Search candidates that read back the probe, counted in the map
+	 * value pointed to: a count on the stack would be followed exactly
+	 * by the verifier, each count a state of its own in every iteration.
+	 */
+	__u32 *matched;
 	struct seq_file *seq;
 };
 
@@ -502,7 +572,7 @@ static __always_inline int try_pair(struct calib_ctx *c, __u64 vm, __u64 dm)
 	       got[2] == calib_pattern[2] && got[3] == calib_pattern[3];
 }
 
-static long try_candidate(__u32 i, struct calib_ctx *c)
+static __always_inline long candidate(__u32 i, struct calib_ctx *c)
 {
 	/* vmemmap: the page's GiB or the one below; direct map: calib_steps GiB down. */
 	__u64 vm = (c->page & ~(GIB - 1)) - (__u64)(i & 1) * GIB;
@@ -518,8 +588,12 @@ static long try_candidate(__u32 i, struct calib_ctx *c)
 	rec.source = 2;
 	rec.matched = 1;
 	bpf_seq_write(c->seq, &rec, sizeof(rec));
-	c->matched++;
-	return c->matched >= 8;
+	return ++*c->matched >= 8;
+}
+
+LOOP_CB candidate_cb(__u32 i, struct calib_ctx *c)
+{
+	return candidate(i, c);
 }
 
 SEC("iter/task_file")
@@ -531,7 +605,7 @@ int calibrate(struct bpf_iter__task_file *ctx)
 	struct pipe_buffer *b;
 	struct inode *inode;
 	struct calib_ctx c = {};
-	__u32 ring_size;
+	__u32 ring_size, i, zero = 0;
 
 	if (!task || !file || task->tgid != self_tgid || !calib_ino)
 		return 0;
@@ -547,8 +621,12 @@ int calibrate(struct bpf_iter__task_file *ctx)
 	c.offset = BPF_CORE_READ(b, offset) & (PS_PAGE_MAX - 1);
 	c.pipe = (__u64)pipe;
 	c.seq = ctx->meta->seq;
+	c.matched = bpf_map_lookup_elem(&calib_scratch, &zero);
+	if (!c.matched)
+		return 0;
+	*c.matched = 0;
 
-	if (ksym_vmemmap_base && ksym_page_offset_base) {
+	if (ksym_vmemmap_base && ksym_page_offset_base && !calib_first) {
 		__u64 vm = 0, dm = 0;
 
 		bpf_probe_read_kernel(&vm, sizeof(vm), (void *)ksym_vmemmap_base);
@@ -565,6 +643,14 @@ int calibrate(struct bpf_iter__task_file *ctx)
 			bpf_seq_write(c.seq, &rec, sizeof(rec));
 		}
 	}
-	bpf_loop(2 * calib_steps, try_candidate, &c, 0);
+	if (have_loop) {
+		bpf_loop(2 * calib_steps, candidate_cb, &c, 0);
+		return 0;
+	}
+	/* A window of candidates: the loader runs as many as it takes. */
+	for (i = 0; i < PS_CALIB_WINDOW; i++) {
+		if (calib_first + i >= 2 * calib_steps || candidate(calib_first + i, &c))
+			break;
+	}
 	return 0;
 }

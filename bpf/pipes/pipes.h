@@ -8,6 +8,20 @@
 /* One scratch slot holds one page; the loader refuses other page sizes. */
 #define PS_PAGE_MAX 4096
 
+/*
+ * Bounds of the programs on kernels without bpf_loop (../compat.h), where
+ * every loop has one the verifier can see. The loader caps scratch_slots
+ * at PS_COMPAT_SLOTS there (a larger pipe is copied in part and marked
+ * incomplete, too large), and runs the calibration's search a window of
+ * candidates at a time.
+ */
+enum ps_compat {
+	PS_COMPAT_CHUNK = 64,	/* buffers one chunk copies or checks */
+	PS_COMPAT_SLOTS = 1024,	/* buffers of one pipe copied at most: 16 chunks */
+	PS_MAX_ATTEMPTS = 8,	/* max_attempts is at most this */
+	PS_CALIB_WINDOW = 32,	/* candidate translations tried per run */
+};
+
 /* Kinds of file, as in the stream (format.Kind). */
 enum ps_kind {
 	PS_KIND_PIPE = 1,

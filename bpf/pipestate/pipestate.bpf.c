@@ -16,11 +16,19 @@
  * walked (bounded). A match is a blocked thread; poll/select and epoll
  * entries are told apart by their wake function and reported as such,
  * never as blocked.
+ *
+ * For kernels without bpf_loop this file is built again with
+ * PIPESNAP_NO_LOOP (../compat.h): the same code in bounded loops, within
+ * the bounds of enum pst_compat. Without bpf_d_path in iterators
+ * (have_d_path), a FIFO's path is left to the sampler. Only what every
+ * kernel has is used otherwise: bpf_get_current_task (not the _btf one of
+ * 5.11), __state or state (5.14 renamed it) as the kernel has it.
  */
 #include "../vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include "../pipe_common.h"
+#include "../compat.h"
 #include "pipestate.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -127,6 +135,7 @@ const enum pst_queue *unused_pst_queue __attribute__((unused));
 const enum pst_wkind *unused_pst_wkind __attribute__((unused));
 const enum pst_status *unused_pst_status __attribute__((unused));
 const enum pst_open *unused_pst_open __attribute__((unused));
+const enum pst_compat *unused_pst_compat __attribute__((unused));
 
 /* The kind of an entry still to be compared with the process's threads. */
 #define W_CANDIDATE 0
@@ -146,40 +155,74 @@ static __always_inline struct work *work(void)
 }
 
 struct sum_ctx {
-	struct pipe_buffer *bufs;
+	__u64 bufs;	/* struct pipe_buffer *; a map value too (sum_scratch) */
 	__u64 bytes;
 	__u32 tail;
 	__u32 mask;
 };
 
+/* Where sum_ctx lives without bpf_loop (chunks take no pointers). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sum_ctx);
+} sum_scratch SEC(".maps");
+
+static __always_inline struct sum_ctx *sum_scratch_ctx(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&sum_scratch, &zero);
+}
+
 /* sum_one adds buffer i (ring index tail+i) and keeps the first slots. */
-static long sum_one(__u32 i, struct sum_ctx *c)
+static __always_inline long sum_one(__u32 i, struct sum_ctx *c)
 {
 	struct pipe_buffer *b = (void *)c->bufs +
 		(__u64)((c->tail + i) & c->mask) * bpf_core_type_size(struct pipe_buffer);
 	__u32 len = BPF_CORE_READ(b, len);
 	struct pst_fd *r;
+	__u32 j = i;
 
 	c->bytes += len;
 	if (i < PST_SLOTS) {
 		r = scratch();
 		if (!r)
 			return 1;
-		r->slots[i].offset = BPF_CORE_READ(b, offset);
-		r->slots[i].len = len;
+		/* Masked after clang can no longer prove it useless: a bound
+		 * the verifier sees whichever register holds the index. */
+		asm volatile("" : "+r"(j));
+		j &= PST_SLOTS - 1;
+		r->slots[j].offset = BPF_CORE_READ(b, offset);
+		r->slots[j].len = len;
 	}
 	return 0;
 }
 
+LOOP_CB sum_cb(__u32 i, struct sum_ctx *c)
+{
+	return sum_one(i, c);
+}
+
+CHUNK(sum_chunk, sum_one, sum_scratch_ctx, PST_COMPAT_BUF_CHUNK)
+
 /* read_ring fills head, tail, bytes and slots, again while they move. */
 static __always_inline void read_ring(struct pst_fd *r, struct pipe_inode_info *pipe)
 {
-	struct sum_ctx c = {};
+	struct sum_ctx cs = {}, *c = &cs;
 	__u32 attempt, head = 0, tail = 0, nbufs, ring_size;
 
-	c.bufs = BPF_CORE_READ(pipe, bufs);
+	if (!have_loop) {
+		c = sum_scratch_ctx();
+		if (!c) {
+			r->status |= PST_STATUS_BAD_RING;
+			return;
+		}
+	}
+	c->bufs = (__u64)BPF_CORE_READ(pipe, bufs);
 	ring_size = BPF_CORE_READ(pipe, ring_size);
-	c.mask = ring_size - 1;
+	c->mask = ring_size - 1;
 	for (attempt = 1; attempt <= 8; attempt++) {
 		if (attempt > max_attempts)
 			break;
@@ -188,18 +231,21 @@ static __always_inline void read_ring(struct pst_fd *r, struct pipe_inode_info *
 		head = read_head(pipe);
 		tail = read_tail(pipe);
 		nbufs = head - tail;
-		c.tail = tail;
-		c.bytes = 0;
-		if (!ring_size || nbufs > ring_size || ring_size & (ring_size - 1)) {
+		c->tail = tail;
+		c->bytes = 0;
+		if (!ring_size || nbufs > ring_size || ring_size & (ring_size - 1) ||
+		    (!have_loop && nbufs > PST_COMPAT_BUFS)) {
+			/* not a ring we know, or more buffers than we can sum */
 			r->status |= PST_STATUS_BAD_RING;
 			nbufs = 0;
 		} else {
-			bpf_loop(nbufs, sum_one, &c, 0);
+			LOOP(nbufs, sum_cb, c, sum_chunk, PST_COMPAT_BUF_CHUNK,
+			     PST_COMPAT_BUFS / PST_COMPAT_BUF_CHUNK);
 		}
 		r->head = head;
 		r->tail = tail;
 		r->nbufs = nbufs;
-		r->bytes = c.bytes;
+		r->bytes = c->bytes;
 		if (read_head(pipe) == head && read_tail(pipe) == tail)
 			break;
 		r->status |= PST_STATUS_MOVED;
@@ -243,7 +289,7 @@ static __always_inline __u64 last_ran(struct task_struct *t)
 
 static __always_inline __u64 now_ns(void)
 {
-	return last_ran(bpf_get_current_task_btf());
+	return last_ran(current_task());
 }
 
 /* idle_since: how long t has not run at now; 0 for a task running now. */
@@ -253,7 +299,7 @@ static __always_inline __u64 idle_since(struct task_struct *t, __u64 now)
 
 	if (!at || !now)
 		return PST_IDLE_UNKNOWN;
-	if (BPF_CORE_READ(t, __state) == 0 || at >= now)
+	if (sched_state(t) == 0 || at >= now)
 		return 0;
 	return now - at;
 }
@@ -264,7 +310,7 @@ static __always_inline void fill_task(struct pst_waiter *w, struct task_struct *
 
 	w->tid = BPF_CORE_READ(t, pid);
 	w->tgid = BPF_CORE_READ(t, tgid);
-	w->state = BPF_CORE_READ(t, __state);
+	w->state = sched_state(t);
 	w->wait_ns = k ? idle_since(t, k->now) : PST_IDLE_UNKNOWN;
 	BPF_CORE_READ_STR_INTO(&w->comm, t, comm);
 }
@@ -317,12 +363,27 @@ struct queue_ctx {
 	__u8 queue;
 };
 
+/* Where queue_ctx lives without bpf_loop. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct queue_ctx);
+} queue_scratch SEC(".maps");
+
+static __always_inline struct queue_ctx *queue_scratch_ctx(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&queue_scratch, &zero);
+}
+
 /*
  * queue_entry records one entry of a wait queue, classified by its wake
  * function where the sampler set them. An entry that may be a sleeping
  * task is left as a candidate for the comparison with the threads.
  */
-static long queue_entry(__u32 i, struct queue_ctx *c)
+static __always_inline long queue_entry(__u32 i, struct queue_ctx *c)
 {
 	struct wait_queue_entry *e;
 	struct pst_waiter *w;
@@ -383,20 +444,35 @@ static long queue_entry(__u32 i, struct queue_ctx *c)
 	return 0;
 }
 
+LOOP_CB queue_cb(__u32 i, struct queue_ctx *c)
+{
+	return queue_entry(i, c);
+}
+
+CHUNK(queue_chunk, queue_entry, queue_scratch_ctx, PST_MAX_WAITERS + 1)
+
 /* walk_queue records the entries of one wait queue. */
 static __always_inline void walk_queue(struct wait_queue_head *wq, __u8 queue)
 {
-	struct queue_ctx c = {
-		.head = (__u64)&wq->head,
-		.pos = (__u64)BPF_CORE_READ(wq, head.next),
-		.queue = queue,
-	};
+	struct queue_ctx cs = {}, *c = &cs;
 
-	bpf_loop(PST_MAX_WAITERS + 1, queue_entry, &c, 0);
+	if (!have_loop) {
+		c = queue_scratch_ctx();
+		if (!c)
+			return;
+	}
+	c->head = (__u64)&wq->head;
+	c->pos = (__u64)BPF_CORE_READ(wq, head.next);
+	c->queue = queue;
+	LOOP(PST_MAX_WAITERS + 1, queue_cb, c, queue_chunk, PST_MAX_WAITERS + 1, 1);
 }
 
-/* match_thread compares one thread of the process with the candidates. */
-static long match_thread(__u32 i, void *unused)
+/*
+ * match_thread compares one thread of the process with the candidates;
+ * read_waiters fills in the task of each it marks (kept out of the walk
+ * of the threads, whose every step the verifier may have to follow).
+ */
+static __always_inline long match_thread(__u32 i, void *unused)
 {
 	struct task_struct *t;
 	struct pst_fd *r = scratch();
@@ -412,12 +488,18 @@ static long match_thread(__u32 i, void *unused)
 		if (w->kind != W_CANDIDATE || w->private != (__u64)t || j >= r->nwaiters)
 			continue;
 		w->kind = PST_W_THREAD;
-		fill_task(w, t);
 		k->left--;
 	}
 	k->node = (__u64)BPF_CORE_READ(t, thread_node.next);
 	return 0;
 }
+
+LOOP_CB match_cb(__u32 i, void *unused)
+{
+	return match_thread(i, unused);
+}
+
+CHUNK(match_chunk, match_thread, work, PST_COMPAT_THREAD_CHUNK)
 
 /*
  * read_waiters walks both wait queues, then the process's threads to find
@@ -440,18 +522,24 @@ static __always_inline void read_waiters(struct pst_fd *r, struct pipe_inode_inf
 	walk_queue(&pipe->rd_wait, PST_QUEUE_READ);
 	walk_queue(&pipe->wr_wait, PST_QUEUE_WRITE);
 	if (!k->left)
-		return;
+		goto fill;
 	k->head = (__u64)&sig->thread_head;
 	k->node = (__u64)BPF_CORE_READ(sig, thread_head.next);
-	bpf_loop(max_threads, match_thread, NULL, 0);
+	LOOP(max_threads, match_cb, NULL, match_chunk, PST_COMPAT_THREAD_CHUNK,
+	     PST_COMPAT_THREADS / PST_COMPAT_THREAD_CHUNK);
 	if (k->left && k->node && k->node != k->head)
 		r->status |= PST_STATUS_THREADS_TRUNC;
+fill:
 	for (j = 0; j < PST_MAX_WAITERS; j++) {
 		struct pst_waiter *w = &r->waiters[j];
 
-		if (w->kind != W_CANDIDATE || j >= r->nwaiters)
+		if (j >= r->nwaiters)
+			break;
+		if (w->kind == PST_W_THREAD) {
+			fill_task(w, (struct task_struct *)w->private);
+		} else if (w->kind != W_CANDIDATE) {
 			continue;
-		if (k->known) {
+		} else if (k->known) {
 			w->kind = PST_W_TASK;
 			fill_task(w, (struct task_struct *)w->private);
 		} else {
@@ -498,7 +586,7 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 	r->f_flags = BPF_CORE_READ(file, f_flags);
 	r->f_mode = BPF_CORE_READ(file, f_mode);
 	r->kind = inode_is_fifo(inode) ? PST_KIND_FIFO : PST_KIND_PIPE;
-	r->task_state = BPF_CORE_READ(task, group_leader, __state);
+	r->task_state = sched_state(BPF_CORE_READ(task, group_leader));
 	r->nr_threads = BPF_CORE_READ(task, signal, nr_threads);
 	r->ring_size = BPF_CORE_READ(pipe, ring_size);
 	r->max_usage = BPF_CORE_READ(pipe, max_usage);
@@ -510,7 +598,7 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 	r->path[0] = 0;
 	__builtin_memset(r->slots, 0, sizeof(r->slots));
 	bpf_probe_read_kernel_str(r->comm, sizeof(r->comm), task->comm);
-	if (r->kind == PST_KIND_FIFO) {
+	if (have_d_path && r->kind == PST_KIND_FIFO) {
 		long n = bpf_d_path((struct path *)&file->f_path, r->path, sizeof(r->path));
 
 		if (n > 0)
@@ -532,7 +620,24 @@ struct onq_ctx {
 	bool found;
 };
 
-static long onq_entry(__u32 i, struct onq_ctx *c)
+/* Where onq_ctx lives without bpf_loop. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct onq_ctx);
+} onq_scratch SEC(".maps");
+
+static __always_inline struct onq_ctx *onq_scratch_ctx(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&onq_scratch, &zero);
+}
+
+#define ONQ_MAX 64
+
+static __always_inline long onq_entry(__u32 i, struct onq_ctx *c)
 {
 	struct wait_queue_entry *e;
 
@@ -547,17 +652,29 @@ static long onq_entry(__u32 i, struct onq_ctx *c)
 	return 0;
 }
 
+LOOP_CB onq_cb(__u32 i, struct onq_ctx *c)
+{
+	return onq_entry(i, c);
+}
+
+CHUNK(onq_chunk, onq_entry, onq_scratch_ctx, ONQ_MAX)
+
 /* on_queue tells whether task t has an entry on wait queue wq. */
 static __always_inline bool on_queue(struct wait_queue_head *wq, struct task_struct *t)
 {
-	struct onq_ctx c = {
-		.head = (__u64)&wq->head,
-		.pos = (__u64)BPF_CORE_READ(wq, head.next),
-		.task = (__u64)t,
-	};
+	struct onq_ctx cs = {}, *c = &cs;
 
-	bpf_loop(64, onq_entry, &c, 0);
-	return c.found;
+	if (!have_loop) {
+		c = onq_scratch_ctx();
+		if (!c)
+			return false;
+	}
+	c->head = (__u64)&wq->head;
+	c->pos = (__u64)BPF_CORE_READ(wq, head.next);
+	c->task = (__u64)t;
+	c->found = false;
+	LOOP(ONQ_MAX, onq_cb, c, onq_chunk, ONQ_MAX, 1);
+	return c->found;
 }
 
 /*
@@ -651,7 +768,7 @@ int task_state(struct bpf_iter__task *ctx)
 	r->tgid = tgid;
 	r->tid = t->pid;
 	r->start_ns = BPF_CORE_READ(t, group_leader, start_boottime);
-	r->state = BPF_CORE_READ(t, __state);
+	r->state = sched_state(t);
 	r->idle_ns = idle_since(t, now_ns());
 	BPF_CORE_READ_STR_INTO(&r->comm, t, comm);
 	bpf_seq_write(seq, r, sizeof(*r));

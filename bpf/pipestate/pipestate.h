@@ -13,6 +13,20 @@
 /* Buffers whose offset and length are reported, from the tail on. */
 #define PST_SLOTS 16
 
+/*
+ * Bounds of the program on kernels without bpf_loop (../compat.h), where
+ * every loop has one the verifier can see: a pipe of more buffers than
+ * PST_COMPAT_BUFS is reported PST_STATUS_BAD_RING (its bytes are not
+ * summed), a process of more threads than PST_COMPAT_THREADS is compared
+ * with a pipe's waiters as far as that (PST_STATUS_THREADS_TRUNC).
+ */
+enum pst_compat {
+	PST_COMPAT_BUF_CHUNK = 128,
+	PST_COMPAT_BUFS = 4096,		/* 32 chunks */
+	PST_COMPAT_THREAD_CHUNK = 32,
+	PST_COMPAT_THREADS = 1024,	/* 32 chunks */
+};
+
 enum pst_kind {
 	PST_KIND_PIPE = 1,
 	PST_KIND_FIFO = 2,

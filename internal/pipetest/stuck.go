@@ -362,11 +362,28 @@ func (p *Pipeline) stop() {
 }
 
 // Wchan is where thread tid of process pid sleeps (tid 0: the main thread).
+// Where the kernel's wchan cannot unwind (x86_64 kernels before 5.16 with
+// the ORC unwinder, Debian 11's 5.10: "0" for every task), it is the first
+// frame of the sleeping task's kernel stack, which leaves the scheduler's
+// functions out as wchan does.
 func Wchan(pid, tid int) string {
 	if tid == 0 {
 		tid = pid
 	}
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/wchan", pid, tid))
+	if string(b) != "0" {
+		return string(b)
+	}
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+	if i := strings.LastIndexByte(string(stat), ')'); i < 0 || i+2 >= len(stat) || (stat[i+2] != 'S' && stat[i+2] != 'D') {
+		return string(b)
+	}
+	stack, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stack", pid, tid))
+	first, _, _ := strings.Cut(string(stack), "\n")
+	if _, frame, ok := strings.Cut(first, "] "); ok {
+		fn, _, _ := strings.Cut(frame, "+")
+		return fn
+	}
 	return string(b)
 }
 

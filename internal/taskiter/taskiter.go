@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -17,6 +18,23 @@ import (
 // ErrNoScope means the kernel cannot scope a task iterator to one
 // process (before Linux 6.1): walk every task and filter in the program.
 var ErrNoScope = errors.New("task iterators cannot be scoped to a process")
+
+// Scopable tells, from the kernel's BTF, whether task iterators can be
+// scoped to a process: union bpf_iter_link_info has a task member (Linux
+// 6.1). AttachProcess finds out by trying; this is for those who must
+// know without (tests that tell a fallback from a failure).
+func Scopable(kernel *btf.Spec) bool {
+	var u *btf.Union
+	if kernel.TypeByName("bpf_iter_link_info", &u) != nil {
+		return false
+	}
+	for _, m := range u.Members {
+		if m.Name == "task" {
+			return true
+		}
+	}
+	return false
+}
 
 // AttachProcess attaches prog as a task iterator that visits only the
 // tasks of process pid (union bpf_iter_link_info.task.pid, Linux 6.1).
