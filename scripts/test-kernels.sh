@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
 # Runs the BPF tests of loader/ (dump), pipestate/ (ls, diagnose) and diagnose/ (the
-# scenarios of internal/pipetest/scenarios.go) on Debian's kernels in QEMU (no KVM).
+# scenarios of internal/pipetest/scenarios.go) on Debian's kernels in QEMU (no KVM):
+# Debian 11's 5.10 and Debian 12's 6.1 and 6.12.
 #
 #   scripts/test-kernels.sh [CONFIG...]
 #
-# CONFIG, all four by default:
+# CONFIG, all five by default:
+#   5.10         Debian 11's 5.10, KASLR on, 4-level paging: no bpf_loop, no
+#                bpf_d_path in iterators, no pid-scoped iterators, wchan
+#                always 0, BPF memory charged to RLIMIT_MEMLOCK (the
+#                programs' variant without bpf_loop, bpf/compat.h)
 #   6.1          Debian 12's 6.1, KASLR on (bases randomized)
 #   6.1-nokaslr  the same kernel booted with nokaslr
 #   6.1-4level   6.1, KASLR on, on a CPU without LA57: 4-level paging
 #   6.12         the 6.12 kernel of Debian 12's security suite
-# The others run on -cpu max, which has LA57: their kernels use 5-level
-# paging, whose direct map and vmemmap sit elsewhere.
+# The others run on -cpu max, which has LA57: the 6.x kernels use 5-level
+# paging, whose direct map and vmemmap sit elsewhere (5.10's is built
+# without it).
 #
 # Kernels come from Debian's packages (linux-image-*-cloud-amd64-unsigned,
-# the newest ABI apt-cache knows of, or KERNEL_6_1 / KERNEL_6_12 to pin a
-# package name) and are cached in .cache/test-kernels/. The test binaries are
-# built statically and packed with busybox into an initramfs whose /init
+# the newest ABI apt-cache knows of, or KERNEL_5_10 / KERNEL_6_1 /
+# KERNEL_6_12 to pin a package name) and are cached in .cache/test-kernels/.
+# Debian 11's (bullseye) come through package lists of their own in
+# .cache/test-kernels/apt-bullseye/: the system's apt sources and lists
+# are left as they are. The test binaries are built statically and packed
+# with busybox into an initramfs whose /init
 # mounts proc, sysfs, devtmpfs, bpffs and a tmpfs on /tmp, runs the tests
 # with CI=1 (so they cannot skip) and writes their output and exit status
 # to the second serial port. Each VM is killed after TEST_KERNELS_TIMEOUT
@@ -28,14 +37,19 @@ export PATH="$PATH:/usr/local/go/bin"
 GO=${GO:-go}
 CACHE=${TEST_KERNELS_CACHE:-.cache/test-kernels}
 VM_TIMEOUT=${TEST_KERNELS_TIMEOUT:-600}
-# loader/'s BPF tests (about 1.5 minutes a config under TCG); -test.short
-# makes TestDumpLivePipe do 10 dumps instead of 50.
-RUN=${TEST_KERNELS_RUN:-'^(TestCalibrationVerifies|TestCalibrationSources|TestExplainMissingFindsNothingHere|TestScopedWalkOfExitedPid|TestWrongTranslationReadsNothing|TestDumpKinds|TestDumpLeavesNothing|TestDumpLivePipe|TestDumpLivePipeFrozen|TestDumpManyPipes)$'}
+# loader/'s BPF tests (under a minute a config under TCG); -test.short
+# makes TestDumpLivePipe do 10 dumps instead of 50. TestVariantAgreesWithProbes
+# checks the variant the kernel got (bpf/compat.h) against other probes;
+# TestDumpKindsWithoutNewerHelpers runs the variant for kernels without
+# bpf_loop on every kernel.
+RUN=${TEST_KERNELS_RUN:-'^(TestCalibrationVerifies|TestCalibrationSources|TestExplainMissingFindsNothingHere|TestVariantAgreesWithProbes|TestScopedWalkOfExitedPid|TestWrongTranslationReadsNothing|TestDumpKinds|TestDumpKindsWithoutNewerHelpers|TestDumpLeavesNothing|TestDumpLivePipe|TestDumpLivePipeFrozen|TestDumpManyPipes)$'}
 # pipestate/'s BPF tests: who is blocked, read from the wait queues, with
 # and without the wake functions from kallsyms.
 RUN_PIPESTATE=${TEST_KERNELS_RUN_PIPESTATE:-'^(TestStuckPipelines|TestBlockedOutsideWalk|TestAll|TestNothingLeaks|TestWakeFuncsNotNeeded|TestWakeFuncsNeeded|TestEpollWaiter|TestOpenWaits|TestWaitDurations)$'}
+# diagnose/'s: every scenario on a live walk.
+RUN_DIAGNOSE=${TEST_KERNELS_RUN_DIAGNOSE:-'^TestScenariosLive$'}
 configs=("$@")
-[ ${#configs[@]} -gt 0 ] || configs=(6.1 6.1-nokaslr 6.1-4level 6.12)
+[ ${#configs[@]} -gt 0 ] || configs=(5.10 6.1 6.1-nokaslr 6.1-4level 6.12)
 
 log() { echo "test-kernels: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -52,35 +66,60 @@ if [ ${#need[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# apt_for SERIES: the options that make apt-get and apt-cache use the
+# package lists that carry SERIES: the system's for Debian 12's kernels, a
+# bullseye source list and lists of their own for 5.10.
+apt_for() {
+	case $1 in
+	5.10)
+		local d
+		d=$(realpath -m "$CACHE/apt-bullseye")
+		mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
+		echo 'deb http://deb.debian.org/debian bullseye main' > "$d/sources.list"
+		printf '%s\n' -o "Dir::Etc::SourceList=$d/sources.list" -o Dir::Etc::SourceParts=/nonexistent \
+			-o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache" \
+			-o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false \
+			-o Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false
+		;;
+	esac
+}
+
 # kernel_pkg SERIES: the package to test, the newest ABI Debian lists.
 kernel_pkg() {
-	local re
+	local re pin opts
 	case $1 in
-	6.1) re='^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$'; [ -z "${KERNEL_6_1:-}" ] || { echo "$KERNEL_6_1"; return; } ;;
-	6.12) re='^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$'; [ -z "${KERNEL_6_12:-}" ] || { echo "$KERNEL_6_12"; return; } ;;
+	5.10) re='^linux-image-5\.10\.0-[0-9]+-cloud-amd64-unsigned$' pin=${KERNEL_5_10:-} ;;
+	6.1) re='^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$' pin=${KERNEL_6_1:-} ;;
+	6.12) re='^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$' pin=${KERNEL_6_12:-} ;;
 	*) die "no kernel series $1" ;;
 	esac
+	[ -z "$pin" ] || { echo "$pin"; return; }
+	mapfile -t opts < <(apt_for "$1")
 	local pkg
-	pkg=$(apt-cache search --names-only "$re" 2>/dev/null | awk '{print $1}' | sort -V | tail -1)
+	pkg=$(apt-cache "${opts[@]}" search --names-only "$re" 2>/dev/null | awk '{print $1}' | sort -V | tail -1)
 	if [ -z "$pkg" ]; then
 		log "apt-cache lists no $re: running apt-get update"
-		apt-get update -qq >&2
-		pkg=$(apt-cache search --names-only "$re" | awk '{print $1}' | sort -V | tail -1)
+		apt-get "${opts[@]}" update -qq >&2
+		pkg=$(apt-cache "${opts[@]}" search --names-only "$re" | awk '{print $1}' | sort -V | tail -1)
 	fi
 	[ -n "$pkg" ] || die "Debian lists no package matching $re"
 	echo "$pkg"
 }
 
+# download DIR PKG [APT_OPTION...]
 download() {
+	local dir=$1 pkg=$2
+	shift 2
 	# Only the .deb tells whether it worked (apt warns when _apt cannot write there).
-	(cd "$1" && apt-get download -q "$2" 2>&1) | grep -v '^W: Download is performed unsandboxed' >&2
-	[ -n "$(find "$1" -maxdepth 1 -name '*.deb')" ]
+	(cd "$dir" && apt-get "$@" download -q "$pkg" 2>&1) | grep -v '^W: Download is performed unsandboxed' >&2
+	[ -n "$(find "$dir" -maxdepth 1 -name '*.deb')" ]
 }
 
 # fetch_kernel SERIES: prints the path of the cached vmlinuz.
 fetch_kernel() {
-	local pkg deb dir old
+	local pkg deb dir old opts
 	pkg=$(kernel_pkg "$1")
+	mapfile -t opts < <(apt_for "$1")
 	dir="$CACHE/$pkg"
 	if [ ! -f "$dir/vmlinuz" ]; then
 		# An older ABI of the same series is not needed any more.
@@ -94,7 +133,8 @@ fetch_kernel() {
 		if [ -z "$deb" ]; then
 			log "downloading $pkg"
 			# Stale package lists may name a file the mirror dropped: update once.
-			download "$dir" "$pkg" || { apt-get update -qq >&2 && download "$dir" "$pkg"; } ||
+			download "$dir" "$pkg" "${opts[@]}" ||
+				{ apt-get "${opts[@]}" update -qq >&2 && download "$dir" "$pkg" "${opts[@]}"; } ||
 				die "apt-get download $pkg failed"
 			deb=$(find "$dir" -maxdepth 1 -name '*.deb' | head -1)
 		fi
@@ -126,6 +166,7 @@ CGO_ENABLED=0 $GO test -c -o "$root/pipesnap/pipestate.test" ./pipestate
 CGO_ENABLED=0 $GO test -c -o "$root/pipesnap/diagnose.test" ./diagnose
 printf '%s\n' "$RUN" > "$root/pipesnap/run"
 printf '%s\n' "$RUN_PIPESTATE" > "$root/pipesnap/run-pipestate"
+printf '%s\n' "$RUN_DIAGNOSE" > "$root/pipesnap/run-diagnose"
 cat > "$root/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -159,7 +200,7 @@ up() { read -r u _ < /proc/uptime; echo "$u"; }
 	prc=$?
 	[ $rc -ne 0 ] || rc=$prc
 	/pipesnap/diagnose.test -test.v -test.count=1 -test.timeout=4m \
-		-test.run '^TestScenariosLive$' </dev/null 2>&1
+		-test.run "$(cat /pipesnap/run-diagnose)" </dev/null 2>&1
 	drc=$?
 	[ $rc -ne 0 ] || rc=$drc
 	echo "pipesnap-vm: tests $start..$(up) s"
@@ -176,11 +217,12 @@ failed=0 passed=0
 for cfg in "${configs[@]}"; do
 	append='console=ttyS0 panic=-1 oops=panic quiet' cpu=max
 	case $cfg in
+	5.10) series=5.10 ;;
 	6.1) series=6.1 ;;
 	6.1-nokaslr) series=6.1 append="$append nokaslr" ;;
 	6.1-4level) series=6.1 cpu=max,la57=off ;;
 	6.12) series=6.12 ;;
-	*) die "unknown config $cfg (6.1, 6.1-nokaslr, 6.1-4level, 6.12)" ;;
+	*) die "unknown config $cfg (5.10, 6.1, 6.1-nokaslr, 6.1-4level, 6.12)" ;;
 	esac
 	kernel=$(fetch_kernel "$series")
 	out="$logs/$cfg.out" console="$logs/$cfg.console"
