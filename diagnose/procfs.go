@@ -11,14 +11,21 @@ import (
 // sleeping task waits in) and stack (root only; nil where unreadable).
 type Procfs struct{}
 
-// Wchan is /proc/PID/task/TID/wchan; "" for a running task.
-func (Procfs) Wchan(pid, tid uint32) string {
+// Wchan is /proc/PID/task/TID/wchan; "" for a running task. Where the
+// kernel always says 0 (5.10 with the ORC unwinder), the first frame of
+// the task's stack says the same.
+func (p Procfs) Wchan(pid, tid uint32) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/wchan", pid, tid))
 	if err != nil {
 		return ""
 	}
 	w := strings.TrimSpace(string(b))
-	if w == "0" {
+	if w == "0" || w == "" {
+		if st := p.Stack(pid, tid); len(st) > 0 {
+			if fn, _, ok := strings.Cut(st[0], "+"); ok && fn != "" {
+				return fn
+			}
+		}
 		return ""
 	}
 	return w
