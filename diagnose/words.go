@@ -232,6 +232,9 @@ func blockedOn(t Task) string {
 // name is "gzip (pid 812)", "sh (pid 24524, 1 in its namespace, in
 // container web)", "cat (pid 9, thread 11)".
 func (t Task) name() string {
+	if t.PID == 0 {
+		return "a task outside pipesnap's pid namespace"
+	}
 	var in []string
 	in = append(in, fmt.Sprintf("pid %d", t.PID))
 	if t.TID != 0 && t.TID != t.PID {

@@ -487,12 +487,13 @@ int dump_pipes(struct bpf_iter__task_file *ctx)
 	struct pipe_inode_info *pipe;
 	struct inode *inode;
 	struct ps_fd rec = {};
-	__u32 tgid, *gen;
+	__u32 tgid, level, *gen;
 	__u64 ino;
 
 	if (!task || !file)
 		return 0;
-	tgid = task->tgid;
+	level = reader_level();
+	tgid = ns_tgid(task, level);
 	if (only_ino) {
 		if (tgid != self_tgid)
 			return 0;
@@ -510,7 +511,7 @@ int dump_pipes(struct bpf_iter__task_file *ctx)
 		return 0;
 
 	rec.tgid = tgid;
-	rec.tid = task->pid;
+	rec.tid = ns_tid(task, level);
 	rec.start_ns = BPF_CORE_READ(task, start_boottime);
 	rec.uid = BPF_CORE_READ(task, cred, uid.val);
 	rec.ino = ino;
@@ -607,7 +608,7 @@ int calibrate(struct bpf_iter__task_file *ctx)
 	struct calib_ctx c = {};
 	__u32 ring_size, i, zero = 0;
 
-	if (!task || !file || task->tgid != self_tgid || !calib_ino)
+	if (!task || !file || ns_tgid(task, reader_level()) != self_tgid || !calib_ino)
 		return 0;
 	inode = BPF_CORE_READ(file, f_inode);
 	if (BPF_CORE_READ(inode, i_ino) != calib_ino)

@@ -307,9 +307,10 @@ static __always_inline __u64 idle_since(struct task_struct *t, __u64 now)
 static __always_inline void fill_task(struct pst_waiter *w, struct task_struct *t)
 {
 	struct work *k = work();
+	__u32 level = reader_level();
 
-	w->tid = BPF_CORE_READ(t, pid);
-	w->tgid = BPF_CORE_READ(t, tgid);
+	w->tid = ns_tid(t, level);
+	w->tgid = ns_tgid(t, level);
 	w->state = sched_state(t);
 	w->wait_ns = k ? idle_since(t, k->now) : PST_IDLE_UNKNOWN;
 	BPF_CORE_READ_STR_INTO(&w->comm, t, comm);
@@ -557,11 +558,12 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 	struct pipe_inode_info *pipe;
 	struct inode *inode;
 	struct pst_fd *r;
-	__u32 tgid, gen;
+	__u32 tgid, gen, level;
 
 	if (!task || !file)
 		return 0;
-	tgid = task->tgid;
+	level = reader_level();
+	tgid = ns_tgid(task, level);
 	if (tgid == self_tgid)
 		return 0;
 	if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
@@ -579,7 +581,7 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 	bpf_map_update_elem(&seen, &tgid, &gen, BPF_ANY);
 
 	r->tgid = tgid;
-	r->tid = task->pid;
+	r->tid = ns_tid(task, level);
 	r->start_ns = BPF_CORE_READ(task, start_boottime);
 	r->file_id = (__u64)file;
 	r->fd = ctx->fd;
@@ -741,11 +743,12 @@ int task_state(struct bpf_iter__task *ctx)
 	struct seq_file *seq = ctx->meta->seq;
 	struct task_struct *t = ctx->task;
 	struct pst_task *r;
-	__u32 tgid, zero = 0, *gen;
+	__u32 tgid, level, zero = 0, *gen;
 
 	if (!t)
 		return 0;
-	tgid = t->tgid;
+	level = reader_level();
+	tgid = ns_tgid(t, level);
 	if (tgid == self_tgid)
 		return 0;
 	if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
@@ -766,7 +769,7 @@ int task_state(struct bpf_iter__task *ctx)
 		r->name[0] = 0;
 	}
 	r->tgid = tgid;
-	r->tid = t->pid;
+	r->tid = ns_tid(t, level);
 	r->start_ns = BPF_CORE_READ(t, group_leader, start_boottime);
 	r->state = sched_state(t);
 	r->idle_ns = idle_since(t, now_ns());

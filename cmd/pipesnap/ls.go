@@ -335,7 +335,11 @@ func holdersText(s *pipemodel.Sample, p *pipemodel.Pipe) string {
 		parts = append(parts, str)
 	}
 	for _, wt := range p.Waiters {
-		if wt.Kind == pipemodel.WaiterBlocked && wt.Outside && !p.Holds(wt.PID) {
+		switch {
+		case wt.Kind == pipemodel.WaiterBlocked && wt.PID == 0:
+			// Asleep on the pipe, but in no pid of pipesnap's namespace.
+			parts = append(parts, fmt.Sprintf("?(outside the pid namespace):-:%s:blocked", wt.Queue))
+		case wt.Kind == pipemodel.WaiterBlocked && wt.Outside && !p.Holds(wt.PID):
 			parts = append(parts, fmt.Sprintf("%d(%s):-:%s:blocked", wt.PID, termsafe.String(wt.Comm), wt.Queue))
 		}
 	}
