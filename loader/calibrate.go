@@ -103,10 +103,11 @@ func (it *pipeIter) calibrate(pageSize uint32) (translation, error) {
 	return translation{}, fmt.Errorf("%w: %d candidate bases, none read back the probe pipe", ErrCalibration, tried)
 }
 
-// Where a candidate came from (ps_calib.source).
+// Where a candidate came from (ps_calib.source), from enum
+// ps_calib_source of bpf/pipes/pipes.h.
 const (
-	sourceKallsyms = 1
-	sourceSearch   = 2
+	sourceKallsyms = uint32(pipesPsCalibSourcePS_CALIB_KALLSYMS)
+	sourceSearch   = uint32(pipesPsCalibSourcePS_CALIB_SEARCH)
 )
 
 var sourceName = map[uint32]string{sourceKallsyms: "kallsyms", sourceSearch: "search"}

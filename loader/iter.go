@@ -31,9 +31,10 @@ var (
 // arenaStart is the first arena's size: a 64 KiB pipe and then some.
 const arenaStart = 256 << 10
 
+// Ring record types, from enum ps_ring_type of bpf/pipes/pipes.h.
 const (
-	ringPipe = 1 // PS_RING_PIPE
-	ringBuf  = 2 // PS_RING_BUF
+	ringPipe = uint32(pipesPsRingTypePS_RING_PIPE)
+	ringBuf  = uint32(pipesPsRingTypePS_RING_BUF)
 )
 
 // iterConfig is what the BPF programs are loaded with.

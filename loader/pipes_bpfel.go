@@ -52,6 +52,13 @@ type pipesPsCalib struct {
 	Matched      uint32
 }
 
+type pipesPsCalibSource uint32
+
+const (
+	pipesPsCalibSourcePS_CALIB_KALLSYMS pipesPsCalibSource = 1
+	pipesPsCalibSourcePS_CALIB_SEARCH   pipesPsCalibSource = 2
+)
+
 type pipesPsCompat uint32
 
 const (
@@ -98,6 +105,35 @@ type pipesPsPipe struct {
 	Path     [4096]int8
 }
 
+type pipesPsReason uint32
+
+const (
+	pipesPsReasonPS_REASON_NONE         pipesPsReason = 0
+	pipesPsReasonPS_REASON_MOVED        pipesPsReason = 1
+	pipesPsReasonPS_REASON_PAGE_RANGE   pipesPsReason = 2
+	pipesPsReasonPS_REASON_BOUNDS       pipesPsReason = 3
+	pipesPsReasonPS_REASON_FAULT        pipesPsReason = 4
+	pipesPsReasonPS_REASON_TOO_LARGE    pipesPsReason = 5
+	pipesPsReasonPS_REASON_CHANNEL      pipesPsReason = 6
+	pipesPsReasonPS_REASON_EXCLUDED     pipesPsReason = 7
+	pipesPsReasonPS_REASON_NOT_CAPTURED pipesPsReason = 8
+)
+
+type pipesPsRingType uint32
+
+const (
+	pipesPsRingTypePS_RING_PIPE pipesPsRingType = 1
+	pipesPsRingTypePS_RING_BUF  pipesPsRingType = 2
+)
+
+type pipesPsStatus uint32
+
+const (
+	pipesPsStatusPS_STATUS_TORN       pipesPsStatus = 1
+	pipesPsStatusPS_STATUS_INCOMPLETE pipesPsStatus = 2
+	pipesPsStatusPS_STATUS_PACKET     pipesPsStatus = 4
+)
+
 type pipesSlot struct {
 	_      structs.HostLayout
 	Page   uint64
@@ -110,39 +146,43 @@ type pipesSlot struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	pipesMapCalibScratch       = "calib_scratch"
-	pipesMapCopyScratch        = "copy_scratch"
-	pipesMapPipeScratch        = "pipe_scratch"
-	pipesMapRing               = "ring"
-	pipesMapSeen               = "seen"
-	pipesMapSlots              = "slots"
-	pipesMapTargets            = "targets"
-	pipesProgCalibrate         = "calibrate"
-	pipesProgDumpPipes         = "dump_pipes"
-	pipesVarCalibFirst         = "calib_first"
-	pipesVarCalibIno           = "calib_ino"
-	pipesVarCalibPattern       = "calib_pattern"
-	pipesVarCalibSteps         = "calib_steps"
-	pipesVarCopyData           = "copy_data"
-	pipesVarDirectSpan         = "direct_span"
-	pipesVarDirectStart        = "direct_start"
-	pipesVarFilterTgids        = "filter_tgids"
-	pipesVarHaveD_path         = "have_d_path"
-	pipesVarKsymPageOffsetBase = "ksym_page_offset_base"
-	pipesVarKsymVmemmapBase    = "ksym_vmemmap_base"
-	pipesVarMaxAttempts        = "max_attempts"
-	pipesVarOnlyIno            = "only_ino"
-	pipesVarPageSize           = "page_size"
-	pipesVarRunGen             = "run_gen"
-	pipesVarScratchSlots       = "scratch_slots"
-	pipesVarSelfTgid           = "self_tgid"
-	pipesVarUnusedPsBuf        = "unused_ps_buf"
-	pipesVarUnusedPsCalib      = "unused_ps_calib"
-	pipesVarUnusedPsCompat     = "unused_ps_compat"
-	pipesVarUnusedPsFd         = "unused_ps_fd"
-	pipesVarUnusedPsPipe       = "unused_ps_pipe"
-	pipesVarVmemmapSpan        = "vmemmap_span"
-	pipesVarVmemmapStart       = "vmemmap_start"
+	pipesMapCalibScratch        = "calib_scratch"
+	pipesMapCopyScratch         = "copy_scratch"
+	pipesMapPipeScratch         = "pipe_scratch"
+	pipesMapRing                = "ring"
+	pipesMapSeen                = "seen"
+	pipesMapSlots               = "slots"
+	pipesMapTargets             = "targets"
+	pipesProgCalibrate          = "calibrate"
+	pipesProgDumpPipes          = "dump_pipes"
+	pipesVarCalibFirst          = "calib_first"
+	pipesVarCalibIno            = "calib_ino"
+	pipesVarCalibPattern        = "calib_pattern"
+	pipesVarCalibSteps          = "calib_steps"
+	pipesVarCopyData            = "copy_data"
+	pipesVarDirectSpan          = "direct_span"
+	pipesVarDirectStart         = "direct_start"
+	pipesVarFilterTgids         = "filter_tgids"
+	pipesVarHaveD_path          = "have_d_path"
+	pipesVarKsymPageOffsetBase  = "ksym_page_offset_base"
+	pipesVarKsymVmemmapBase     = "ksym_vmemmap_base"
+	pipesVarMaxAttempts         = "max_attempts"
+	pipesVarOnlyIno             = "only_ino"
+	pipesVarPageSize            = "page_size"
+	pipesVarRunGen              = "run_gen"
+	pipesVarScratchSlots        = "scratch_slots"
+	pipesVarSelfTgid            = "self_tgid"
+	pipesVarUnusedPsBuf         = "unused_ps_buf"
+	pipesVarUnusedPsCalib       = "unused_ps_calib"
+	pipesVarUnusedPsCalibSource = "unused_ps_calib_source"
+	pipesVarUnusedPsCompat      = "unused_ps_compat"
+	pipesVarUnusedPsFd          = "unused_ps_fd"
+	pipesVarUnusedPsPipe        = "unused_ps_pipe"
+	pipesVarUnusedPsReason      = "unused_ps_reason"
+	pipesVarUnusedPsRingType    = "unused_ps_ring_type"
+	pipesVarUnusedPsStatus      = "unused_ps_status"
+	pipesVarVmemmapSpan         = "vmemmap_span"
+	pipesVarVmemmapStart        = "vmemmap_start"
 )
 
 // loadPipes returns the embedded CollectionSpec for pipes.
@@ -208,30 +248,34 @@ type pipesMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pipesVariableSpecs struct {
-	CalibFirst         *ebpf.VariableSpec `ebpf:"calib_first"`
-	CalibIno           *ebpf.VariableSpec `ebpf:"calib_ino"`
-	CalibPattern       *ebpf.VariableSpec `ebpf:"calib_pattern"`
-	CalibSteps         *ebpf.VariableSpec `ebpf:"calib_steps"`
-	CopyData           *ebpf.VariableSpec `ebpf:"copy_data"`
-	DirectSpan         *ebpf.VariableSpec `ebpf:"direct_span"`
-	DirectStart        *ebpf.VariableSpec `ebpf:"direct_start"`
-	FilterTgids        *ebpf.VariableSpec `ebpf:"filter_tgids"`
-	HaveD_path         *ebpf.VariableSpec `ebpf:"have_d_path"`
-	KsymPageOffsetBase *ebpf.VariableSpec `ebpf:"ksym_page_offset_base"`
-	KsymVmemmapBase    *ebpf.VariableSpec `ebpf:"ksym_vmemmap_base"`
-	MaxAttempts        *ebpf.VariableSpec `ebpf:"max_attempts"`
-	OnlyIno            *ebpf.VariableSpec `ebpf:"only_ino"`
-	PageSize           *ebpf.VariableSpec `ebpf:"page_size"`
-	RunGen             *ebpf.VariableSpec `ebpf:"run_gen"`
-	ScratchSlots       *ebpf.VariableSpec `ebpf:"scratch_slots"`
-	SelfTgid           *ebpf.VariableSpec `ebpf:"self_tgid"`
-	UnusedPsBuf        *ebpf.VariableSpec `ebpf:"unused_ps_buf"`
-	UnusedPsCalib      *ebpf.VariableSpec `ebpf:"unused_ps_calib"`
-	UnusedPsCompat     *ebpf.VariableSpec `ebpf:"unused_ps_compat"`
-	UnusedPsFd         *ebpf.VariableSpec `ebpf:"unused_ps_fd"`
-	UnusedPsPipe       *ebpf.VariableSpec `ebpf:"unused_ps_pipe"`
-	VmemmapSpan        *ebpf.VariableSpec `ebpf:"vmemmap_span"`
-	VmemmapStart       *ebpf.VariableSpec `ebpf:"vmemmap_start"`
+	CalibFirst          *ebpf.VariableSpec `ebpf:"calib_first"`
+	CalibIno            *ebpf.VariableSpec `ebpf:"calib_ino"`
+	CalibPattern        *ebpf.VariableSpec `ebpf:"calib_pattern"`
+	CalibSteps          *ebpf.VariableSpec `ebpf:"calib_steps"`
+	CopyData            *ebpf.VariableSpec `ebpf:"copy_data"`
+	DirectSpan          *ebpf.VariableSpec `ebpf:"direct_span"`
+	DirectStart         *ebpf.VariableSpec `ebpf:"direct_start"`
+	FilterTgids         *ebpf.VariableSpec `ebpf:"filter_tgids"`
+	HaveD_path          *ebpf.VariableSpec `ebpf:"have_d_path"`
+	KsymPageOffsetBase  *ebpf.VariableSpec `ebpf:"ksym_page_offset_base"`
+	KsymVmemmapBase     *ebpf.VariableSpec `ebpf:"ksym_vmemmap_base"`
+	MaxAttempts         *ebpf.VariableSpec `ebpf:"max_attempts"`
+	OnlyIno             *ebpf.VariableSpec `ebpf:"only_ino"`
+	PageSize            *ebpf.VariableSpec `ebpf:"page_size"`
+	RunGen              *ebpf.VariableSpec `ebpf:"run_gen"`
+	ScratchSlots        *ebpf.VariableSpec `ebpf:"scratch_slots"`
+	SelfTgid            *ebpf.VariableSpec `ebpf:"self_tgid"`
+	UnusedPsBuf         *ebpf.VariableSpec `ebpf:"unused_ps_buf"`
+	UnusedPsCalib       *ebpf.VariableSpec `ebpf:"unused_ps_calib"`
+	UnusedPsCalibSource *ebpf.VariableSpec `ebpf:"unused_ps_calib_source"`
+	UnusedPsCompat      *ebpf.VariableSpec `ebpf:"unused_ps_compat"`
+	UnusedPsFd          *ebpf.VariableSpec `ebpf:"unused_ps_fd"`
+	UnusedPsPipe        *ebpf.VariableSpec `ebpf:"unused_ps_pipe"`
+	UnusedPsReason      *ebpf.VariableSpec `ebpf:"unused_ps_reason"`
+	UnusedPsRingType    *ebpf.VariableSpec `ebpf:"unused_ps_ring_type"`
+	UnusedPsStatus      *ebpf.VariableSpec `ebpf:"unused_ps_status"`
+	VmemmapSpan         *ebpf.VariableSpec `ebpf:"vmemmap_span"`
+	VmemmapStart        *ebpf.VariableSpec `ebpf:"vmemmap_start"`
 }
 
 // pipesObjects contains all objects after they have been loaded into the kernel.
@@ -279,30 +323,34 @@ func (m *pipesMaps) Close() error {
 //
 // It can be passed to loadPipesObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pipesVariables struct {
-	CalibFirst         *ebpf.Variable `ebpf:"calib_first"`
-	CalibIno           *ebpf.Variable `ebpf:"calib_ino"`
-	CalibPattern       *ebpf.Variable `ebpf:"calib_pattern"`
-	CalibSteps         *ebpf.Variable `ebpf:"calib_steps"`
-	CopyData           *ebpf.Variable `ebpf:"copy_data"`
-	DirectSpan         *ebpf.Variable `ebpf:"direct_span"`
-	DirectStart        *ebpf.Variable `ebpf:"direct_start"`
-	FilterTgids        *ebpf.Variable `ebpf:"filter_tgids"`
-	HaveD_path         *ebpf.Variable `ebpf:"have_d_path"`
-	KsymPageOffsetBase *ebpf.Variable `ebpf:"ksym_page_offset_base"`
-	KsymVmemmapBase    *ebpf.Variable `ebpf:"ksym_vmemmap_base"`
-	MaxAttempts        *ebpf.Variable `ebpf:"max_attempts"`
-	OnlyIno            *ebpf.Variable `ebpf:"only_ino"`
-	PageSize           *ebpf.Variable `ebpf:"page_size"`
-	RunGen             *ebpf.Variable `ebpf:"run_gen"`
-	ScratchSlots       *ebpf.Variable `ebpf:"scratch_slots"`
-	SelfTgid           *ebpf.Variable `ebpf:"self_tgid"`
-	UnusedPsBuf        *ebpf.Variable `ebpf:"unused_ps_buf"`
-	UnusedPsCalib      *ebpf.Variable `ebpf:"unused_ps_calib"`
-	UnusedPsCompat     *ebpf.Variable `ebpf:"unused_ps_compat"`
-	UnusedPsFd         *ebpf.Variable `ebpf:"unused_ps_fd"`
-	UnusedPsPipe       *ebpf.Variable `ebpf:"unused_ps_pipe"`
-	VmemmapSpan        *ebpf.Variable `ebpf:"vmemmap_span"`
-	VmemmapStart       *ebpf.Variable `ebpf:"vmemmap_start"`
+	CalibFirst          *ebpf.Variable `ebpf:"calib_first"`
+	CalibIno            *ebpf.Variable `ebpf:"calib_ino"`
+	CalibPattern        *ebpf.Variable `ebpf:"calib_pattern"`
+	CalibSteps          *ebpf.Variable `ebpf:"calib_steps"`
+	CopyData            *ebpf.Variable `ebpf:"copy_data"`
+	DirectSpan          *ebpf.Variable `ebpf:"direct_span"`
+	DirectStart         *ebpf.Variable `ebpf:"direct_start"`
+	FilterTgids         *ebpf.Variable `ebpf:"filter_tgids"`
+	HaveD_path          *ebpf.Variable `ebpf:"have_d_path"`
+	KsymPageOffsetBase  *ebpf.Variable `ebpf:"ksym_page_offset_base"`
+	KsymVmemmapBase     *ebpf.Variable `ebpf:"ksym_vmemmap_base"`
+	MaxAttempts         *ebpf.Variable `ebpf:"max_attempts"`
+	OnlyIno             *ebpf.Variable `ebpf:"only_ino"`
+	PageSize            *ebpf.Variable `ebpf:"page_size"`
+	RunGen              *ebpf.Variable `ebpf:"run_gen"`
+	ScratchSlots        *ebpf.Variable `ebpf:"scratch_slots"`
+	SelfTgid            *ebpf.Variable `ebpf:"self_tgid"`
+	UnusedPsBuf         *ebpf.Variable `ebpf:"unused_ps_buf"`
+	UnusedPsCalib       *ebpf.Variable `ebpf:"unused_ps_calib"`
+	UnusedPsCalibSource *ebpf.Variable `ebpf:"unused_ps_calib_source"`
+	UnusedPsCompat      *ebpf.Variable `ebpf:"unused_ps_compat"`
+	UnusedPsFd          *ebpf.Variable `ebpf:"unused_ps_fd"`
+	UnusedPsPipe        *ebpf.Variable `ebpf:"unused_ps_pipe"`
+	UnusedPsReason      *ebpf.Variable `ebpf:"unused_ps_reason"`
+	UnusedPsRingType    *ebpf.Variable `ebpf:"unused_ps_ring_type"`
+	UnusedPsStatus      *ebpf.Variable `ebpf:"unused_ps_status"`
+	VmemmapSpan         *ebpf.Variable `ebpf:"vmemmap_span"`
+	VmemmapStart        *ebpf.Variable `ebpf:"vmemmap_start"`
 }
 
 // pipesPrograms contains all programs after they have been loaded into the kernel.

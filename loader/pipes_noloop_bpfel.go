@@ -16,39 +16,43 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	pipesNoLoopMapCalibScratch       = "calib_scratch"
-	pipesNoLoopMapCopyScratch        = "copy_scratch"
-	pipesNoLoopMapPipeScratch        = "pipe_scratch"
-	pipesNoLoopMapRing               = "ring"
-	pipesNoLoopMapSeen               = "seen"
-	pipesNoLoopMapSlots              = "slots"
-	pipesNoLoopMapTargets            = "targets"
-	pipesNoLoopProgCalibrate         = "calibrate"
-	pipesNoLoopProgDumpPipes         = "dump_pipes"
-	pipesNoLoopVarCalibFirst         = "calib_first"
-	pipesNoLoopVarCalibIno           = "calib_ino"
-	pipesNoLoopVarCalibPattern       = "calib_pattern"
-	pipesNoLoopVarCalibSteps         = "calib_steps"
-	pipesNoLoopVarCopyData           = "copy_data"
-	pipesNoLoopVarDirectSpan         = "direct_span"
-	pipesNoLoopVarDirectStart        = "direct_start"
-	pipesNoLoopVarFilterTgids        = "filter_tgids"
-	pipesNoLoopVarHaveD_path         = "have_d_path"
-	pipesNoLoopVarKsymPageOffsetBase = "ksym_page_offset_base"
-	pipesNoLoopVarKsymVmemmapBase    = "ksym_vmemmap_base"
-	pipesNoLoopVarMaxAttempts        = "max_attempts"
-	pipesNoLoopVarOnlyIno            = "only_ino"
-	pipesNoLoopVarPageSize           = "page_size"
-	pipesNoLoopVarRunGen             = "run_gen"
-	pipesNoLoopVarScratchSlots       = "scratch_slots"
-	pipesNoLoopVarSelfTgid           = "self_tgid"
-	pipesNoLoopVarUnusedPsBuf        = "unused_ps_buf"
-	pipesNoLoopVarUnusedPsCalib      = "unused_ps_calib"
-	pipesNoLoopVarUnusedPsCompat     = "unused_ps_compat"
-	pipesNoLoopVarUnusedPsFd         = "unused_ps_fd"
-	pipesNoLoopVarUnusedPsPipe       = "unused_ps_pipe"
-	pipesNoLoopVarVmemmapSpan        = "vmemmap_span"
-	pipesNoLoopVarVmemmapStart       = "vmemmap_start"
+	pipesNoLoopMapCalibScratch        = "calib_scratch"
+	pipesNoLoopMapCopyScratch         = "copy_scratch"
+	pipesNoLoopMapPipeScratch         = "pipe_scratch"
+	pipesNoLoopMapRing                = "ring"
+	pipesNoLoopMapSeen                = "seen"
+	pipesNoLoopMapSlots               = "slots"
+	pipesNoLoopMapTargets             = "targets"
+	pipesNoLoopProgCalibrate          = "calibrate"
+	pipesNoLoopProgDumpPipes          = "dump_pipes"
+	pipesNoLoopVarCalibFirst          = "calib_first"
+	pipesNoLoopVarCalibIno            = "calib_ino"
+	pipesNoLoopVarCalibPattern        = "calib_pattern"
+	pipesNoLoopVarCalibSteps          = "calib_steps"
+	pipesNoLoopVarCopyData            = "copy_data"
+	pipesNoLoopVarDirectSpan          = "direct_span"
+	pipesNoLoopVarDirectStart         = "direct_start"
+	pipesNoLoopVarFilterTgids         = "filter_tgids"
+	pipesNoLoopVarHaveD_path          = "have_d_path"
+	pipesNoLoopVarKsymPageOffsetBase  = "ksym_page_offset_base"
+	pipesNoLoopVarKsymVmemmapBase     = "ksym_vmemmap_base"
+	pipesNoLoopVarMaxAttempts         = "max_attempts"
+	pipesNoLoopVarOnlyIno             = "only_ino"
+	pipesNoLoopVarPageSize            = "page_size"
+	pipesNoLoopVarRunGen              = "run_gen"
+	pipesNoLoopVarScratchSlots        = "scratch_slots"
+	pipesNoLoopVarSelfTgid            = "self_tgid"
+	pipesNoLoopVarUnusedPsBuf         = "unused_ps_buf"
+	pipesNoLoopVarUnusedPsCalib       = "unused_ps_calib"
+	pipesNoLoopVarUnusedPsCalibSource = "unused_ps_calib_source"
+	pipesNoLoopVarUnusedPsCompat      = "unused_ps_compat"
+	pipesNoLoopVarUnusedPsFd          = "unused_ps_fd"
+	pipesNoLoopVarUnusedPsPipe        = "unused_ps_pipe"
+	pipesNoLoopVarUnusedPsReason      = "unused_ps_reason"
+	pipesNoLoopVarUnusedPsRingType    = "unused_ps_ring_type"
+	pipesNoLoopVarUnusedPsStatus      = "unused_ps_status"
+	pipesNoLoopVarVmemmapSpan         = "vmemmap_span"
+	pipesNoLoopVarVmemmapStart        = "vmemmap_start"
 )
 
 // loadPipesNoLoop returns the embedded CollectionSpec for pipesNoLoop.
@@ -114,30 +118,34 @@ type pipesNoLoopMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pipesNoLoopVariableSpecs struct {
-	CalibFirst         *ebpf.VariableSpec `ebpf:"calib_first"`
-	CalibIno           *ebpf.VariableSpec `ebpf:"calib_ino"`
-	CalibPattern       *ebpf.VariableSpec `ebpf:"calib_pattern"`
-	CalibSteps         *ebpf.VariableSpec `ebpf:"calib_steps"`
-	CopyData           *ebpf.VariableSpec `ebpf:"copy_data"`
-	DirectSpan         *ebpf.VariableSpec `ebpf:"direct_span"`
-	DirectStart        *ebpf.VariableSpec `ebpf:"direct_start"`
-	FilterTgids        *ebpf.VariableSpec `ebpf:"filter_tgids"`
-	HaveD_path         *ebpf.VariableSpec `ebpf:"have_d_path"`
-	KsymPageOffsetBase *ebpf.VariableSpec `ebpf:"ksym_page_offset_base"`
-	KsymVmemmapBase    *ebpf.VariableSpec `ebpf:"ksym_vmemmap_base"`
-	MaxAttempts        *ebpf.VariableSpec `ebpf:"max_attempts"`
-	OnlyIno            *ebpf.VariableSpec `ebpf:"only_ino"`
-	PageSize           *ebpf.VariableSpec `ebpf:"page_size"`
-	RunGen             *ebpf.VariableSpec `ebpf:"run_gen"`
-	ScratchSlots       *ebpf.VariableSpec `ebpf:"scratch_slots"`
-	SelfTgid           *ebpf.VariableSpec `ebpf:"self_tgid"`
-	UnusedPsBuf        *ebpf.VariableSpec `ebpf:"unused_ps_buf"`
-	UnusedPsCalib      *ebpf.VariableSpec `ebpf:"unused_ps_calib"`
-	UnusedPsCompat     *ebpf.VariableSpec `ebpf:"unused_ps_compat"`
-	UnusedPsFd         *ebpf.VariableSpec `ebpf:"unused_ps_fd"`
-	UnusedPsPipe       *ebpf.VariableSpec `ebpf:"unused_ps_pipe"`
-	VmemmapSpan        *ebpf.VariableSpec `ebpf:"vmemmap_span"`
-	VmemmapStart       *ebpf.VariableSpec `ebpf:"vmemmap_start"`
+	CalibFirst          *ebpf.VariableSpec `ebpf:"calib_first"`
+	CalibIno            *ebpf.VariableSpec `ebpf:"calib_ino"`
+	CalibPattern        *ebpf.VariableSpec `ebpf:"calib_pattern"`
+	CalibSteps          *ebpf.VariableSpec `ebpf:"calib_steps"`
+	CopyData            *ebpf.VariableSpec `ebpf:"copy_data"`
+	DirectSpan          *ebpf.VariableSpec `ebpf:"direct_span"`
+	DirectStart         *ebpf.VariableSpec `ebpf:"direct_start"`
+	FilterTgids         *ebpf.VariableSpec `ebpf:"filter_tgids"`
+	HaveD_path          *ebpf.VariableSpec `ebpf:"have_d_path"`
+	KsymPageOffsetBase  *ebpf.VariableSpec `ebpf:"ksym_page_offset_base"`
+	KsymVmemmapBase     *ebpf.VariableSpec `ebpf:"ksym_vmemmap_base"`
+	MaxAttempts         *ebpf.VariableSpec `ebpf:"max_attempts"`
+	OnlyIno             *ebpf.VariableSpec `ebpf:"only_ino"`
+	PageSize            *ebpf.VariableSpec `ebpf:"page_size"`
+	RunGen              *ebpf.VariableSpec `ebpf:"run_gen"`
+	ScratchSlots        *ebpf.VariableSpec `ebpf:"scratch_slots"`
+	SelfTgid            *ebpf.VariableSpec `ebpf:"self_tgid"`
+	UnusedPsBuf         *ebpf.VariableSpec `ebpf:"unused_ps_buf"`
+	UnusedPsCalib       *ebpf.VariableSpec `ebpf:"unused_ps_calib"`
+	UnusedPsCalibSource *ebpf.VariableSpec `ebpf:"unused_ps_calib_source"`
+	UnusedPsCompat      *ebpf.VariableSpec `ebpf:"unused_ps_compat"`
+	UnusedPsFd          *ebpf.VariableSpec `ebpf:"unused_ps_fd"`
+	UnusedPsPipe        *ebpf.VariableSpec `ebpf:"unused_ps_pipe"`
+	UnusedPsReason      *ebpf.VariableSpec `ebpf:"unused_ps_reason"`
+	UnusedPsRingType    *ebpf.VariableSpec `ebpf:"unused_ps_ring_type"`
+	UnusedPsStatus      *ebpf.VariableSpec `ebpf:"unused_ps_status"`
+	VmemmapSpan         *ebpf.VariableSpec `ebpf:"vmemmap_span"`
+	VmemmapStart        *ebpf.VariableSpec `ebpf:"vmemmap_start"`
 }
 
 // pipesNoLoopObjects contains all objects after they have been loaded into the kernel.
@@ -185,30 +193,34 @@ func (m *pipesNoLoopMaps) Close() error {
 //
 // It can be passed to loadPipesNoLoopObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pipesNoLoopVariables struct {
-	CalibFirst         *ebpf.Variable `ebpf:"calib_first"`
-	CalibIno           *ebpf.Variable `ebpf:"calib_ino"`
-	CalibPattern       *ebpf.Variable `ebpf:"calib_pattern"`
-	CalibSteps         *ebpf.Variable `ebpf:"calib_steps"`
-	CopyData           *ebpf.Variable `ebpf:"copy_data"`
-	DirectSpan         *ebpf.Variable `ebpf:"direct_span"`
-	DirectStart        *ebpf.Variable `ebpf:"direct_start"`
-	FilterTgids        *ebpf.Variable `ebpf:"filter_tgids"`
-	HaveD_path         *ebpf.Variable `ebpf:"have_d_path"`
-	KsymPageOffsetBase *ebpf.Variable `ebpf:"ksym_page_offset_base"`
-	KsymVmemmapBase    *ebpf.Variable `ebpf:"ksym_vmemmap_base"`
-	MaxAttempts        *ebpf.Variable `ebpf:"max_attempts"`
-	OnlyIno            *ebpf.Variable `ebpf:"only_ino"`
-	PageSize           *ebpf.Variable `ebpf:"page_size"`
-	RunGen             *ebpf.Variable `ebpf:"run_gen"`
-	ScratchSlots       *ebpf.Variable `ebpf:"scratch_slots"`
-	SelfTgid           *ebpf.Variable `ebpf:"self_tgid"`
-	UnusedPsBuf        *ebpf.Variable `ebpf:"unused_ps_buf"`
-	UnusedPsCalib      *ebpf.Variable `ebpf:"unused_ps_calib"`
-	UnusedPsCompat     *ebpf.Variable `ebpf:"unused_ps_compat"`
-	UnusedPsFd         *ebpf.Variable `ebpf:"unused_ps_fd"`
-	UnusedPsPipe       *ebpf.Variable `ebpf:"unused_ps_pipe"`
-	VmemmapSpan        *ebpf.Variable `ebpf:"vmemmap_span"`
-	VmemmapStart       *ebpf.Variable `ebpf:"vmemmap_start"`
+	CalibFirst          *ebpf.Variable `ebpf:"calib_first"`
+	CalibIno            *ebpf.Variable `ebpf:"calib_ino"`
+	CalibPattern        *ebpf.Variable `ebpf:"calib_pattern"`
+	CalibSteps          *ebpf.Variable `ebpf:"calib_steps"`
+	CopyData            *ebpf.Variable `ebpf:"copy_data"`
+	DirectSpan          *ebpf.Variable `ebpf:"direct_span"`
+	DirectStart         *ebpf.Variable `ebpf:"direct_start"`
+	FilterTgids         *ebpf.Variable `ebpf:"filter_tgids"`
+	HaveD_path          *ebpf.Variable `ebpf:"have_d_path"`
+	KsymPageOffsetBase  *ebpf.Variable `ebpf:"ksym_page_offset_base"`
+	KsymVmemmapBase     *ebpf.Variable `ebpf:"ksym_vmemmap_base"`
+	MaxAttempts         *ebpf.Variable `ebpf:"max_attempts"`
+	OnlyIno             *ebpf.Variable `ebpf:"only_ino"`
+	PageSize            *ebpf.Variable `ebpf:"page_size"`
+	RunGen              *ebpf.Variable `ebpf:"run_gen"`
+	ScratchSlots        *ebpf.Variable `ebpf:"scratch_slots"`
+	SelfTgid            *ebpf.Variable `ebpf:"self_tgid"`
+	UnusedPsBuf         *ebpf.Variable `ebpf:"unused_ps_buf"`
+	UnusedPsCalib       *ebpf.Variable `ebpf:"unused_ps_calib"`
+	UnusedPsCalibSource *ebpf.Variable `ebpf:"unused_ps_calib_source"`
+	UnusedPsCompat      *ebpf.Variable `ebpf:"unused_ps_compat"`
+	UnusedPsFd          *ebpf.Variable `ebpf:"unused_ps_fd"`
+	UnusedPsPipe        *ebpf.Variable `ebpf:"unused_ps_pipe"`
+	UnusedPsReason      *ebpf.Variable `ebpf:"unused_ps_reason"`
+	UnusedPsRingType    *ebpf.Variable `ebpf:"unused_ps_ring_type"`
+	UnusedPsStatus      *ebpf.Variable `ebpf:"unused_ps_status"`
+	VmemmapSpan         *ebpf.Variable `ebpf:"vmemmap_span"`
+	VmemmapStart        *ebpf.Variable `ebpf:"vmemmap_start"`
 }
 
 // pipesNoLoopPrograms contains all programs after they have been loaded into the kernel.

@@ -130,6 +130,10 @@ const struct ps_pipe *unused_ps_pipe __attribute__((unused));
 const struct ps_buf *unused_ps_buf __attribute__((unused));
 const struct ps_calib *unused_ps_calib __attribute__((unused));
 const enum ps_compat *unused_ps_compat __attribute__((unused));
+const enum ps_ring_type *unused_ps_ring_type __attribute__((unused));
+const enum ps_calib_source *unused_ps_calib_source __attribute__((unused));
+const enum ps_status *unused_ps_status __attribute__((unused));
+const enum ps_reason *unused_ps_reason __attribute__((unused));
 
 /*
  * page_to_addr turns a struct page pointer into its direct-map address,
@@ -586,7 +590,7 @@ static __always_inline long candidate(__u32 i, struct calib_ctx *c)
 	rec.direct_start = dm;
 	rec.page = c->page;
 	rec.pipe = c->pipe;
-	rec.source = 2;
+	rec.source = PS_CALIB_SEARCH;
 	rec.matched = 1;
 	bpf_seq_write(c->seq, &rec, sizeof(rec));
 	return ++*c->matched >= 8;
@@ -638,7 +642,7 @@ int calibrate(struct bpf_iter__task_file *ctx)
 				.direct_start = dm,
 				.page = c.page,
 				.pipe = c.pipe,
-				.source = 1,
+				.source = PS_CALIB_KALLSYMS,
 				.matched = 1,
 			};
 			bpf_seq_write(c.seq, &rec, sizeof(rec));

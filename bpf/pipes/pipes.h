@@ -53,6 +53,12 @@ enum ps_ring_type {
 	PS_RING_BUF = 2,
 };
 
+/* Where a calibration candidate came from. */
+enum ps_calib_source {
+	PS_CALIB_KALLSYMS = 1,	/* the bases kallsyms gave */
+	PS_CALIB_SEARCH = 2,	/* the search down from the probe's pointers */
+};
+
 /*
  * struct ps_fd: one per (task, pipe or FIFO fd), written to the iterator's
  * seq_file in iteration order. When first is set, the pipe's contents were
@@ -121,7 +127,7 @@ struct ps_calib {
 	__u64 direct_start;
 	__u64 page;	/* the probe's page pointer */
 	__u64 pipe;	/* the probe's pipe_inode_info pointer */
-	__u32 source;	/* 1 kallsyms, 2 search */
+	__u32 source;	/* enum ps_calib_source */
 	__u32 matched;
 };
 
