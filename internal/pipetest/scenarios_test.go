@@ -370,12 +370,18 @@ func checkScenario(t *testing.T, s *Scenario, strayIno uint64) {
 			t.Errorf("other pipe: readers %v, want [reader]", r)
 		}
 	case "busy", "bursty":
-		// Progress over a while.
+		// Progress over a while. gzip -1 squeezes yes's output about a
+		// thousand to one, and on a loaded machine it may take seconds
+		// to hand cat a block: wait up to 10 s for some.
 		p := s.Procs["reader"]
 		n := scRchar(p.PID)
-		time.Sleep(1200 * time.Millisecond)
-		if m := scRchar(p.PID); m <= n {
-			t.Errorf("reader read nothing in 1.2 s (rchar %d then %d)", n, m)
+		m := n
+		for deadline := time.Now().Add(10 * time.Second); m <= n && time.Now().Before(deadline); {
+			time.Sleep(200 * time.Millisecond)
+			m = scRchar(p.PID)
+		}
+		if m <= n {
+			t.Errorf("reader read nothing in 10 s (rchar %d then %d)", n, m)
 		}
 	case "tail-grep":
 		time.Sleep(2500 * time.Millisecond)
