@@ -30,7 +30,7 @@ A torn or incomplete pipe is still written, with a warning on stderr.`,
 			if ino == 0 {
 				return usagef("cat needs --ino NUMBER (inspect lists them)")
 			}
-			s, err := readSnapshot(c.Args().First(), snapshot.Options{Data: true, Ino: ino})
+			s, err := readSnapshot(c.Args().First(), snapshot.Options{Data: true, Ino: ino, PipeOnly: true}) // its bytes only: no fds held
 			if err != nil {
 				return err
 			}
