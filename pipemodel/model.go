@@ -44,6 +44,11 @@ type Proc struct {
 	// NSPID is its pid in its own, innermost pid namespace (a container's
 	// pid 1), when that differs from PID; 0 otherwise.
 	NSPID uint32 `json:"nspid,omitempty"`
+	// CgroupID and Cgroup are its cgroup on the unified (v2) hierarchy,
+	// the path from that hierarchy's root (never relative to a cgroup
+	// namespace), as the kernel walk read them; 0 and "" when not read.
+	CgroupID uint64 `json:"cgroup_id,omitempty"`
+	Cgroup   string `json:"cgroup,omitempty"`
 	// Container is the container it runs in, when it runs in one.
 	Container *Container `json:"container,omitempty"`
 }
