@@ -15,7 +15,7 @@
  * hierarchy's root, whatever cgroup namespace pipesnap runs in: the walk
  * goes up the kernfs parents to the root. The path is written from the
  * end of its buffer backwards, so one that does not fit (deeper than
- * CG_DEPTH, or longer than CG_PATH_MAX - 1 bytes) keeps its innermost
+ * CG_DEPTH, or longer than CG_PATH_MAX bytes) keeps its innermost
  * components, the ones that name a container, and is marked truncated.
  * A name that cannot be read leaves the hierarchy unread: Go then reads
  * /proc/PID/cgroup.

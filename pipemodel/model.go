@@ -50,7 +50,7 @@ type Proc struct {
 	CgroupID uint64 `json:"cgroup_id,omitempty"`
 	Cgroup   string `json:"cgroup,omitempty"`
 	// CgroupTruncated: Cgroup did not fit the walk's bound (16 levels,
-	// 1023 bytes): it holds the path's innermost components only.
+	// 1024 bytes): it holds the path's innermost components only.
 	CgroupTruncated bool `json:"cgroup_truncated,omitempty"`
 	// CgroupV1 is its cgroup on one v1 hierarchy, on hybrid hosts (where
 	// a runtime may name a container, or its monitor, only there).

@@ -130,6 +130,17 @@ func StartInCgroup(t testing.TB, below ...string) *CgroupChild {
 	return c
 }
 
+// UnifiedMount is where this mount namespace has the unified (v2)
+// hierarchy; "" where nowhere.
+func UnifiedMount(t testing.TB) string {
+	v2, _ := cgroupMounts(t)
+	return v2
+}
+
+// ProcCgroup is pid's cgroup path on the hierarchy of controller ctl
+// ("": the unified one) as /proc/PID/cgroup has it; "" when it has none.
+func ProcCgroup(t testing.TB, pid int, ctl string) string { return procCgroup(t, pid, ctl) }
+
 // cgroupMounts finds where this mount namespace has the unified hierarchy
 // ("" where nowhere) and each v1 controller's hierarchy.
 func cgroupMounts(t testing.TB) (v2 string, v1 map[string]string) {
