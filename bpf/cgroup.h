@@ -239,6 +239,8 @@ __attribute__((noinline)) int read_cgroups(void)
 	s->rec.off[0] = s->rec.off[1] = CG_PATH_MAX;
 	s->rec.flags = 0;
 	s->rec.v1_ctl = CG_CTL_NONE;
+	if (!bpf_core_field_exists(t->cgroups))
+		return 1;	/* a kernel without cgroups: nothing read */
 	cset = BPF_CORE_READ(t, group_leader, cgroups);
 	if (!cset)
 		return 1;

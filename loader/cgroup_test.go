@@ -78,7 +78,8 @@ func checkCgroups(t *testing.T, got, want pipemodel.Cgroups) {
 		case *h.got != *h.want:
 			t.Errorf("%s: read %+v, want %+v", h.name, *h.got, *h.want)
 		default:
-			t.Logf("%s: %+v", h.name, *h.got)
+			t.Logf("%s %s: id %d, %d levels, %d bytes, truncated %v", h.name, h.got.Controller, h.got.ID,
+				strings.Count(h.got.Path, "/"), len(h.got.Path), h.got.Truncated)
 		}
 	}
 }
