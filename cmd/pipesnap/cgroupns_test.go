@@ -1,0 +1,62 @@
+package main
+
+import (
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/pipesnap/pipesnap/internal/pipetest"
+)
+
+// TestCgroupNamespace: pipesnap in a cgroup namespace of its own (as in a
+// DaemonSet's pod) still shows each process's cgroup from the
+// hierarchy's root, as the kernel walk reads it, where /proc in that
+// namespace shows a path relative to its root.
+func TestCgroupNamespace(t *testing.T) {
+	requireBPF(t)
+	c := pipetest.StartInCgroup(t)
+	unified := pipetest.UnifiedMount(t)
+	if unified == "" {
+		t.Fatal("no cgroup2 mount after StartInCgroup")
+	}
+	// A shell moves itself into the parent of the child's cgroup, then
+	// runs the command in a new cgroup namespace rooted there.
+	parent := filepath.Dir(c.Want.V2.Path)
+	inNS := func(args ...string) string {
+		t.Helper()
+		script := "echo $$ > " + filepath.Join(unified, parent, "cgroup.procs") + ` && exec unshare --cgroup "$@"`
+		out, err := exec.Command("sh", append([]string{"-c", script, "sh"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("%v in a cgroup namespace: %v", args, err)
+		}
+		return string(out)
+	}
+	pid := strconv.Itoa(c.PID)
+	rel := "0::/" + filepath.Base(c.Want.V2.Path)
+	if got := inNS("cat", "/proc/"+pid+"/cgroup"); !strings.Contains(got, rel+"\n") {
+		t.Fatalf("/proc/%s/cgroup in the namespace: %q, want the line %q", pid, got, rel)
+	}
+	var v struct {
+		Procs []struct {
+			PID      int    `json:"pid"`
+			CgroupID uint64 `json:"cgroup_id"`
+			Cgroup   string `json:"cgroup"`
+		} `json:"procs"`
+	}
+	if err := json.Unmarshal([]byte(inNS(pipesnapBin, "ls", "--json", "--pid", pid)), &v); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range v.Procs {
+		if p.PID != c.PID {
+			continue
+		}
+		if p.Cgroup != c.Want.V2.Path || p.CgroupID != c.Want.V2.ID {
+			t.Errorf("ls --json in a cgroup namespace: cgroup %q id %d, want %q id %d", p.Cgroup, p.CgroupID, c.Want.V2.Path, c.Want.V2.ID)
+		}
+		return
+	}
+	t.Errorf("pid %d not in ls --json: %+v", c.PID, v.Procs)
+}
