@@ -7,6 +7,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -71,6 +72,47 @@ func TestContainerPipeline(t *testing.T) {
 	if _, stderr, code := run(t, "ls", "--container", "no-such-container-here"); code != 1 || !strings.Contains(stderr, "no process in container no-such-container-here") {
 		t.Errorf("ls --container of nothing: exit %d, %q", code, stderr)
 	}
+
+	// dump --container NAME records who the processes are: inspect and
+	// diagnose FILE show the container and the pids inside.
+	snap := filepath.Join(t.TempDir(), "c.snap")
+	if _, stderr, code := run(t, "dump", "--container", c.Name, "-o", snap); code != 0 {
+		t.Fatalf("dump --container: exit %d: %s", code, stderr)
+	}
+	out, stderr, code = run(t, "inspect", "--json", snap)
+	if code != 0 {
+		t.Fatalf("inspect: exit %d: %s", code, stderr)
+	}
+	var iv struct {
+		Tasks []struct {
+			PID       int `json:"pid"`
+			NSPID     int `json:"nspid"`
+			Container *struct {
+				Runtime, ID, Name string
+			} `json:"container"`
+		} `json:"tasks"`
+	}
+	if err := json.Unmarshal([]byte(out), &iv); err != nil {
+		t.Fatal(err)
+	}
+	var dumped []int
+	for _, tk := range iv.Tasks {
+		dumped = append(dumped, tk.PID)
+		if tk.Container == nil || tk.Container.Name != c.Name || tk.Container.ID != c.ID || tk.Container.Runtime != "podman" || tk.NSPID == 0 || tk.NSPID > 10 {
+			t.Errorf("snapshot task %d: nspid %d, container %+v; want %s (%s) and a small pid inside", tk.PID, tk.NSPID, tk.Container, c.Name, c.ID)
+		}
+	}
+	if !slices.Contains(dumped, yes) || !slices.Contains(dumped, slp) {
+		t.Errorf("snapshot has tasks %v, want yes %d and sleep %d", dumped, yes, slp)
+	}
+	text, _, _ = run(t, "inspect", snap)
+	if !strings.Contains(text, "CONTAINER") || !strings.Contains(text, c.Name) || !strings.Contains(text, fmt.Sprintf("%d/", slp)) {
+		t.Errorf("inspect table lacks the container or the in-container pid:\n%s", text)
+	}
+	offline := diagnoseJSON(t, 1, "--min-wait", "100ms", snap)
+	if !slices.ContainsFunc(offline.Chains, func(ch diagChain) bool { return slices.Contains(ch.StuckAt, slp) }) {
+		t.Errorf("diagnose FILE: chains %+v, want stuck at sleep %d", offline.Chains, slp)
+	}
 }
 
 // TestContainerRuntimeReader: a container writing its stdout while the
@@ -110,5 +152,18 @@ func TestContainerRuntimeReader(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no stall blaming conmon %d: %+v", conmon, v.Findings)
+	}
+
+	// The same from a snapshot of the container's process and its
+	// monitor: the snapshot says which is which.
+	snap := filepath.Join(t.TempDir(), "r.snap")
+	if _, stderr, code := run(t, "dump", "--pid", fmt.Sprintf("%d,%d", yes, conmon), "-o", snap); code != 0 {
+		t.Fatalf("dump: exit %d: %s", code, stderr)
+	}
+	v = diagnoseJSON(t, 1, "--min-wait", "100ms", snap)
+	if !slices.ContainsFunc(v.Findings, func(f diagFinding) bool {
+		return strings.Contains(f.Message, "container "+c.Name+" is blocked writing its output") && strings.Contains(f.Message, "the runtime's monitor of container "+c.Name)
+	}) {
+		t.Errorf("diagnose FILE: no runtime-reader stall naming %s: %+v", c.Name, v.Findings)
 	}
 }

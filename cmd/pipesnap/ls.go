@@ -258,12 +258,7 @@ func containersText(s *pipemodel.Sample, p *pipemodel.Pipe) string {
 		if pr == nil || pr.Container == nil {
 			continue
 		}
-		c := pr.Container
-		l := c.Label()
-		if c.Pod != "" {
-			l = c.Pod + "/" + l
-		}
-		if l = termsafe.String(l); !slices.Contains(out, l) {
+		if l := termsafe.String(containerText(pr.Container)); !slices.Contains(out, l) {
 			out = append(out, l)
 		}
 	}
@@ -271,6 +266,18 @@ func containersText(s *pipemodel.Sample, p *pipemodel.Pipe) string {
 		return "-"
 	}
 	return strings.Join(out, ",")
+}
+
+// containerText names a container as the tables do: its label, a
+// pod's as pod/container; "" for none.
+func containerText(c *pipemodel.Container) string {
+	if c == nil {
+		return ""
+	}
+	if c.Pod != "" {
+		return c.Pod + "/" + c.Label()
+	}
+	return c.Label()
 }
 
 // holderStates lists the states of the processes holding a pipe, the
