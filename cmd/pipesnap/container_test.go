@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
+
 	"github.com/pipesnap/pipesnap/container/containertest"
 	"github.com/pipesnap/pipesnap/internal/pipetest"
 )
@@ -112,6 +114,17 @@ func TestContainerPipeline(t *testing.T) {
 	offline := diagnoseJSON(t, 1, "--min-wait", "100ms", snap)
 	if !slices.ContainsFunc(offline.Chains, func(ch diagChain) bool { return slices.Contains(ch.StuckAt, slp) }) {
 		t.Errorf("diagnose FILE: chains %+v, want stuck at sleep %d", offline.Chains, slp)
+	}
+
+	// serve --container NAME: the stuck pipeline's series and the pipe's
+	// carry the container (no pod: plain podman).
+	m := serveScrape(t, serveStart(t, "--min-wait", "100ms", "--container", c.Name))
+	stuck := serveSeries(m, "pipesnap_stuck_pipeline_seconds", map[string]string{"culprit_pid": fmt.Sprint(slp)})
+	if len(stuck) != 1 || stuck[0].Metric["container"] != model.LabelValue(c.Name) || stuck[0].Metric["pod"] != "" {
+		t.Errorf("serve: stuck series %v, want one of sleep %d labelled container=%s", stuck, slp, c.Name)
+	}
+	if ss := serveSeries(m, "pipesnap_pipe_blocked_writers", map[string]string{"writers": "yes"}); len(ss) != 1 || ss[0].Metric["container"] != model.LabelValue(c.Name) {
+		t.Errorf("serve: pipe series %v, want yes's pipe labelled container=%s", ss, c.Name)
 	}
 }
 
