@@ -71,6 +71,10 @@ func TestContainerPipeline(t *testing.T) {
 	if len(v2.Chains) == 0 || !slices.ContainsFunc(v2.Chains, func(ch diagChain) bool { return slices.Contains(ch.StuckAt, slp) }) {
 		t.Errorf("diagnose --container: chains %+v, want stuck at sleep %d", v2.Chains, slp)
 	}
+	text, _, _ = run(t, "diagnose", "--min-wait", "100ms", "--settle", "150ms", "--container", c.Name)
+	if !strings.Contains(text, fmt.Sprintf("sleep (pid %d/", slp)) || !strings.Contains(text, "container "+c.Name) {
+		t.Errorf("diagnose text lacks sleep's in-container pid or its container:\n%s", text)
+	}
 	if _, stderr, code := run(t, "ls", "--container", "no-such-container-here"); code != 1 || !strings.Contains(stderr, "no process in container no-such-container-here") {
 		t.Errorf("ls --container of nothing: exit %d, %q", code, stderr)
 	}
