@@ -290,13 +290,7 @@ func (d *Decoder) taskState(h recHead) (any, error) {
 		return nil, d.bad(h, "%v", err)
 	}
 	ts.WaitKnown = flags&waitKnownFlag != 0
-	if h, err = d.head(); err != nil {
-		return nil, err
-	}
-	if h.typ != TypeString {
-		return nil, d.unexpected(h, "STRING with the task's wchan")
-	}
-	if ts.Wchan, err = d.str(h); err != nil {
+	if ts.Wchan, _, err = d.nextString("the task's wchan"); err != nil {
 		return nil, err
 	}
 	d.st = stWait
@@ -374,13 +368,7 @@ func (d *Decoder) openWait(h recHead) (any, error) {
 	if o.Comm, err = d.comm(h, p[36:36+commLen]); err != nil {
 		return nil, err
 	}
-	if h, err = d.head(); err != nil {
-		return nil, err
-	}
-	if h.typ != TypeString {
-		return nil, d.unexpected(h, "STRING with the FIFO's path")
-	}
-	if o.Path, err = d.str(h); err != nil {
+	if o.Path, _, err = d.nextString("the FIFO's path"); err != nil {
 		return nil, err
 	}
 	d.st = stWait
@@ -401,13 +389,7 @@ func (d *Decoder) container(h recHead) (any, error) {
 		return nil, d.bad(h, "ref %d: want the next container number %d", c.Ref, d.containers+1)
 	}
 	for i, sp := range c.strings() {
-		if h, err = d.head(); err != nil {
-			return nil, err
-		}
-		if h.typ != TypeString {
-			return nil, d.unexpected(h, "STRING with the container's "+containerStrings[i])
-		}
-		if *sp, err = d.str(h); err != nil {
+		if *sp, h, err = d.nextString("the container's " + containerStrings[i]); err != nil {
 			return nil, err
 		}
 		if i == 1 && c.ID == "" {
@@ -442,13 +424,7 @@ func (d *Decoder) proc(h recHead) (any, error) {
 	if err := checkProc(*pr); err != nil {
 		return nil, d.bad(h, "%v", err)
 	}
-	if h, err = d.head(); err != nil {
-		return nil, err
-	}
-	if h.typ != TypeString {
-		return nil, d.unexpected(h, "STRING with the process's cgroup")
-	}
-	if pr.Cgroup, err = d.str(h); err != nil {
+	if pr.Cgroup, _, err = d.nextString("the process's cgroup"); err != nil {
 		return nil, err
 	}
 	if d.procs == nil {
@@ -655,13 +631,7 @@ func (d *Decoder) note(h recHead) (any, error) {
 		return nil, err
 	}
 	n := &Note{PID: le.Uint32(p[0:]), Code: le.Uint32(p[4:])}
-	if h, err = d.head(); err != nil {
-		return nil, err
-	}
-	if h.typ != TypeString {
-		return nil, d.unexpected(h, "STRING with the note's message")
-	}
-	if n.Msg, err = d.str(h); err != nil {
+	if n.Msg, _, err = d.nextString("the note's message"); err != nil {
 		return nil, err
 	}
 	return n, nil
@@ -748,6 +718,19 @@ func (d *Decoder) fixed(h recHead, size int) ([]byte, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// nextString reads the STRING that must come next, what it holds named
+// for the error when another record comes; h is its head.
+func (d *Decoder) nextString(what string) (s string, h recHead, err error) {
+	if h, err = d.head(); err != nil {
+		return "", h, err
+	}
+	if h.typ != TypeString {
+		return "", h, d.unexpected(h, "STRING with "+what)
+	}
+	s, err = d.str(h)
+	return s, h, err
 }
 
 // str reads a STRING: 1 to MaxString bytes, one NUL, at the end.
