@@ -7,6 +7,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -182,5 +183,36 @@ func TestContainerRuntimeReader(t *testing.T) {
 		return strings.Contains(f.Message, "container "+c.Name+" is blocked writing its output") && strings.Contains(f.Message, "the runtime's monitor of container "+c.Name)
 	}) {
 		t.Errorf("diagnose FILE: no runtime-reader stall naming %s: %+v", c.Name, v.Findings)
+	}
+}
+
+// TestContainerFollowed: watch --container follows the container: a
+// pipeline started in it after watch began (podman exec) is walked
+// too.
+func TestContainerFollowed(t *testing.T) {
+	requireBPF(t)
+	pm := containertest.Require(t)
+	c := pm.Run(t, nil, "sleep", "600")
+	c.WaitProcs(t, "sleep")
+	cmd := exec.Command(pipesnapBin, "watch", "--json", "-n", "16", "-i", "500ms", "--container", c.Name)
+	var out, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	pm.Output(t, "exec", "-d", c.Name, "sh", "-c", "yes | sleep 600")
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("watch: %v: %s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 16 {
+		t.Fatalf("%d frames, want 16: %s", len(lines), stderr.String())
+	}
+	if strings.Contains(lines[0], `"comm":"yes"`) {
+		t.Errorf("frame 1 already has yes: %s", lines[0])
+	}
+	if !strings.Contains(lines[len(lines)-1], `"comm":"yes"`) {
+		t.Errorf("the last frame lacks the pipeline started in the container:\n%s", lines[len(lines)-1])
 	}
 }

@@ -88,7 +88,7 @@ considered, left_out and min_wait_ns.`,
 					return err
 				}
 			} else {
-				s, err := openSampler(c, "diagnose")
+				s, err := openSampler(c, "diagnose", false)
 				if err != nil {
 					return err
 				}

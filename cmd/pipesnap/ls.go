@@ -83,7 +83,7 @@ outside]), procs (pid, comm, state, threads, idle_ns, idle_known, tasks
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			s, err := openSampler(c, "ls")
+			s, err := openSampler(c, "ls", false)
 			if err != nil {
 				return err
 			}

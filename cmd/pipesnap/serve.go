@@ -105,7 +105,7 @@ SIGINT or SIGTERM stops it.
 			if _, _, err := net.SplitHostPort(c.String("listen")); err != nil {
 				return usagef("--listen %q: %v", c.String("listen"), err)
 			}
-			s, err := openSampler(c, "serve")
+			s, err := openSampler(c, "serve", true)
 			if err != nil {
 				return err
 			}
