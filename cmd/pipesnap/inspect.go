@@ -106,25 +106,34 @@ func writeTable(w io.Writer, s *snapshot.Snapshot) error {
 		termsafe.String(h.Release), termsafe.String(h.Machine), h.Time.Format(time.RFC3339), count(len(s.Tasks), "process", "processes"), count(len(s.Pipes), "pipe", "pipes"))
 	smp := s.Sample()
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "INO\tKIND\tBYTES/CAPACITY\tBUFS\tFLAGS\tWAIT\tCONTAINER\tHOLDERS\tPATH")
+	pods := hasPods(smp)
+	head := "INO\tKIND\tBYTES/CAPACITY\tBUFS\tFLAGS\tWAIT\tCONTAINER\tHOLDERS\tPATH"
+	if pods {
+		head = strings.Replace(head, "CONTAINER", "CONTAINER\tPOD", 1)
+	}
+	fmt.Fprintln(tw, head)
 	for _, p := range s.Pipes {
 		flags := strings.Join(pipeFlags(p), ",")
 		if flags == "" {
 			flags = "-"
 		}
-		holders, wait, conts := "-", "-", "-"
+		holders, wait, conts, podNames := "-", "-", "-", "-"
 		if mp := smp.Find(p.Ino); mp != nil {
-			holders, conts = holdersText(smp, mp), containersText(smp, mp)
+			holders, conts, podNames = holdersText(smp, mp), containersText(smp, mp), podsText(smp, mp)
 			if d, ok := mp.LongestWait(); ok {
 				wait = diagnose.Duration(d)
 			}
 		}
 		cols := []string{fmt.Sprint(p.Ino), p.Kind.String(), fmt.Sprintf("%d/%d", p.Bytes, p.Capacity),
-			fmt.Sprint(len(p.Buffers)), flags, wait, conts, holders}
+			fmt.Sprint(len(p.Buffers)), flags, wait, conts}
+		if pods {
+			cols = append(cols, podNames)
+		}
+		cols = append(cols, holders)
 		fmt.Fprintln(tw, strings.Join(withPath(cols, termsafe.String(p.Path)), "\t"))
 		if p.Bytes > 0 {
 			for _, line := range strings.Split(preview(p), "\n") {
-				fmt.Fprintf(tw, "\t\t\t\t\t\t\t%s\n", line) // under HOLDERS: the last cell sets no width
+				fmt.Fprintf(tw, "%s%s\n", strings.Repeat("\t", len(cols)-1), line) // under HOLDERS: the last cell sets no width
 			}
 		}
 	}
@@ -142,7 +151,11 @@ func writeTable(w io.Writer, s *snapshot.Snapshot) error {
 	if len(s.TaskStates) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "PID\tCOMM\tSTATE\tIDLE\tTHREADS\tCONTAINER\tWCHAN")
+		if pods {
+			fmt.Fprintln(tw, "PID\tCOMM\tSTATE\tIDLE\tTHREADS\tCONTAINER\tPOD\tWCHAN")
+		} else {
+			fmt.Fprintln(tw, "PID\tCOMM\tSTATE\tIDLE\tTHREADS\tCONTAINER\tWCHAN")
+		}
 		for _, pid := range procOrder(smp) {
 			pr := smp.Procs[pid]
 			if len(pr.Tasks) == 0 {
@@ -155,8 +168,12 @@ func writeTable(w io.Writer, s *snapshot.Snapshot) error {
 			if len(pr.Tasks) > 0 && pr.Tasks[0].Wchan != "" {
 				wchan = pr.Tasks[0].Wchan
 			}
+			cont := orDash(termsafe.String(pr.Container.Label()))
+			if pods {
+				cont += "\t" + orDash(termsafe.String(podText(pr.Container)))
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", pr.PIDText(), termsafe.String(pr.Comm), pr.State.Name(), idle, len(pr.Tasks),
-				orDash(termsafe.String(containerText(pr.Container))), termsafe.String(wchan))
+				cont, termsafe.String(wchan))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
