@@ -17,6 +17,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/pipesnap/pipesnap/container"
 	"github.com/pipesnap/pipesnap/diagnose"
 	"github.com/pipesnap/pipesnap/internal/dumpstream"
 	"github.com/pipesnap/pipesnap/internal/termsafe"
@@ -37,6 +38,9 @@ type dumpConfig struct {
 	// allowForeign names the output that may be another user's FIFO or
 	// character device (it must be the -o FILE).
 	allowForeign string
+	// procRoot is where the host's /proc is (--host-proc), for the
+	// processes' containers.
+	procRoot string
 }
 
 func dumpCommand() *cli.Command {
@@ -103,7 +107,7 @@ With --freeze, a process to stop must not read the output pipe or FIFO.`,
 					return err
 				}
 			}
-			cfg := dumpConfig{pids: sel.pids, all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force"), freeze: c.Bool("freeze"), method: c.String("method"), allowForeign: c.String("allow-foreign-output")}
+			cfg := dumpConfig{pids: sel.pids, all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force"), freeze: c.Bool("freeze"), method: c.String("method"), allowForeign: c.String("allow-foreign-output"), procRoot: sel.procRoot}
 			switch {
 			case cfg.all && len(cfg.pids) > 0:
 				return usagef("dump: --pid and --all exclude each other: give one")
@@ -192,9 +196,10 @@ func runDump(cfg dumpConfig) error {
 	return nil
 }
 
-// waitsOf takes a live sample of who waits on what, just before the
-// capture, for the snapshot to record (diagnose FILE reads it): nil, and
-// a note, when the pipe-state walk cannot run.
+// waitsOf takes a live sample of who waits on what, and of the
+// processes' containers, just before the capture, for the snapshot to
+// record (diagnose FILE reads it): nil, and a note, when the pipe-state
+// walk cannot run.
 func waitsOf(ctx context.Context, cfg dumpConfig) *dumpstream.Waits {
 	s, err := pipestate.Open(pipestate.Options{PIDs: cfg.pids, All: cfg.all})
 	if err != nil {
@@ -207,6 +212,9 @@ func waitsOf(ctx context.Context, cfg dumpConfig) *dumpstream.Waits {
 		fmt.Fprintf(os.Stderr, "pipesnap: note: who waits on what is not recorded: %v\n", err)
 		return nil
 	}
+	r := newResolver(cfg.procRoot)
+	defer r.Close()
+	container.Annotate(ctx, smp, r, cfg.procRoot)
 	return &dumpstream.Waits{Sample: smp, Wchan: diagnose.Procfs{}.Wchan}
 }
 
