@@ -60,3 +60,38 @@ func TestCgroupNamespace(t *testing.T) {
 	}
 	t.Errorf("pid %d not in ls --json: %+v", c.PID, v.Procs)
 }
+
+// TestDumpRecordsKernelCgroup: a snapshot records each dumped process's
+// cgroup as the kernel walk read it, id and path from the hierarchy's
+// root, and inspect shows them.
+func TestDumpRecordsKernelCgroup(t *testing.T) {
+	requireBPF(t)
+	c := pipetest.StartInCgroup(t)
+	snap := filepath.Join(t.TempDir(), "x.snap")
+	if _, stderr, code := run(t, "dump", "--pid", strconv.Itoa(c.PID), "-o", snap); code != 0 {
+		t.Fatalf("dump: exit %d: %s", code, stderr)
+	}
+	out, stderr, code := run(t, "inspect", "--json", snap)
+	if code != 0 {
+		t.Fatalf("inspect: exit %d: %s", code, stderr)
+	}
+	var v struct {
+		Procs []struct {
+			PID      int    `json:"pid"`
+			CgroupID uint64 `json:"cgroup_id"`
+			Cgroup   string `json:"cgroup"`
+		} `json:"procs"`
+	}
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range v.Procs {
+		if p.PID == c.PID {
+			if p.Cgroup != c.Want.V2.Path || p.CgroupID != c.Want.V2.ID {
+				t.Errorf("inspect: cgroup %q id %d, want %q id %d", p.Cgroup, p.CgroupID, c.Want.V2.Path, c.Want.V2.ID)
+			}
+			return
+		}
+	}
+	t.Errorf("pid %d not in the snapshot's procs: %+v", c.PID, v.Procs)
+}
