@@ -39,6 +39,13 @@ func TestCgroupNamespace(t *testing.T) {
 	if got := inNS("cat", "/proc/"+pid+"/cgroup"); !strings.Contains(got, rel+"\n") {
 		t.Fatalf("/proc/%s/cgroup in the namespace: %q, want the line %q", pid, got, rel)
 	}
+	checkProcCgroup(t, "ls --json in a cgroup namespace", inNS(pipesnapBin, "ls", "--json", "--pid", pid), c)
+}
+
+// checkProcCgroup checks that the JSON out (of ls or inspect) has c's
+// process with the cgroup a kernel walk reads for it.
+func checkProcCgroup(t *testing.T, what, out string, c *pipetest.CgroupChild) {
+	t.Helper()
 	var v struct {
 		Procs []struct {
 			PID      int    `json:"pid"`
@@ -46,7 +53,7 @@ func TestCgroupNamespace(t *testing.T) {
 			Cgroup   string `json:"cgroup"`
 		} `json:"procs"`
 	}
-	if err := json.Unmarshal([]byte(inNS(pipesnapBin, "ls", "--json", "--pid", pid)), &v); err != nil {
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range v.Procs {
@@ -54,11 +61,11 @@ func TestCgroupNamespace(t *testing.T) {
 			continue
 		}
 		if p.Cgroup != c.Want.V2.Path || p.CgroupID != c.Want.V2.ID {
-			t.Errorf("ls --json in a cgroup namespace: cgroup %q id %d, want %q id %d", p.Cgroup, p.CgroupID, c.Want.V2.Path, c.Want.V2.ID)
+			t.Errorf("%s: cgroup %q id %d, want %q id %d", what, p.Cgroup, p.CgroupID, c.Want.V2.Path, c.Want.V2.ID)
 		}
 		return
 	}
-	t.Errorf("pid %d not in ls --json: %+v", c.PID, v.Procs)
+	t.Errorf("%s: pid %d not in procs: %+v", what, c.PID, v.Procs)
 }
 
 // TestDumpRecordsKernelCgroup: a snapshot records each dumped process's
@@ -75,23 +82,5 @@ func TestDumpRecordsKernelCgroup(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("inspect: exit %d: %s", code, stderr)
 	}
-	var v struct {
-		Procs []struct {
-			PID      int    `json:"pid"`
-			CgroupID uint64 `json:"cgroup_id"`
-			Cgroup   string `json:"cgroup"`
-		} `json:"procs"`
-	}
-	if err := json.Unmarshal([]byte(out), &v); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range v.Procs {
-		if p.PID == c.PID {
-			if p.Cgroup != c.Want.V2.Path || p.CgroupID != c.Want.V2.ID {
-				t.Errorf("inspect: cgroup %q id %d, want %q id %d", p.Cgroup, p.CgroupID, c.Want.V2.Path, c.Want.V2.ID)
-			}
-			return
-		}
-	}
-	t.Errorf("pid %d not in the snapshot's procs: %+v", c.PID, v.Procs)
+	checkProcCgroup(t, "inspect --json", out, c)
 }
