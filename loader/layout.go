@@ -38,10 +38,10 @@ import "runtime"
 // cheap gives: a candidate's ranges cover RAM's span on either side of the
 // probe's page, twice RAM; a read there outside RAM faults, harmlessly.
 type layout struct {
-	arch             string // runtime.GOARCH
-	pageSize         uint64
-	pageStruct       uint64 // sizeof(struct page), from the kernel's BTF
-	minPFN, maxPFN   uint64 // RAM's page frames, from /proc/zoneinfo
+	arch           string // runtime.GOARCH
+	pageSize       uint64
+	pageStruct     uint64 // sizeof(struct page), from the kernel's BTF
+	minPFN, maxPFN uint64 // RAM's page frames, from /proc/zoneinfo
 }
 
 const gib = 1 << 30

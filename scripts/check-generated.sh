@@ -8,15 +8,19 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 status=0
 
+# compare_header ARCH: bpf/vmlinux_ARCH.h against what gen-vmlinux.sh makes.
+compare_header() {
+	scripts/gen-vmlinux.sh "$1" "$tmp/vmlinux_$1.h"
+	if ! cmp -s "$tmp/vmlinux_$1.h" "bpf/vmlinux_$1.h"; then
+		echo "check-generated: bpf/vmlinux_$1.h is stale: run make generate and commit it" >&2
+		status=1
+	fi
+}
 # bpf/vmlinux_x86.h comes from the running kernel: compare it only on the
 # kernel it was made from.
 made_on=$(head -1 bpf/vmlinux_x86.h | sed -n 's/.*BTF of Linux \([^ ]*\) .*/\1/p')
 if [ "$made_on" = "$(uname -r)" ]; then
-	scripts/gen-vmlinux.sh x86 "$tmp/vmlinux_x86.h"
-	if ! cmp -s "$tmp/vmlinux_x86.h" bpf/vmlinux_x86.h; then
-		echo "check-generated: bpf/vmlinux_x86.h is stale: run make generate and commit it" >&2
-		status=1
-	fi
+	compare_header x86
 else
 	echo "check-generated: bpf/vmlinux_x86.h was made on Linux $made_on, this is $(uname -r): not compared" >&2
 fi
@@ -24,11 +28,7 @@ fi
 # that BTF is cached (scripts/gen-vmlinux.sh arm64 fetches it).
 arm64_pkg=$(head -1 bpf/vmlinux_arm64.h | sed -n 's/.*Debian package \([^ )]*\)).*/\1/p')
 if [ -s ".cache/vmlinux/$arm64_pkg.btf" ]; then
-	scripts/gen-vmlinux.sh arm64 "$tmp/vmlinux_arm64.h"
-	if ! cmp -s "$tmp/vmlinux_arm64.h" bpf/vmlinux_arm64.h; then
-		echo "check-generated: bpf/vmlinux_arm64.h is not what $arm64_pkg gives: run make generate and commit it" >&2
-		status=1
-	fi
+	compare_header arm64
 else
 	echo "check-generated: bpf/vmlinux_arm64.h: the BTF of $arm64_pkg is not in .cache/vmlinux/ (scripts/gen-vmlinux.sh arm64 fetches it): not compared" >&2
 fi

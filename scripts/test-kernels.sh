@@ -38,7 +38,10 @@
 # mounts proc, sysfs, devtmpfs, bpffs and a tmpfs on /tmp, runs the tests
 # with CI=1 (so they cannot skip) and writes their output and exit status
 # to the second serial port (x86_64) or a virtio console (arm64). Each VM is killed after TEST_KERNELS_TIMEOUT
-# seconds (default 600). Exits non-zero if any config failed.
+# seconds (default 600). Each VM's output and console go to
+# TEST_KERNELS_LOGS/CONFIG.out and .console (default the cache's logs/;
+# give each run its own where several share one cache). Exits non-zero if
+# any config failed.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -155,7 +158,7 @@ fetch_kernel() {
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-logs="$CACHE/logs"
+logs=${TEST_KERNELS_LOGS:-$CACHE/logs}
 mkdir -p "$logs"
 
 # busybox_arm64: prints the path of an arm64 busybox, from Debian's
