@@ -33,9 +33,10 @@ install: build man
 	$(BIN) completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_pipesnap
 	$(BIN) completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/pipesnap.fish
 
-# Static release binaries (no cgo, -trimpath, the BPF objects inside, the
-# version stamped) in dist/, with their SHA-256 sums.
-RELEASE_ARCHES ?= amd64
+# Static release binaries (no cgo, -trimpath, the BPF objects of their
+# architecture inside, the version stamped) in dist/, for x86_64 and
+# arm64, with their SHA-256 sums.
+RELEASE_ARCHES ?= amd64 arm64
 release:
 	rm -rf dist && mkdir -p dist
 	for arch in $(RELEASE_ARCHES); do \
@@ -48,9 +49,11 @@ release:
 deps:
 	scripts/deps.sh
 
-# Regenerates bpf/vmlinux.h (from the running kernel) and the bpf2go
-# outputs (Go bindings and BPF objects) of every BPF component: loader/
-# (bpf/pipes) and pipestate/ (bpf/pipestate). Commit the result.
+# Regenerates the kernel type headers (bpf/vmlinux_x86.h from the running
+# kernel, bpf/vmlinux_arm64.h from a Debian arm64 kernel package's BTF)
+# and the bpf2go outputs (Go bindings and BPF objects, for amd64 and
+# arm64) of every BPF component: loader/ (bpf/pipes) and pipestate/
+# (bpf/pipestate). Commit the result.
 generate: deps
 	scripts/gen-vmlinux.sh
 	scripts/bpf-generate.sh
@@ -68,9 +71,10 @@ test: deps check-generated
 	PIPESNAP_BPF_WITHOUT=all $(GO) test -count=1 ./loader ./pipestate
 
 # The BPF tests of loader/, pipestate/ and diagnose/ on Debian 11's 5.10
-# and Debian 12's 6.1 and 6.12 kernels in QEMU (no KVM needed), one VM per
-# config; KERNELS=5.10 runs a subset. Needs root to install
-# qemu-system-x86, busybox-static and cpio when they are missing.
+# and Debian 12's 6.1 and 6.12 kernels (x86_64), and Debian 12's 6.12 on
+# arm64, in QEMU (no KVM needed), one VM per config; KERNELS=5.10 runs a
+# subset. Needs root to install qemu-system-x86, qemu-system-arm,
+# busybox-static and cpio when they are missing.
 test-kernels:
 	GO=$(GO) scripts/test-kernels.sh $(KERNELS)
 

@@ -104,22 +104,31 @@ static __always_inline struct cg_scratch *cg_get(void)
 	return bpf_map_lookup_elem(&cg_scratch, &zero);
 }
 
-/* kernfs_node.parent became __parent in Linux 6.15. */
+/*
+ * kernfs_node.parent became __parent in Linux 6.15. Both are spelled
+ * here as flavors, so that the program builds against either vmlinux.h
+ * (x86_64's is 6.18's, arm64's 6.12's) and relocates on either kernel.
+ */
+struct kernfs_node___new {
+	struct kernfs_node *__parent;
+} __attribute__((preserve_access_index));
+
 struct kernfs_node___old {
 	struct kernfs_node *parent;
 } __attribute__((preserve_access_index));
 
 static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
 {
-	struct kernfs_node___old *old = (void *)kn;
+	struct kernfs_node___new *kn_new = (void *)kn;
+	struct kernfs_node___old *kn_old = (void *)kn;
 
 	/* Each read behind its test (see sched_state in compat.h). */
-	if (bpf_core_field_exists(kn->__parent)) {
-		asm volatile("" : "+r"(kn));
-		return BPF_CORE_READ(kn, __parent);
+	if (bpf_core_field_exists(kn_new->__parent)) {
+		asm volatile("" : "+r"(kn_new));
+		return BPF_CORE_READ(kn_new, __parent);
 	}
-	asm volatile("" : "+r"(old));
-	return BPF_CORE_READ(old, parent);
+	asm volatile("" : "+r"(kn_old));
+	return BPF_CORE_READ(kn_old, parent);
 }
 
 /*

@@ -20,8 +20,9 @@ import (
 // pipesnap then reads no pipe bytes at all.
 var ErrCalibration = errors.New("page-to-address translation could not be verified")
 
-// translation maps a struct page pointer to its direct-map address
-// (x86_64): addr = directStart + (page-vmemmapStart)/sizeof(struct page)*pageSize.
+// translation maps a struct page pointer to its direct-map address:
+// addr = directStart + (page-vmemmapStart)/sizeof(struct page)*pageSize
+// (layout.go says how each architecture's is found).
 type translation struct {
 	vmemmapStart, vmemmapSpan uint64
 	directStart, directSpan   uint64
@@ -30,30 +31,30 @@ type translation struct {
 
 // calibrate finds the translation and verifies it before any pipe is read.
 // It fills a probe pipe of its own with random bytes and lets the kernel
-// report candidate bases that read back the first 32 of them: first a
-// search over 1 GiB steps below the probe's own pointers (the bases are
-// randomized at 1 GiB granularity), then, only if no candidate verifies,
-// the values of vmemmap_base and page_offset_base where /proc/kallsyms
-// lists them (reading kallsyms costs more than the rest of a dump). Each
-// candidate is verified by capturing the probe through the real dump path:
-// the first whose every byte matches is kept.
+// report the probe's pointers and, on x86_64, candidate bases that read
+// back the first 32 of them: first a search over 1 GiB steps below the
+// probe's own pointers (the bases are randomized at 1 GiB granularity),
+// then, only if no candidate verifies, the values of vmemmap_base and
+// page_offset_base where /proc/kallsyms lists them (reading kallsyms
+// costs more than the rest of a dump). On arm64 the candidates come from
+// the probe's pointers (layout.go). Each candidate is verified by
+// capturing the probe through the real dump path: the first whose every
+// byte matches is kept.
 func (it *pipeIter) calibrate(pageSize uint32) (translation, error) {
-	maxPFN, err := readMaxPFN()
-	if err != nil {
-		return translation{}, fmt.Errorf("%w: %w", ErrCalibration, err)
-	}
 	pageStruct, err := it.kernelTypeSize("page")
 	if err != nil {
 		return translation{}, fmt.Errorf("%w: size of struct page: %w", ErrCalibration, err)
+	}
+	l, err := hostLayout(uint64(pageSize), pageStruct)
+	if err != nil {
+		return translation{}, fmt.Errorf("%w: %w", ErrCalibration, err)
 	}
 	pr, err := newProbe(pageSize)
 	if err != nil {
 		return translation{}, fmt.Errorf("%w: %w", ErrCalibration, err)
 	}
 	defer pr.close()
-	// The probe's pipe_inode_info sits at most all of RAM above the base.
-	steps := uint32(maxPFN*uint64(pageSize)>>30) + 2
-	if err := it.objs.CalibSteps.Set(steps); err != nil {
+	if err := it.objs.CalibSteps.Set(l.searchSteps()); err != nil {
 		return translation{}, err
 	}
 
@@ -61,7 +62,7 @@ func (it *pipeIter) calibrate(pageSize uint32) (translation, error) {
 	for _, useKallsyms := range []bool{false, true} {
 		if useKallsyms {
 			vm, po, ok := kallsymsBases()
-			if !ok {
+			if !ok || !l.kernelSearch() {
 				break
 			}
 			if err := it.setKallsyms(vm, po); err != nil {
@@ -72,18 +73,8 @@ func (it *pipeIter) calibrate(pageSize uint32) (translation, error) {
 		if err != nil {
 			return translation{}, fmt.Errorf("%w: %w", ErrCalibration, err)
 		}
-		for _, c := range cands {
-			if useKallsyms && c.Source != sourceKallsyms {
-				continue // the search's candidates failed already
-			}
+		for _, tr := range l.translations(cands, useKallsyms) {
 			tried++
-			tr := translation{
-				vmemmapStart: c.VmemmapStart,
-				vmemmapSpan:  maxPFN * pageStruct,
-				directStart:  c.DirectStart,
-				directSpan:   maxPFN * uint64(pageSize),
-				source:       sourceName[c.Source],
-			}
 			if err := it.setTranslation(tr); err != nil {
 				return translation{}, err
 			}
@@ -108,13 +99,15 @@ func (it *pipeIter) calibrate(pageSize uint32) (translation, error) {
 const (
 	sourceKallsyms = uint32(pipesPsCalibSourcePS_CALIB_KALLSYMS)
 	sourceSearch   = uint32(pipesPsCalibSourcePS_CALIB_SEARCH)
+	sourceProbe    = uint32(pipesPsCalibSourcePS_CALIB_PROBE)
 )
 
 var sourceName = map[uint32]string{sourceKallsyms: "kallsyms", sourceSearch: "search"}
 
 // candidates runs the calibration program over the probe: the base pairs
 // that read back its first 32 bytes, kallsyms' first when it was set, at
-// most maxSearched of the search's. With bpf_loop one run tries every
+// most maxSearched of the search's, and the probe's pointers (source
+// sourceProbe) once. With bpf_loop one run tries every
 // candidate; without, each run tries a window of calibWindow, and runs
 // go on until the search found maxSearched or tried them all.
 func (it *pipeIter) candidates(pr *probe) ([]pipesPsCalib, error) {
@@ -142,7 +135,7 @@ func (it *pipeIter) candidates(pr *probe) ([]pipesPsCalib, error) {
 				return err
 			}
 			for _, o := range cands {
-				if o.VmemmapStart == c.VmemmapStart && o.DirectStart == c.DirectStart {
+				if o.Source == c.Source && o.VmemmapStart == c.VmemmapStart && o.DirectStart == c.DirectStart {
 					return nil
 				}
 			}
@@ -306,14 +299,16 @@ func (it *pipeIter) setTranslation(tr translation) error {
 	return nil
 }
 
-// readMaxPFN returns one past the highest page frame of any memory zone.
-func readMaxPFN() (uint64, error) {
+// readPFNRange returns the lowest page frame of any memory zone and one
+// past the highest.
+func readPFNRange() (minPFN, maxPFN uint64, err error) {
 	f, err := os.Open("/proc/zoneinfo")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer f.Close()
-	var spanned, max uint64
+	var spanned uint64
+	minPFN = ^uint64(0)
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
@@ -332,18 +327,20 @@ func readMaxPFN() (uint64, error) {
 			// "spanned" comes before "start_pfn:" in each zone: keep it.
 			spanned = n
 		case "start_pfn:":
-			if end := n + spanned; end > max {
-				max = end
+			if spanned == 0 {
+				continue // an empty zone
 			}
+			minPFN = min(minPFN, n)
+			maxPFN = max(maxPFN, n+spanned)
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	if max == 0 {
-		return 0, errors.New("no memory zones in /proc/zoneinfo")
+	if maxPFN == 0 {
+		return 0, 0, errors.New("no memory zones in /proc/zoneinfo")
 	}
-	return max, nil
+	return minPFN, maxPFN, nil
 }
 
 // kernelTypeSize is the running kernel's sizeof(struct name), from the

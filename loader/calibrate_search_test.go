@@ -9,11 +9,11 @@ import "testing"
 // fails, so without this test that path would never run.
 func TestCalibrationSources(t *testing.T) {
 	it := testIter(t)
-	maxPFN, err := readMaxPFN()
+	pageStruct, err := it.kernelTypeSize("page")
 	if err != nil {
 		t.Fatal(err)
 	}
-	pageStruct, err := it.kernelTypeSize("page")
+	l, err := hostLayout(4096, pageStruct)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +22,7 @@ func TestCalibrationSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pr.close()
-	if err := it.objs.CalibSteps.Set(uint32(maxPFN*4096>>30) + 2); err != nil {
+	if err := it.objs.CalibSteps.Set(l.searchSteps()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -30,12 +30,25 @@ func TestCalibrationSources(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var found *translation
+	probes := 0
 	for _, c := range search {
-		if c.Source != sourceSearch {
+		switch c.Source {
+		case sourceProbe:
+			probes++
+		case sourceSearch:
+			if !l.kernelSearch() {
+				t.Errorf("the kernel's search (x86_64's layout) ran on %s", l.arch)
+			}
+		default:
 			t.Errorf("candidate from source %d with no kallsyms set", c.Source)
 		}
-		tr := translation{c.VmemmapStart, maxPFN * pageStruct, c.DirectStart, maxPFN * 4096, "search"}
+	}
+	if probes != 1 {
+		t.Errorf("%d records of the probe's pointers, want 1", probes)
+	}
+	trs := l.translations(search, false)
+	var found *translation
+	for _, tr := range trs {
 		if err := it.setTranslation(tr); err != nil {
 			t.Fatal(err)
 		}
@@ -49,9 +62,9 @@ func TestCalibrationSources(t *testing.T) {
 		}
 	}
 	if found == nil {
-		t.Fatalf("search: %d candidates read back the first bytes, none verified", len(search))
+		t.Fatalf("search: %d candidates, none verified", len(trs))
 	}
-	t.Logf("search verified vmemmap %#x, direct map %#x (%d candidates)", found.vmemmapStart, found.directStart, len(search))
+	t.Logf("search verified vmemmap %#x, direct map %#x (%d candidates)", found.vmemmapStart, found.directStart, len(trs))
 
 	vm, po, ok := kallsymsBases()
 	if !ok {
@@ -64,6 +77,9 @@ func TestCalibrationSources(t *testing.T) {
 	cands, err := it.candidates(pr)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !l.kernelSearch() {
+		t.Fatalf("kallsyms lists vmemmap_base and page_offset_base on %s", l.arch)
 	}
 	if len(cands) == 0 || cands[0].Source != sourceKallsyms {
 		t.Fatalf("kallsyms lists the bases at %#x, %#x, but gave no candidate that reads the probe", vm, po)

@@ -132,7 +132,7 @@ func Preflight(opts Options) ([]uint32, error) {
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return nil, fmt.Errorf("%w (pipesnap needs a kernel built with CONFIG_DEBUG_INFO_BTF)", ErrNoBTF)
 	}
-	if pageSize := os.Getpagesize(); runtime.GOARCH != "amd64" || pageSize != 4096 {
+	if pageSize := os.Getpagesize(); !layoutKnown(runtime.GOARCH, pageSize) {
 		return nil, fmt.Errorf("page translation for %s with %d-byte pages: %w", runtime.GOARCH, pageSize, ErrNotSupported)
 	}
 	return targets, nil

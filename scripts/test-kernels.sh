@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs the BPF tests of loader/ (dump), pipestate/ (ls, diagnose) and diagnose/ (the
-# scenarios of internal/pipetest/scenarios.go) on Debian's kernels in QEMU (no KVM):
-# Debian 11's 5.10 and Debian 12's 6.1 and 6.12.
+# Runs the BPF tests of loader/ (dump), pipestate/ (ls, diagnose), diagnose/ (the
+# scenarios of internal/pipetest/scenarios.go) and cmd/pipesnap/ (the command
+# line, a selection) on Debian's kernels in QEMU (no KVM):
+# Debian 11's 5.10 and Debian 12's 6.1 and 6.12 on x86_64, Debian 12's 6.12
+# on arm64.
 #
 #   scripts/test-kernels.sh [CONFIG...]
 #
-# CONFIG, all five by default:
+# CONFIG, all seven by default:
 #   5.10         Debian 11's 5.10, KASLR on, 4-level paging: no bpf_loop, no
 #                bpf_d_path in iterators, no pid-scoped iterators, wchan
 #                always 0, BPF memory charged to RLIMIT_MEMLOCK (the
@@ -14,21 +16,32 @@
 #   6.1-nokaslr  the same kernel booted with nokaslr
 #   6.1-4level   6.1, KASLR on, on a CPU without LA57: 4-level paging
 #   6.12         the 6.12 kernel of Debian 12's security suite
-# The others run on -cpu max, which has LA57: the 6.x kernels use 5-level
-# paging, whose direct map and vmemmap sit elsewhere (5.10's is built
-# without it).
+#   arm64        its arm64 build (52-bit VA) on -M virt -cpu max, which has
+#                LPA2: 52-bit VA, 5 levels, KASLR
+#   arm64-48bit  the same on -cpu cortex-a72 (no LPA2, 44-bit PA): 48-bit
+#                VA, 4 levels, KASLR with the linear map randomized too
+#                (memstart_addr lowered by the 52-bit fallback and moved)
+# The x86_64 ones run on -cpu max, which has LA57: the 6.x kernels use
+# 5-level paging, whose direct map and vmemmap sit elsewhere (5.10's is
+# built without it). arm64's test binaries are cross-built (GOARCH=arm64)
+# and run with the busybox of Debian's busybox-static:arm64, extracted,
+# not installed.
 #
-# Kernels come from Debian's packages (linux-image-*-cloud-amd64-unsigned,
-# the newest ABI apt-cache knows of, or KERNEL_5_10 / KERNEL_6_1 /
-# KERNEL_6_12 to pin a package name) and are cached in .cache/test-kernels/.
-# Debian 11's (bullseye) come through package lists of their own in
-# .cache/test-kernels/apt-bullseye/: the system's apt sources and lists
-# are left as they are. The test binaries are built statically and packed
+# Kernels come from Debian's packages (linux-image-*-cloud-amd64-unsigned
+# and -cloud-arm64-unsigned, the newest ABI apt-cache knows of, or
+# KERNEL_5_10 / KERNEL_6_1 / KERNEL_6_12 / KERNEL_ARM64 to pin a package
+# name) and are cached in .cache/test-kernels/. Debian 11's (bullseye) and
+# the arm64 ones come through package lists of their own in
+# .cache/test-kernels/apt-bullseye/ and apt-bookworm-arm64/: the system's
+# apt sources and lists are left as they are. The test binaries are built statically and packed
 # with busybox into an initramfs whose /init
 # mounts proc, sysfs, devtmpfs, bpffs and a tmpfs on /tmp, runs the tests
 # with CI=1 (so they cannot skip) and writes their output and exit status
-# to the second serial port. Each VM is killed after TEST_KERNELS_TIMEOUT
-# seconds (default 600). Exits non-zero if any config failed.
+# to the second serial port (x86_64) or a virtio console (arm64). Each VM is killed after TEST_KERNELS_TIMEOUT
+# seconds (default 600). Each VM's output and console go to
+# TEST_KERNELS_LOGS/CONFIG.out and .console (default the cache's logs/;
+# give each run its own where several share one cache). Exits non-zero if
+# any config failed.
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -48,8 +61,14 @@ RUN=${TEST_KERNELS_RUN:-'^(TestCalibrationVerifies|TestCalibrationSources|TestEx
 RUN_PIPESTATE=${TEST_KERNELS_RUN_PIPESTATE:-'^(TestStuckPipelines|TestBlockedOutsideWalk|TestAll|TestNothingLeaks|TestWakeFuncsNotNeeded|TestWakeFuncsNeeded|TestEpollWaiter|TestOpenWaits|TestWaitDurations|TestCgroups)$'}
 # diagnose/'s: every scenario on a live walk.
 RUN_DIAGNOSE=${TEST_KERNELS_RUN_DIAGNOSE:-'^TestScenariosLive$'}
+# cmd/pipesnap's, on the pipesnap binary built for the VM
+# (PIPESNAP_TEST_BIN): dump, inspect and cat of a stuck pipe; every
+# method; a dump into a pipe it dumps; restore of a stuck pipeline; ls
+# and diagnose of stuck pipelines.
+RUN_CMD=${TEST_KERNELS_RUN_CMD:-'^(TestDumpInspectCat|TestDumpMethods|TestDumpIntoDumpedPipe|TestRestoreStuckPipeline|TestLsStuckPipelines|TestDiagnoseStuckPipelines)$'}
 configs=("$@")
-[ ${#configs[@]} -gt 0 ] || configs=(5.10 6.1 6.1-nokaslr 6.1-4level 6.12)
+[ ${#configs[@]} -gt 0 ] || configs=(5.10 6.1 6.1-nokaslr 6.1-4level 6.12 arm64 arm64-48bit)
+. scripts/debian-apt.sh
 
 log() { echo "test-kernels: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -57,6 +76,7 @@ die() { log "$*"; exit 1; }
 # Host tools, from Debian's packages.
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v qemu-system-aarch64 >/dev/null || need+=(qemu-system-arm)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need+=(busybox-static)
 command -v cpio >/dev/null || need+=(cpio)
 if [ ${#need[@]} -gt 0 ]; then
@@ -67,20 +87,13 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # apt_for SERIES: the options that make apt-get and apt-cache use the
-# package lists that carry SERIES: the system's for Debian 12's kernels, a
-# bullseye source list and lists of their own for 5.10.
+# package lists that carry SERIES: the system's for Debian 12's x86_64
+# kernels, a bullseye source list and lists of their own for 5.10,
+# bookworm's arm64 ones for arm64.
 apt_for() {
 	case $1 in
-	5.10)
-		local d
-		d=$(realpath -m "$CACHE/apt-bullseye")
-		mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
-		echo 'deb http://deb.debian.org/debian bullseye main' > "$d/sources.list"
-		printf '%s\n' -o "Dir::Etc::SourceList=$d/sources.list" -o Dir::Etc::SourceParts=/nonexistent \
-			-o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache" \
-			-o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false \
-			-o Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false
-		;;
+	5.10) debian_apt_opts "$CACHE/apt-bullseye" amd64 'deb http://deb.debian.org/debian bullseye main' ;;
+	arm64) debian_bookworm_arm64 "$CACHE/apt-bookworm-arm64" ;;
 	esac
 }
 
@@ -91,6 +104,7 @@ kernel_pkg() {
 	5.10) re='^linux-image-5\.10\.0-[0-9]+-cloud-amd64-unsigned$' pin=${KERNEL_5_10:-} ;;
 	6.1) re='^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$' pin=${KERNEL_6_1:-} ;;
 	6.12) re='^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$' pin=${KERNEL_6_12:-} ;;
+	arm64) re='^linux-image-6\.12\.[0-9]+\+deb12-cloud-arm64-unsigned$' pin=${KERNEL_ARM64:-} ;;
 	*) die "no kernel series $1" ;;
 	esac
 	[ -z "$pin" ] || { echo "$pin"; return; }
@@ -106,14 +120,8 @@ kernel_pkg() {
 	echo "$pkg"
 }
 
-# download DIR PKG [APT_OPTION...]
-download() {
-	local dir=$1 pkg=$2
-	shift 2
-	# Only the .deb tells whether it worked (apt warns when _apt cannot write there).
-	(cd "$dir" && apt-get "$@" download -q "$pkg" 2>&1) | grep -v '^W: Download is performed unsandboxed' >&2
-	[ -n "$(find "$dir" -maxdepth 1 -name '*.deb')" ]
-}
+# kernel_arch SERIES: the Debian architecture of its kernel.
+kernel_arch() { if [ "$1" = arm64 ]; then echo arm64; else echo amd64; fi; }
 
 # fetch_kernel SERIES: prints the path of the cached vmlinuz.
 fetch_kernel() {
@@ -123,7 +131,7 @@ fetch_kernel() {
 	dir="$CACHE/$pkg"
 	if [ ! -f "$dir/vmlinuz" ]; then
 		# An older ABI of the same series is not needed any more.
-		for old in "$CACHE"/linux-image-"$1".[0-9]*-cloud-amd64-unsigned; do
+		for old in "$CACHE"/linux-image-"${1/arm64/6.12}".[0-9]*-cloud-"$(kernel_arch "$1")"-unsigned; do
 			if [ -d "$old" ] && [ "$old" != "$dir" ]; then
 				rm -rf "$old"
 			fi
@@ -132,10 +140,7 @@ fetch_kernel() {
 		deb=$(find "$dir" -maxdepth 1 -name '*.deb' | head -1)
 		if [ -z "$deb" ]; then
 			log "downloading $pkg"
-			# Stale package lists may name a file the mirror dropped: update once.
-			download "$dir" "$pkg" "${opts[@]}" ||
-				{ apt-get "${opts[@]}" update -qq >&2 && download "$dir" "$pkg" "${opts[@]}"; } ||
-				die "apt-get download $pkg failed"
+			debian_download "$dir" "$pkg" "${opts[@]}" || die "apt-get download $pkg failed"
 			deb=$(find "$dir" -maxdepth 1 -name '*.deb' | head -1)
 		fi
 		rm -rf "$dir/x"
@@ -153,21 +158,52 @@ fetch_kernel() {
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-logs="$CACHE/logs"
+logs=${TEST_KERNELS_LOGS:-$CACHE/logs}
 mkdir -p "$logs"
 
-# The initramfs: busybox, the static test binary, /init.
-root="$work/root"
-mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,pipesnap}
-cp /bin/busybox "$root/bin/busybox"
-log "building the loader, pipestate and diagnose test binaries"
-CGO_ENABLED=0 $GO test -c -o "$root/pipesnap/loader.test" ./loader
-CGO_ENABLED=0 $GO test -c -o "$root/pipesnap/pipestate.test" ./pipestate
-CGO_ENABLED=0 $GO test -c -o "$root/pipesnap/diagnose.test" ./diagnose
-printf '%s\n' "$RUN" > "$root/pipesnap/run"
-printf '%s\n' "$RUN_PIPESTATE" > "$root/pipesnap/run-pipestate"
-printf '%s\n' "$RUN_DIAGNOSE" > "$root/pipesnap/run-diagnose"
-cat > "$root/init" <<'EOF'
+# busybox_arm64: prints the path of an arm64 busybox, from Debian's
+# busybox-static:arm64, extracted into the cache (not installed).
+busybox_arm64() {
+	local dir=$CACHE/busybox-arm64 opts
+	if [ ! -x "$dir/busybox" ]; then
+		mapfile -t opts < <(apt_for arm64)
+		rm -rf "$dir" && mkdir -p "$dir/x"
+		log "downloading busybox-static:arm64"
+		debian_download "$dir" busybox-static "${opts[@]}" || die "apt-get download busybox-static (arm64) failed"
+		dpkg-deb -x "$dir"/busybox-static_*.deb "$dir/x"
+		mv "$dir/x/bin/busybox" "$dir/busybox"
+		rm -rf "$dir/x" "$dir"/*.deb
+	fi
+	echo "$dir/busybox"
+}
+
+# initramfs ARCH (amd64, arm64): builds, once, the initramfs of busybox,
+# the static test binaries and /init for ARCH, and prints its path.
+initramfs() {
+	local arch=$1 root=$work/root-$1 cpio=$work/initramfs-$1.cpio
+	if [ -f "$cpio" ]; then
+		echo "$cpio"
+		return
+	fi
+	mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,pipesnap}
+	if [ "$arch" = arm64 ]; then
+		cp "$(busybox_arm64)" "$root/bin/busybox"
+		echo /dev/hvc0 > "$root/pipesnap/out"
+	else
+		cp /bin/busybox "$root/bin/busybox"
+		echo /dev/ttyS1 > "$root/pipesnap/out"
+	fi
+	log "building pipesnap and the loader, pipestate, diagnose and cmd/pipesnap test binaries for $arch"
+	local p
+	for p in loader pipestate diagnose cmd/pipesnap; do
+		CGO_ENABLED=0 GOOS=linux GOARCH=$arch $GO test -c -o "$root/pipesnap/${p#*/}.test" ./$p >&2
+	done
+	CGO_ENABLED=0 GOOS=linux GOARCH=$arch $GO build -o "$root/pipesnap/pipesnap" ./cmd/pipesnap >&2
+	printf '%s\n' "$RUN" > "$root/pipesnap/run"
+	printf '%s\n' "$RUN_PIPESTATE" > "$root/pipesnap/run-pipestate"
+	printf '%s\n' "$RUN_DIAGNOSE" > "$root/pipesnap/run-diagnose"
+	printf '%s\n' "$RUN_CMD" > "$root/pipesnap/run-cmd"
+	cat > "$root/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin
@@ -186,7 +222,9 @@ up() { read -r u _ < /proc/uptime; echo "$u"; }
 	else
 		echo "pipesnap-vm: no /sys/kernel/btf/vmlinux"
 	fi
-	if grep -qw la57 /proc/cpuinfo; then
+	if [ "$(uname -m)" != x86_64 ]; then
+		echo "pipesnap-vm: arch $(uname -m)"
+	elif grep -qw la57 /proc/cpuinfo; then
 		echo "pipesnap-vm: paging 5-level"
 	else
 		echo "pipesnap-vm: paging 4-level"
@@ -203,38 +241,55 @@ up() { read -r u _ < /proc/uptime; echo "$u"; }
 		-test.run "$(cat /pipesnap/run-diagnose)" </dev/null 2>&1
 	drc=$?
 	[ $rc -ne 0 ] || rc=$drc
+	PIPESNAP_TEST_BIN=/pipesnap/pipesnap /pipesnap/pipesnap.test -test.v -test.count=1 -test.timeout=4m \
+		-test.run "$(cat /pipesnap/run-cmd)" </dev/null 2>&1
+	crc=$?
+	[ $rc -ne 0 ] || rc=$crc
 	echo "pipesnap-vm: tests $start..$(up) s"
 	echo "pipesnap-vm: exit $rc"
-} > /dev/ttyS1 2>&1
+} > "$(cat /pipesnap/out)" 2>&1
 sync
 poweroff -f
 EOF
-chmod 755 "$root/init"
-(cd "$root" && find . | cpio -o -H newc --quiet) > "$work/initramfs.cpio"
+	chmod 755 "$root/init"
+	(cd "$root" && find . | cpio -o -H newc --quiet) > "$cpio"
+	echo "$cpio"
+}
 
 results=()
 failed=0 passed=0
 for cfg in "${configs[@]}"; do
-	append='console=ttyS0 panic=-1 oops=panic quiet' cpu=max
+	append='console=ttyS0 panic=-1 oops=panic quiet' cpu=max arch=amd64
 	case $cfg in
 	5.10) series=5.10 ;;
 	6.1) series=6.1 ;;
 	6.1-nokaslr) series=6.1 append="$append nokaslr" ;;
 	6.1-4level) series=6.1 cpu=max,la57=off ;;
 	6.12) series=6.12 ;;
-	*) die "unknown config $cfg (5.10, 6.1, 6.1-nokaslr, 6.1-4level, 6.12)" ;;
+	# pauth-impdef: QEMU's own pointer-authentication hash, much faster
+	# under TCG than the architected one; the kernel cannot tell.
+	arm64) series=arm64 arch=arm64 cpu=max,pauth-impdef=on ;;
+	arm64-48bit) series=arm64 arch=arm64 cpu=cortex-a72 ;;
+	*) die "unknown config $cfg (5.10, 6.1, 6.1-nokaslr, 6.1-4level, 6.12, arm64, arm64-48bit)" ;;
 	esac
 	kernel=$(fetch_kernel "$series")
+	initrd=$(initramfs "$arch")
 	out="$logs/$cfg.out" console="$logs/$cfg.console"
 	rm -f "$out" "$console"
+	if [ "$arch" = arm64 ]; then
+		append=${append/console=ttyS0/console=ttyAMA0}
+		qemu=(qemu-system-aarch64 -M virt -serial "file:$console"
+			-device virtio-serial-pci -chardev "file,id=out,path=$out" -device virtconsole,chardev=out)
+	else
+		qemu=(qemu-system-x86_64 -serial "file:$console" -serial "file:$out")
+	fi
 	log "=== $cfg: $(basename "$(dirname "$kernel")") (-cpu $cpu; $append)"
 	t0=$(date +%s.%N)
 	set +e
-	timeout --kill-after=10 "$VM_TIMEOUT" qemu-system-x86_64 \
+	timeout --kill-after=10 "$VM_TIMEOUT" "${qemu[@]}" \
 		-accel tcg -cpu "$cpu" -m 1024 -smp 2 \
-		-kernel "$kernel" -initrd "$work/initramfs.cpio" -append "$append" \
-		-display none -monitor none -no-reboot \
-		-serial "file:$console" -serial "file:$out" </dev/null
+		-kernel "$kernel" -initrd "$initrd" -append "$append" \
+		-display none -monitor none -no-reboot </dev/null
 	qrc=$?
 	set -e
 	touch "$out" "$console"
@@ -245,6 +300,19 @@ for cfg in "${configs[@]}"; do
 	boot=$(sed -n 's/^pipesnap-vm: boot \([0-9.]*\) s.*/\1/p' "$out" | head -1)
 	tests=$(sed -n 's/^pipesnap-vm: tests \([0-9.]*\)\.\.\([0-9.]*\) s.*/\1 \2/p' "$out" | awk '{printf "%.0f", $2-$1}')
 	paging=$(sed -n 's/^pipesnap-vm: paging \([0-9]\)-level.*/\1/p' "$out" | head -1)
+	mm="${paging:-?}-level paging"
+	if [ "$arch" = arm64 ]; then
+		# The VA size shows in the linear map's addresses: 0xfff0... is
+		# 52-bit, 0xffff0... 48-bit. The calibrated range is centred on
+		# the probe's page.
+		read -r dm span < <(sed -n 's/.*translation from [a-z]*:.*direct map \(0x[0-9a-f]*\) (+\(0x[0-9a-f]*\)).*/\1 \2/p' "$out" | head -1) || true
+		mm="?-bit VA"
+		if [ -n "${dm:-}" ]; then
+			mid=$(printf '%x' $((dm + span / 2)))
+			ones=${mid%%[0-9a-e]*}
+			mm="$((64 - 4 * ${#ones}))-bit VA"
+		fi
+	fi
 	source=$(grep -o 'translation from [a-z]*' "$out" | head -1 | awk '{print $3}' || true)
 	verdict=PASS why=""
 	if [ $qrc -eq 124 ] || [ $qrc -eq 137 ]; then
@@ -267,8 +335,8 @@ for cfg in "${configs[@]}"; do
 			tail -n 40 "$console" | sed -e 's/\r$//' -e 's/^/  | /' >&2 || true
 		fi
 	fi
-	results+=("$(printf '%-4s %-12s boot %5ss  tests %4ss  total %4ss  translation %-8s  %s-level paging  %s  %s' \
-		"$verdict" "$cfg" "${boot:-?}" "${tests:-?}" "$wall" "${source:-?}" "${paging:-?}" "$(basename "$(dirname "$kernel")")" "$why")")
+	results+=("$(printf '%-4s %-12s boot %5ss  tests %4ss  total %4ss  translation %-8s  %-15s  %s  %s' \
+		"$verdict" "$cfg" "${boot:-?}" "${tests:-?}" "$wall" "${source:-?}" "$mm" "$(basename "$(dirname "$kernel")")" "$why")")
 done
 
 echo

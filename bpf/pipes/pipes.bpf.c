@@ -144,7 +144,8 @@ const enum ps_reason *unused_ps_reason __attribute__((unused));
 /*
  * page_to_addr turns a struct page pointer into its direct-map address,
  * refusing anything outside the calibrated vmemmap and direct-map ranges.
- * This is the only place that knows the x86_64 layout.
+ * The same affine map serves x86_64's direct map and arm64's linear map;
+ * the bases come from the loader (loader/layout.go).
  */
 static __always_inline int page_to_addr(__u64 page, __u64 *addr)
 {
@@ -588,7 +589,10 @@ static __always_inline int try_pair(struct calib_ctx *c, __u64 vm, __u64 dm)
 
 static __always_inline long candidate(__u32 i, struct calib_ctx *c)
 {
-	/* vmemmap: the page's GiB or the one below; direct map: calib_steps GiB down. */
+	/*
+	 * x86_64's layout (loader/layout.go): vmemmap: the page's GiB or the
+	 * one below; direct map: calib_steps GiB down.
+	 */
 	__u64 vm = (c->page & ~(GIB - 1)) - (__u64)(i & 1) * GIB;
 	__u64 dm = (c->pipe & ~(GIB - 1)) - (__u64)(i >> 1) * GIB;
 	struct ps_calib rec = {};
@@ -656,6 +660,16 @@ int calibrate(struct bpf_iter__task_file *ctx)
 			};
 			bpf_seq_write(c.seq, &rec, sizeof(rec));
 		}
+	}
+	if (!calib_first) {
+		/* The probe's own pointers, for the loader's search (arm64's). */
+		struct ps_calib rec = {
+			.page = c.page,
+			.pipe = c.pipe,
+			.source = PS_CALIB_PROBE,
+		};
+
+		bpf_seq_write(c.seq, &rec, sizeof(rec));
 	}
 	if (have_loop) {
 		bpf_loop(2 * calib_steps, candidate_cb, &c, 0);

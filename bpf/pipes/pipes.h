@@ -57,6 +57,7 @@ enum ps_ring_type {
 enum ps_calib_source {
 	PS_CALIB_KALLSYMS = 1,	/* the bases kallsyms gave */
 	PS_CALIB_SEARCH = 2,	/* the search down from the probe's pointers */
+	PS_CALIB_PROBE = 3,	/* no candidate: the probe's pointers, matched 0 */
 };
 
 /*
@@ -123,7 +124,10 @@ struct ps_buf {
 	__u8 data[PS_PAGE_MAX];
 };
 
-/* struct ps_calib: one candidate translation that read back the probe. */
+/*
+ * struct ps_calib: one candidate translation that read back the probe, or
+ * (PS_CALIB_PROBE, once a run) the probe's pointers alone.
+ */
 struct ps_calib {
 	__u64 vmemmap_start;
 	__u64 direct_start;

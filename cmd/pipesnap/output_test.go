@@ -327,7 +327,12 @@ func blockedInOpen(t *testing.T, pid int) bool {
 		t.Fatal(err)
 	}
 	nr, _, _ := strings.Cut(string(b), " ")
-	return nr == strconv.Itoa(unix.SYS_OPENAT) || nr == strconv.Itoa(unix.SYS_OPEN)
+	for _, c := range openCalls {
+		if nr == strconv.Itoa(c) {
+			return true
+		}
+	}
+	return false
 }
 
 // catAsNobody starts `cat FIFO` as nobody and waits until it is blocked

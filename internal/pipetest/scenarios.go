@@ -493,9 +493,9 @@ func StartScenario(t testing.TB, kind string) *Scenario {
 		s.settle(t, stable, s.wchanIn("writer", w), s.wchanIn("reader", "epoll", "ep_poll"))
 	case "select-reader", "poll-reader":
 		py := pythonPath(t)
-		mode, calls := "select", []int{unix.SYS_SELECT, unix.SYS_PSELECT6}
+		mode, calls := "select", selectCalls
 		if kind == "poll-reader" {
-			mode, calls = "poll", []int{unix.SYS_POLL, unix.SYS_PPOLL}
+			mode, calls = "poll", pollCalls
 		}
 		r, w := s.pipe(t, "pipe")
 		s.prog(t, "writer", stdio{out: w}, "sleep", "600")
@@ -514,7 +514,7 @@ func StartScenario(t testing.TB, kind string) *Scenario {
 			f.Close()
 		}
 		s.settle(t, stable, s.wchanIn("writer", "pipe"), s.wchanIn("other-writer", "nanosleep"),
-			s.wchanIn("reader", "poll", "select"), s.syscallIn("reader", unix.SYS_SELECT, unix.SYS_PSELECT6))
+			s.wchanIn("reader", "poll", "select"), s.syscallIn("reader", selectCalls...))
 	case "thread-reader-full":
 		r, w := s.pipe(t, "pipe")
 		s.prog(t, "writer", stdio{out: w}, "yes")
