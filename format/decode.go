@@ -409,9 +409,9 @@ func (d *Decoder) proc(h recHead) (any, error) {
 	}
 	pr := &Proc{PID: le.Uint32(p[0:]), NSPID: le.Uint32(p[4:]), CgroupID: le.Uint64(p[8:]), Container: le.Uint32(p[16:])}
 	flags := le.Uint32(p[20:])
-	pr.Monitor = flags&monitorFlag != 0
+	pr.Monitor, pr.CgroupTruncated = flags&monitorFlag != 0, flags&truncFlag != 0
 	switch _, dup := d.procs[pr.PID]; {
-	case flags&^monitorFlag != 0:
+	case flags&^(monitorFlag|truncFlag) != 0:
 		return nil, d.bad(h, "flags %#x: unknown bits", flags)
 	case pr.Container > d.containers:
 		return nil, d.bad(h, "container %d is not defined (%d are so far)", pr.Container, d.containers)

@@ -512,9 +512,14 @@ func (e *Encoder) WriteProc(pr Proc) error {
 	le.PutUint32(p[4:], pr.NSPID)
 	le.PutUint64(p[8:], pr.CgroupID)
 	le.PutUint32(p[16:], pr.Container)
+	var flags uint32
 	if pr.Monitor {
-		le.PutUint32(p[20:], monitorFlag)
+		flags |= monitorFlag
 	}
+	if pr.CgroupTruncated {
+		flags |= truncFlag
+	}
+	le.PutUint32(p[20:], flags)
 	copy(p[24:], pr.Comm)
 	e.record(TypeProc, p)
 	e.string(pr.Cgroup)

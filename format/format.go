@@ -365,6 +365,10 @@ type Proc struct {
 	Monitor   bool   // the runtime's monitor of Container (conmon), not in it
 	Comm      string // at most 15 bytes, no NUL; "" if unknown
 	Cgroup    string // its cgroup path from the hierarchy's root; "" unknown
+	// CgroupTruncated: the path was too deep or long for the walk, and
+	// Cgroup holds its innermost components only (those that name a
+	// container).
+	CgroupTruncated bool
 }
 
 // Flag bits of the revision 2 and 3 records.
@@ -372,6 +376,7 @@ const (
 	waitKnownFlag = 1 // PS_TASK_STATE, PS_WAITER, PS_OPEN_WAIT: wait_ns was measured
 	outsideFlag   = 2 // PS_WAITER: the task is not one of the dumped processes
 	monitorFlag   = 1 // PS_PROC: the runtime's monitor of its container
+	truncFlag     = 2 // PS_PROC: the cgroup path holds its innermost components only
 )
 
 // stateLetters are the task states /proc/<pid>/stat shows (fs/proc/array.c).

@@ -636,6 +636,7 @@ func randomStream(r *rand.Rand) (Header, []any) {
 			pr.Container = 1 + r.Uint32N(containers)
 			pr.Monitor = r.IntN(4) == 0
 		}
+		pr.CgroupTruncated = r.IntN(5) == 0
 		items = append(items, pr)
 	}
 	return h, items

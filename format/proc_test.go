@@ -46,7 +46,7 @@ func TestProcMalformed(t *testing.T) {
 		// Fields.
 		{"proc pid 0", v3().proc(0, 0, 0, 0, 0, "", ""), at(TypeProc, 0), []string{"pid 0"}},
 		{"proc pid twice", v3().proc(7, 0, 0, 0, 0, "", "").note(0, 0, "").proc(7, 1, 0, 0, 0, "", ""), at(TypeProc, 1), []string{"pid 7 has a PS_PROC already"}},
-		{"proc flags", cont(v3()).proc(1, 0, 0, 1, 2, "", ""), at(TypeProc, 0), []string{"flags 0x2: unknown bits"}},
+		{"proc flags", cont(v3()).proc(1, 0, 0, 1, 4, "", ""), at(TypeProc, 0), []string{"flags 0x4: unknown bits"}},
 		{"monitor of nothing", v3().proc(1, 0, 0, 0, 1, "", ""), at(TypeProc, 0), []string{"monitor of no container"}},
 		{"container pad", v3().rec(TypeContainer, u32(1), []byte{0, 0, 1, 0}), last, []string{"padding not zero"}},
 		{"container empty id", v3().container(1, "podman", "", "", "", "", ""), func(w *wire) int { return w.at(TypeString, 1) }, []string{"STRING record", "empty container id"}},
@@ -81,7 +81,7 @@ func TestProcSection(t *testing.T) {
 		proc(math.MaxUint32, math.MaxUint32, math.MaxUint64, 0, 0, "123456789012345", long).
 		container(1, long, long, long, long, long, long).
 		taskState(1, 1, 'S', 0, 0, "").
-		proc(1, 0, 0, 1, 1, "conmon", "").
+		proc(1, 0, 0, 1, 3, "conmon", "/c").
 		note(0, 0, "x").
 		container(2, "", "y", "", "", "", "")
 	_, items, err := decodeAll(w.end())
@@ -92,7 +92,7 @@ func TestProcSection(t *testing.T) {
 		&Proc{PID: math.MaxUint32, NSPID: math.MaxUint32, CgroupID: math.MaxUint64, Comm: "123456789012345", Cgroup: long},
 		&Container{Ref: 1, Runtime: long, ID: long, Name: long, Pod: long, Namespace: long, KubeName: long},
 		&TaskState{PID: 1, TID: 1, State: 'S'},
-		&Proc{PID: 1, Container: 1, Monitor: true, Comm: "conmon"},
+		&Proc{PID: 1, Container: 1, Monitor: true, Comm: "conmon", Cgroup: "/c", CgroupTruncated: true},
 		&Note{Msg: "x"},
 		&Container{Ref: 2, ID: "y"},
 	})

@@ -123,7 +123,7 @@ func (s *Snapshot) addProcs(out *pipemodel.Sample) {
 		if pr.Comm == "?" && p.Comm != "" {
 			pr.Comm = p.Comm
 		}
-		pr.NSPID, pr.CgroupID, pr.Cgroup = p.NSPID, p.CgroupID, p.Cgroup
+		pr.NSPID, pr.CgroupID, pr.Cgroup, pr.CgroupTruncated = p.NSPID, p.CgroupID, p.Cgroup, p.CgroupTruncated
 		if p.Container > 0 && int(p.Container) <= len(conts) {
 			c := conts[p.Container-1]
 			if p.Monitor {

@@ -2,12 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/pipesnap/pipesnap/internal/kcgroup"
 	"github.com/pipesnap/pipesnap/internal/pipetest"
 )
 
@@ -48,9 +50,10 @@ func checkProcCgroup(t *testing.T, what, out string, c *pipetest.CgroupChild) {
 	t.Helper()
 	var v struct {
 		Procs []struct {
-			PID      int    `json:"pid"`
-			CgroupID uint64 `json:"cgroup_id"`
-			Cgroup   string `json:"cgroup"`
+			PID       int    `json:"pid"`
+			CgroupID  uint64 `json:"cgroup_id"`
+			Cgroup    string `json:"cgroup"`
+			Truncated bool   `json:"cgroup_truncated"`
 		} `json:"procs"`
 	}
 	if err := json.Unmarshal([]byte(out), &v); err != nil {
@@ -60,8 +63,9 @@ func checkProcCgroup(t *testing.T, what, out string, c *pipetest.CgroupChild) {
 		if p.PID != c.PID {
 			continue
 		}
-		if p.Cgroup != c.Want.V2.Path || p.CgroupID != c.Want.V2.ID {
-			t.Errorf("%s: cgroup %q id %d, want %q id %d", what, p.Cgroup, p.CgroupID, c.Want.V2.Path, c.Want.V2.ID)
+		if p.Cgroup != c.Want.V2.Path || p.CgroupID != c.Want.V2.ID || p.Truncated != c.Want.V2.Truncated {
+			t.Errorf("%s: cgroup %q id %d truncated %v, want %q id %d truncated %v", what, p.Cgroup, p.CgroupID, p.Truncated,
+				c.Want.V2.Path, c.Want.V2.ID, c.Want.V2.Truncated)
 		}
 		return
 	}
@@ -73,14 +77,22 @@ func checkProcCgroup(t *testing.T, what, out string, c *pipetest.CgroupChild) {
 // root, and inspect shows them.
 func TestDumpRecordsKernelCgroup(t *testing.T) {
 	requireBPF(t)
-	c := pipetest.StartInCgroup(t)
-	snap := filepath.Join(t.TempDir(), "x.snap")
-	if _, stderr, code := run(t, "dump", "--pid", strconv.Itoa(c.PID), "-o", snap); code != 0 {
-		t.Fatalf("dump: exit %d: %s", code, stderr)
+	var deep []string
+	for i := range kcgroup.Depth + 2 {
+		deep = append(deep, fmt.Sprintf("level-%d", i))
 	}
-	out, stderr, code := run(t, "inspect", "--json", snap)
-	if code != 0 {
-		t.Fatalf("inspect: exit %d: %s", code, stderr)
+	for name, below := range map[string][]string{"plain": nil, "too deep (truncated)": deep} {
+		t.Run(name, func(t *testing.T) {
+			c := pipetest.StartInCgroup(t, below...)
+			snap := filepath.Join(t.TempDir(), "x.snap")
+			if _, stderr, code := run(t, "dump", "--pid", strconv.Itoa(c.PID), "-o", snap); code != 0 {
+				t.Fatalf("dump: exit %d: %s", code, stderr)
+			}
+			out, stderr, code := run(t, "inspect", "--json", snap)
+			if code != 0 {
+				t.Fatalf("inspect: exit %d: %s", code, stderr)
+			}
+			checkProcCgroup(t, "inspect --json", out, c)
+		})
 	}
-	checkProcCgroup(t, "inspect --json", out, c)
 }

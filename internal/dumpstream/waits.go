@@ -90,7 +90,7 @@ func (s *Writer) writeProcs(smp *pipemodel.Sample) error {
 		if !pr.Outside && !s.met[pid] {
 			continue
 		}
-		rec := format.Proc{PID: pid, NSPID: pr.NSPID, CgroupID: pr.CgroupID, Cgroup: pr.Cgroup, Comm: pr.Comm}
+		rec := format.Proc{PID: pid, NSPID: pr.NSPID, CgroupID: pr.CgroupID, Cgroup: pr.Cgroup, CgroupTruncated: pr.CgroupTruncated, Comm: pr.Comm}
 		if len(rec.Comm) > 15 {
 			rec.Comm = rec.Comm[:15]
 		}
