@@ -34,6 +34,9 @@ type Options struct {
 	ExcludeIno  uint64 // a pipe left out with a note: the snapshot's own output
 	MaxAttempts int    // copies of a pipe before it is marked torn; 0 means 4
 	Freeze      bool   // stop the processes (SIGSTOP) for the walk: a consistent cut
+	// Skip is a process left out as pipesnap itself is: the client a
+	// resident serve dumps for (0: none).
+	Skip uint32
 	// Waits, when set, are written after the tasks: who waited on what
 	// (a live sample taken just before the walk).
 	Waits *dumpstream.Waits
@@ -53,14 +56,27 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	it, err := loadIter(newIterConfig(targets, opts.MaxAttempts))
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	if err := it.objs.SkipTgid.Set(opts.Skip); err != nil {
+		return nil, fmt.Errorf("setting the process to leave out: %w", err)
+	}
+	return it.dumpTo(ctx, w, opts, targets)
+}
+
+// newIterConfig is what a dump loads the programs with: the tgids to
+// walk (none: every task) and the attempts at a moving pipe (0: 4).
+func newIterConfig(targets []uint32, attempts int) iterConfig {
 	pageSize := uint32(os.Getpagesize())
-	attempts := opts.MaxAttempts
 	if attempts <= 0 {
 		attempts = 4
 	}
 	tries := uint32(min(attempts, 8))
 	slots := scratchSlots(pageSize, tries)
-	it, err := loadIter(iterConfig{
+	return iterConfig{
 		selfTgid:     uint32(os.Getpid()),
 		targets:      targets,
 		pageSize:     pageSize,
@@ -68,12 +84,12 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 		maxAttempts:  tries,
 		ringBytes:    ringBytes(slots, pageSize, tries),
 		copyData:     true,
-	})
-	if err != nil {
-		return nil, err
 	}
-	defer it.Close()
+}
 
+// dumpTo calibrates the loaded programs and runs one dump of targets.
+func (it *pipeIter) dumpTo(ctx context.Context, w io.Writer, opts Options, targets []uint32) (*Report, error) {
+	pageSize := uint32(os.Getpagesize())
 	tr, err := it.calibrate(pageSize)
 	if err != nil {
 		return nil, err
@@ -96,6 +112,7 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 		starts:   host.StartTimes(targets),
 	}
 	it.taken = s.HasPipe
+	defer func() { it.taken = nil }()
 	if err := it.newRun(); err != nil {
 		return nil, err
 	}

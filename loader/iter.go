@@ -211,6 +211,19 @@ func (it *pipeIter) dropOrphans() error {
 	}
 }
 
+// drain empties the ring and the arena of what an earlier dump left
+// (one that stopped half-way): a new dump starts from an empty ring.
+func (it *pipeIter) drain() error {
+	for {
+		raw, err := it.peekRing()
+		if err != nil || raw == nil {
+			it.arena = it.arena[:0]
+			return err
+		}
+		it.drop()
+	}
+}
+
 // orphan makes a pipe whose copy was dropped unseen, unless it was
 // written already: a later fd of it gets it copied again.
 func (it *pipeIter) orphan(ino uint64) error {

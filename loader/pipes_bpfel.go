@@ -172,6 +172,7 @@ const (
 	pipesVarRunGen              = "run_gen"
 	pipesVarScratchSlots        = "scratch_slots"
 	pipesVarSelfTgid            = "self_tgid"
+	pipesVarSkipTgid            = "skip_tgid"
 	pipesVarUnusedPsBuf         = "unused_ps_buf"
 	pipesVarUnusedPsCalib       = "unused_ps_calib"
 	pipesVarUnusedPsCalibSource = "unused_ps_calib_source"
@@ -265,6 +266,7 @@ type pipesVariableSpecs struct {
 	RunGen              *ebpf.VariableSpec `ebpf:"run_gen"`
 	ScratchSlots        *ebpf.VariableSpec `ebpf:"scratch_slots"`
 	SelfTgid            *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SkipTgid            *ebpf.VariableSpec `ebpf:"skip_tgid"`
 	UnusedPsBuf         *ebpf.VariableSpec `ebpf:"unused_ps_buf"`
 	UnusedPsCalib       *ebpf.VariableSpec `ebpf:"unused_ps_calib"`
 	UnusedPsCalibSource *ebpf.VariableSpec `ebpf:"unused_ps_calib_source"`
@@ -340,6 +342,7 @@ type pipesVariables struct {
 	RunGen              *ebpf.Variable `ebpf:"run_gen"`
 	ScratchSlots        *ebpf.Variable `ebpf:"scratch_slots"`
 	SelfTgid            *ebpf.Variable `ebpf:"self_tgid"`
+	SkipTgid            *ebpf.Variable `ebpf:"skip_tgid"`
 	UnusedPsBuf         *ebpf.Variable `ebpf:"unused_ps_buf"`
 	UnusedPsCalib       *ebpf.Variable `ebpf:"unused_ps_calib"`
 	UnusedPsCalibSource *ebpf.Variable `ebpf:"unused_ps_calib_source"`

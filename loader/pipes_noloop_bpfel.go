@@ -42,6 +42,7 @@ const (
 	pipesNoLoopVarRunGen              = "run_gen"
 	pipesNoLoopVarScratchSlots        = "scratch_slots"
 	pipesNoLoopVarSelfTgid            = "self_tgid"
+	pipesNoLoopVarSkipTgid            = "skip_tgid"
 	pipesNoLoopVarUnusedPsBuf         = "unused_ps_buf"
 	pipesNoLoopVarUnusedPsCalib       = "unused_ps_calib"
 	pipesNoLoopVarUnusedPsCalibSource = "unused_ps_calib_source"
@@ -135,6 +136,7 @@ type pipesNoLoopVariableSpecs struct {
 	RunGen              *ebpf.VariableSpec `ebpf:"run_gen"`
 	ScratchSlots        *ebpf.VariableSpec `ebpf:"scratch_slots"`
 	SelfTgid            *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SkipTgid            *ebpf.VariableSpec `ebpf:"skip_tgid"`
 	UnusedPsBuf         *ebpf.VariableSpec `ebpf:"unused_ps_buf"`
 	UnusedPsCalib       *ebpf.VariableSpec `ebpf:"unused_ps_calib"`
 	UnusedPsCalibSource *ebpf.VariableSpec `ebpf:"unused_ps_calib_source"`
@@ -210,6 +212,7 @@ type pipesNoLoopVariables struct {
 	RunGen              *ebpf.Variable `ebpf:"run_gen"`
 	ScratchSlots        *ebpf.Variable `ebpf:"scratch_slots"`
 	SelfTgid            *ebpf.Variable `ebpf:"self_tgid"`
+	SkipTgid            *ebpf.Variable `ebpf:"skip_tgid"`
 	UnusedPsBuf         *ebpf.Variable `ebpf:"unused_ps_buf"`
 	UnusedPsCalib       *ebpf.Variable `ebpf:"unused_ps_calib"`
 	UnusedPsCalibSource *ebpf.Variable `ebpf:"unused_ps_calib_source"`

@@ -194,6 +194,7 @@ const (
 	pipestateVarMaxAttempts      = "max_attempts"
 	pipestateVarMaxThreads       = "max_threads"
 	pipestateVarSelfTgid         = "self_tgid"
+	pipestateVarSkipTgid         = "skip_tgid"
 	pipestateVarUnusedPstCompat  = "unused_pst_compat"
 	pipestateVarUnusedPstFd      = "unused_pst_fd"
 	pipestateVarUnusedPstKind    = "unused_pst_kind"
@@ -284,6 +285,7 @@ type pipestateVariableSpecs struct {
 	MaxAttempts      *ebpf.VariableSpec `ebpf:"max_attempts"`
 	MaxThreads       *ebpf.VariableSpec `ebpf:"max_threads"`
 	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SkipTgid         *ebpf.VariableSpec `ebpf:"skip_tgid"`
 	UnusedPstCompat  *ebpf.VariableSpec `ebpf:"unused_pst_compat"`
 	UnusedPstFd      *ebpf.VariableSpec `ebpf:"unused_pst_fd"`
 	UnusedPstKind    *ebpf.VariableSpec `ebpf:"unused_pst_kind"`
@@ -358,6 +360,7 @@ type pipestateVariables struct {
 	MaxAttempts      *ebpf.Variable `ebpf:"max_attempts"`
 	MaxThreads       *ebpf.Variable `ebpf:"max_threads"`
 	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
+	SkipTgid         *ebpf.Variable `ebpf:"skip_tgid"`
 	UnusedPstCompat  *ebpf.Variable `ebpf:"unused_pst_compat"`
 	UnusedPstFd      *ebpf.Variable `ebpf:"unused_pst_fd"`
 	UnusedPstKind    *ebpf.Variable `ebpf:"unused_pst_kind"`

@@ -33,6 +33,7 @@ const (
 	pipestateNoLoopVarMaxAttempts      = "max_attempts"
 	pipestateNoLoopVarMaxThreads       = "max_threads"
 	pipestateNoLoopVarSelfTgid         = "self_tgid"
+	pipestateNoLoopVarSkipTgid         = "skip_tgid"
 	pipestateNoLoopVarUnusedPstCompat  = "unused_pst_compat"
 	pipestateNoLoopVarUnusedPstFd      = "unused_pst_fd"
 	pipestateNoLoopVarUnusedPstKind    = "unused_pst_kind"
@@ -123,6 +124,7 @@ type pipestateNoLoopVariableSpecs struct {
 	MaxAttempts      *ebpf.VariableSpec `ebpf:"max_attempts"`
 	MaxThreads       *ebpf.VariableSpec `ebpf:"max_threads"`
 	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SkipTgid         *ebpf.VariableSpec `ebpf:"skip_tgid"`
 	UnusedPstCompat  *ebpf.VariableSpec `ebpf:"unused_pst_compat"`
 	UnusedPstFd      *ebpf.VariableSpec `ebpf:"unused_pst_fd"`
 	UnusedPstKind    *ebpf.VariableSpec `ebpf:"unused_pst_kind"`
@@ -197,6 +199,7 @@ type pipestateNoLoopVariables struct {
 	MaxAttempts      *ebpf.Variable `ebpf:"max_attempts"`
 	MaxThreads       *ebpf.Variable `ebpf:"max_threads"`
 	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
+	SkipTgid         *ebpf.Variable `ebpf:"skip_tgid"`
 	UnusedPstCompat  *ebpf.Variable `ebpf:"unused_pst_compat"`
 	UnusedPstFd      *ebpf.Variable `ebpf:"unused_pst_fd"`
 	UnusedPstKind    *ebpf.Variable `ebpf:"unused_pst_kind"`

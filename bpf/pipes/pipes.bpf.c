@@ -47,7 +47,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Configuration, fixed at load time. */
 const volatile __u32 self_tgid = 0;	/* pipesnap itself: never dumped */
-const volatile bool filter_tgids = false;	/* only tgids in the targets map */
 const volatile __u32 page_size = 4096;
 const volatile __u32 scratch_slots = 256;	/* max buffers copied per pipe */
 const volatile __u32 max_attempts = 4;	/* copies of a pipe before it is torn */
@@ -61,6 +60,15 @@ __u64 vmemmap_start = 0;
 __u64 vmemmap_span = 0;
 __u64 direct_start = 0;
 __u64 direct_span = 0;
+
+/*
+ * Per dump, set from Go before the walk (ordinary globals: a resident
+ * serve loads once and dumps many times): only the tgids in the targets
+ * map; and skip_tgid, a process left out as pipesnap itself is (the
+ * serve's client, a pipesnap too; 0: none).
+ */
+bool filter_tgids = false;
+__u32 skip_tgid = 0;
 
 /* Per run: seen[ino] == run_gen marks a pipe already copied this run. */
 __u32 run_gen = 0;
@@ -502,7 +510,7 @@ int dump_pipes(struct bpf_iter__task_file *ctx)
 		if (tgid != self_tgid)
 			return 0;
 	} else {
-		if (tgid == self_tgid)
+		if (tgid == self_tgid || (skip_tgid && tgid == skip_tgid))
 			return 0;
 		if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
 			return 0;

@@ -64,9 +64,12 @@ __u64 wake_ep_autoremove = 0;
  * only the tgids in targets, only the inodes in inos (the walk that finds
  * who holds the other end of a walked pipe), and the walk's number, which
  * the fd walk writes into seen for every process it reports so that the
- * task walk reports those processes' threads and no others.
+ * task walk reports those processes' threads and no others. skip_tgid
+ * is a process left out as pipesnap itself is (a resident serve's
+ * client, a pipesnap too; 0: none).
  */
 bool filter_tgids = false;
+__u32 skip_tgid = 0;
 bool filter_inos = false;
 __u32 walk_gen = 0;
 
@@ -564,7 +567,7 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 		return 0;
 	level = reader_level();
 	tgid = ns_tgid(task, level);
-	if (tgid == self_tgid)
+	if (tgid == self_tgid || (skip_tgid && tgid == skip_tgid))
 		return 0;
 	if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
 		return 0;
@@ -749,7 +752,7 @@ int task_state(struct bpf_iter__task *ctx)
 		return 0;
 	level = reader_level();
 	tgid = ns_tgid(t, level);
-	if (tgid == self_tgid)
+	if (tgid == self_tgid || (skip_tgid && tgid == skip_tgid))
 		return 0;
 	if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
 		return 0;
