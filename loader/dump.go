@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/pipesnap/pipesnap/format"
 	"github.com/pipesnap/pipesnap/internal/dumpstream"
@@ -37,6 +38,9 @@ type Options struct {
 	// Skip is a process left out as pipesnap itself is: the client a
 	// resident serve dumps for (0: none).
 	Skip uint32
+	// BTF is the kernel's BTF as another load of this process decoded
+	// it (pipestate's, for the waits); nil: decoded for this dump.
+	BTF *btf.Cache
 	// Waits, when set, are written after the tasks: who waited on what
 	// (a live sample taken just before the walk).
 	Waits *dumpstream.Waits
@@ -56,7 +60,9 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	it, err := loadIter(newIterConfig(targets, opts.MaxAttempts))
+	cfg := newIterConfig(targets, opts.MaxAttempts)
+	cfg.btf = opts.BTF
+	it, err := loadIter(cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -46,6 +46,7 @@ type iterConfig struct {
 	maxAttempts  uint32
 	ringBytes    uint32 // power of two, a multiple of the page size
 	copyData     bool
+	btf          *btf.Cache // the kernel's BTF, shared with another load; nil: one of its own
 }
 
 // pipeIter owns everything pipesnap puts in the kernel: the programs and
@@ -88,7 +89,10 @@ type recordReader interface {
 }
 
 func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
-	it := &pipeIter{seq: make([]byte, 64<<10), btf: btf.NewCache()}
+	it := &pipeIter{seq: make([]byte, 64<<10), btf: cfg.btf}
+	if it.btf == nil {
+		it.btf = btf.NewCache()
+	}
 	spec := func(f bpfload.Features) (*ebpf.CollectionSpec, map[string]any, error) {
 		c := cfg
 		load := loadPipes

@@ -15,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -41,6 +42,9 @@ type Options struct {
 	// Skip is a process left out as pipesnap itself is: the client a
 	// resident serve walks for (0: none).
 	Skip uint32
+	// BTF is the kernel's BTF, to share its decoding with another load
+	// of this process (a dump's); nil: decoded for this sampler.
+	BTF *btf.Cache
 }
 
 // Scope is the processes a walk takes, resolved once: their start times
@@ -112,7 +116,7 @@ func Open(opts Options) (_ *Sampler, err error) {
 		pageSize: uint64(os.Getpagesize()),
 		seq:      make([]byte, 64<<10),
 	}
-	if s.features, err = bpfload.Load(spec, &s.objs, nil); err != nil {
+	if s.features, err = bpfload.Load(spec, &s.objs, opts.BTF); err != nil {
 		return nil, fmt.Errorf("loading BPF program: %w", err)
 	}
 	defer func() {

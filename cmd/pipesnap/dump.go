@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
@@ -150,7 +151,9 @@ func runDump(cfg dumpConfig) error {
 	if rc != nil {
 		defer rc.Close()
 	} else {
-		opts.Waits = waitsOf(ctx, cfg)
+		// One decoding of the kernel's BTF for both loads.
+		opts.BTF = btf.NewCache()
+		opts.Waits = waitsOf(ctx, cfg, opts.BTF)
 	}
 	var report *loader.Report
 	write := func(w io.Writer) error {
@@ -171,7 +174,8 @@ func runDump(cfg dumpConfig) error {
 			// Nothing written (the serve could not start the dump): the
 			// direct path may still take it.
 			rc = nil
-			opts.Waits = waitsOf(ctx, cfg)
+			opts.BTF = btf.NewCache()
+			opts.Waits = waitsOf(ctx, cfg, opts.BTF)
 		}
 		if method == "bpf" {
 			cw := &countingWriter{w: w}
@@ -231,9 +235,9 @@ func runDump(cfg dumpConfig) error {
 // waitsOf takes a live sample of who waits on what, just before the
 // capture, for the snapshot to record (diagnose FILE reads it): nil, and
 // a note, when the pipe-state walk cannot run.
-func waitsOf(ctx context.Context, cfg dumpConfig) *dumpstream.Waits {
+func waitsOf(ctx context.Context, cfg dumpConfig, kernel *btf.Cache) *dumpstream.Waits {
 	w, err := sampleWaits(ctx, func() (*pipemodel.Sample, error) {
-		s, err := pipestate.Open(pipestate.Options{PIDs: cfg.pids, All: cfg.all})
+		s, err := pipestate.Open(pipestate.Options{PIDs: cfg.pids, All: cfg.all, BTF: kernel})
 		if err != nil {
 			return nil, err
 		}
