@@ -192,8 +192,12 @@ func (s *Sampler) Sample(ctx context.Context) (*pipemodel.Sample, error) {
 	if err != nil || s.wake != wakeUnread || !unexplained(out) {
 		return out, err
 	}
-	s.kallsymsReads++
-	w := readWakeFuncs()
+	w, cached := loadWakeCache()
+	if !cached {
+		s.kallsymsReads++
+		w = readWakeFuncs()
+		storeWakeCache(w)
+	}
 	if w == (wakeFuncs{}) {
 		s.wake = wakeUnavailable
 		return out, nil
