@@ -70,7 +70,11 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 	if err := it.objs.SkipTgid.Set(opts.Skip); err != nil {
 		return nil, fmt.Errorf("setting the process to leave out: %w", err)
 	}
-	return it.dumpTo(ctx, w, opts, targets)
+	tr, err := it.calibrate(uint32(os.Getpagesize()))
+	if err != nil {
+		return nil, err
+	}
+	return it.dumpTo(ctx, w, opts, targets, tr)
 }
 
 // newIterConfig is what a dump loads the programs with: the tgids to
@@ -93,13 +97,10 @@ func newIterConfig(targets []uint32, attempts int) iterConfig {
 	}
 }
 
-// dumpTo calibrates the loaded programs and runs one dump of targets.
-func (it *pipeIter) dumpTo(ctx context.Context, w io.Writer, opts Options, targets []uint32) (*Report, error) {
+// dumpTo runs one dump of targets with the programs loaded and their
+// translation tr verified and set.
+func (it *pipeIter) dumpTo(ctx context.Context, w io.Writer, opts Options, targets []uint32, tr translation) (*Report, error) {
 	pageSize := uint32(os.Getpagesize())
-	tr, err := it.calibrate(pageSize)
-	if err != nil {
-		return nil, err
-	}
 	s, err := dumpstream.New(w, opts.Freeze, tr.source)
 	if err != nil {
 		return nil, err

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 )
@@ -18,7 +20,17 @@ type Resident struct {
 	mu     sync.Mutex
 	it     *pipeIter
 	scoped []uint32 // the tgids in the targets map
+	// tr is the translation calibrated at calibrated: the bases do not
+	// move during a boot, and calibration (a probe pipe, two walks,
+	// /proc/zoneinfo) is a third of a small dump's time. It is done
+	// again after recalibrate, for memory added since (a page past the
+	// spans is refused and reported, never read unverified).
+	tr         translation
+	calibrated time.Time
 }
+
+// recalibrate is how long a resident's calibration is kept.
+const recalibrate = time.Minute
 
 // OpenResident checks privileges and BTF and loads the programs, walking
 // nothing yet.
@@ -51,7 +63,15 @@ func (r *Resident) Dump(ctx context.Context, w io.Writer, opts Options) (*Report
 	if err := r.it.drain(); err != nil {
 		return nil, err
 	}
-	return r.it.dumpTo(ctx, w, opts, targets)
+	if r.tr.directSpan == 0 || time.Since(r.calibrated) > recalibrate {
+		tr, err := r.it.calibrate(uint32(os.Getpagesize()))
+		if err != nil {
+			r.tr = translation{}
+			return nil, err
+		}
+		r.tr, r.calibrated = tr, time.Now()
+	}
+	return r.it.dumpTo(ctx, w, opts, targets, r.tr)
 }
 
 // scope has the programs walk targets (none: every task) and leave out
