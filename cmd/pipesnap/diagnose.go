@@ -65,7 +65,8 @@ with pid, tid, comm, end, via, epoll_fd, fds, state, wait_ns, wchan,
 stack, threads, blocked_on, outside; for_ns, for, message), moving,
 considered, left_out and min_wait_ns.
 
-` + residentHelp + ` (A FILE is read by this process.)`,
+` + residentHelp + `
+A FILE is read by this process.`,
 		Flags: append(scopeFlags(),
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object instead of text"},
 			&cli.DurationFlag{Name: "settle", Value: 500 * time.Millisecond, Usage: "walk again after `DURATION` and leave out what moved (0: one walk)"},

@@ -81,9 +81,10 @@ path as -o). A block device, a socket or a directory is refused, and so
 is a symbolic link to anything but a character device or FIFO.
 With --freeze, a process to stop must not read the output pipe or FIFO.
 
-` + residentHelp + ` The serve writes the stream and this
-process the file: the output rules above are this process's. --method
-tee never asks it.`,
+` + residentHelp + `
+
+Through the serve, it writes the stream and this process the file: the
+output rules above are this process's. --method tee never asks it.`,
 		Flags: append([]cli.Flag{
 			pidFlag("dump the pipes of process `PID` (repeat, or list them: 1,2 or \"1 2\")"),
 			&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "dump every process's pipes (except pipesnap's own)"},

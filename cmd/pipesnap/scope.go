@@ -127,7 +127,8 @@ most of its time. The answer is the same; the serve answers only a
 caller that could take the direct path itself (in its user, pid and
 mount namespaces, with CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON) on
 Linux 6.5 or later. No socket, a stale one, a serve that declines, or
---direct (or ` + resident.EnvSocket + `=` + resident.Off + `): the command loads the programs itself.`
+--direct (or ` + resident.EnvSocket + `=` + resident.Off + `): the command loads the programs
+itself.`
 
 // dialResident connects to a resident serve; nil: there is none to use,
 // take the direct path.
