@@ -12,11 +12,12 @@ import (
 )
 
 // Annotate sets, for every process of a sample, its pid in its own pid
-// namespace and the container it runs in: its cgroup path (procRoot/PID/
-// cgroup, procRoot "" is /proc) parsed, then, once per container, named
-// by the runtime (r may be nil: ids only). It reads two small files per
-// process and asks the runtimes once for all containers, in a bounded
-// time.
+// namespace and the container it runs in: its cgroup paths as the kernel
+// walk read them (FromKernel), or where it read none its cgroup file
+// (procRoot/PID/cgroup, procRoot "" is /proc), parsed, then, once per
+// container, named by the runtime (r may be nil: ids only). It reads a
+// small file or two per process and asks the runtimes once for all
+// containers, in a bounded time.
 func Annotate(ctx context.Context, smp *pipemodel.Sample, r *Resolver, procRoot string) {
 	var ids []Identity
 	byPID := map[uint32]Identity{}
@@ -24,9 +25,12 @@ func Annotate(ctx context.Context, smp *pipemodel.Sample, r *Resolver, procRoot 
 		if ns, err := NSPid(procRoot, int(pid)); err == nil && ns != int(pid) {
 			pr.NSPID = uint32(ns)
 		}
-		id, err := Of(procRoot, int(pid))
-		if err != nil {
-			continue
+		id, ok := FromKernel(pr)
+		if !ok {
+			var err error
+			if id, err = Of(procRoot, int(pid)); err != nil {
+				continue
+			}
 		}
 		if id.ContainerID == "" {
 			// conmon's cgroup does not name its container under podman's
@@ -56,6 +60,27 @@ func Annotate(ctx context.Context, smp *pipemodel.Sample, r *Resolver, procRoot 
 		}
 		smp.Procs[pid].Container = c
 	}
+}
+
+// FromKernel is the container identity of the cgroups the kernel walk
+// read for p (Proc.Cgroup, Proc.CgroupV1), parsed as ParseProcCgroup
+// parses /proc/PID/cgroup: the unified hierarchy's path, or where it says
+// nothing (a hybrid host whose runtime names a container, or its monitor,
+// only on v1) the v1 hierarchy's. The paths are from each hierarchy's
+// root, whatever cgroup namespace pipesnap runs in. ok is false when the
+// walk read no cgroup.
+func FromKernel(p *pipemodel.Proc) (id Identity, ok bool) {
+	var b strings.Builder
+	if p.Cgroup != "" {
+		b.WriteString("0::" + p.Cgroup + "\n")
+	}
+	if v1 := p.CgroupV1; v1 != nil && v1.Path != "" {
+		b.WriteString("1:" + v1.Controller + ":" + v1.Path + "\n")
+	}
+	if b.Len() == 0 {
+		return Identity{}, false
+	}
+	return ParseProcCgroup(b.String()), true
 }
 
 // Of is the container identity of process pid, from its cgroup file.

@@ -2,6 +2,8 @@ package container
 
 import (
 	"testing"
+
+	"github.com/pipesnap/pipesnap/pipemodel"
 )
 
 const (
@@ -192,4 +194,42 @@ func FuzzParse(f *testing.F) {
 		}
 		ParseProcCgroup(path)
 	})
+}
+
+// TestFromKernel: the paths the kernel walk reads (from each hierarchy's
+// root) parse as /proc/PID/cgroup's lines do: the unified path first, the
+// v1 one where it says nothing.
+func TestFromKernel(t *testing.T) {
+	cri := "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidU + ".slice/cri-containerd-" + id1 + ".scope"
+	tests := []struct {
+		name string
+		proc pipemodel.Proc
+		want Identity
+		ok   bool
+	}{
+		{"none read", pipemodel.Proc{}, Identity{}, false},
+		{"podman cgroupfs, v2", pipemodel.Proc{Cgroup: "/libpod_parent/libpod-" + id1,
+			CgroupV1: &pipemodel.Cgroup{Controller: "cpu", Path: "/libpod_parent/libpod-" + id1}},
+			Identity{Runtime: Podman, ContainerID: id1, Path: "/libpod_parent/libpod-" + id1}, true},
+		{"conmon on a hybrid host: only v1 names it", pipemodel.Proc{Cgroup: "/",
+			CgroupV1: &pipemodel.Cgroup{Controller: "cpu", Path: "/libpod_parent/conmon"}},
+			Identity{Runtime: Podman, Monitor: true, Path: "/libpod_parent/conmon"}, true},
+		{"docker cgroupfs, v1 only", pipemodel.Proc{Cgroup: "/",
+			CgroupV1: &pipemodel.Cgroup{Controller: "memory", Path: "/docker/" + id1}},
+			Identity{Runtime: Docker, ContainerID: id1, Path: "/docker/" + id1}, true},
+		{"kubernetes pod, from a DaemonSet's cgroup namespace (absolute all the same)", pipemodel.Proc{Cgroup: cri},
+			Identity{Runtime: Containerd, ContainerID: id1, PodUID: uid, QoS: "burstable", Unit: "cri-containerd-" + id1 + ".scope", Path: cri}, true},
+		{"truncated: the innermost components", pipemodel.Proc{Cgroup: "/docker-" + id1 + ".scope", CgroupTruncated: true},
+			Identity{Runtime: Docker, ContainerID: id1, Unit: "docker-" + id1 + ".scope", Path: "/docker-" + id1 + ".scope"}, true},
+		{"a systemd service", pipemodel.Proc{Cgroup: "/system.slice/ssh.service"},
+			Identity{Runtime: Systemd, Unit: "ssh.service", Path: "/system.slice/ssh.service"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := FromKernel(&tt.proc)
+			if got != tt.want || ok != tt.ok {
+				t.Errorf("FromKernel = %+v, %v; want %+v, %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
 }

@@ -3,7 +3,10 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +97,36 @@ func TestImage(t *testing.T) {
 		})
 	}
 
+	// A stuck pipeline in a container, found from the image by
+	// --container NAME as the host binary finds it: same processes, same
+	// pids inside, named through the runtime's socket under /host
+	// (PIPESNAP_PODMAN_HOST, as a path on the host).
+	t.Run("container", func(t *testing.T) {
+		c := p.Run(t, nil, "sh", "-c", "yes | sleep 600")
+		c.WaitProcs(t, "yes", "sleep")
+		sock := p.Service(t)
+		host, err := exec.Command(binary(t), "ls", "--json", "--container", c.Name).Output()
+		if err != nil {
+			t.Fatalf("host ls --container: %v", err)
+		}
+		want := containerProcs(t, host)
+		if len(want) < 2 {
+			t.Fatalf("host ls --container %s: %v, want yes and sleep", c.Name, want)
+		}
+		args := append(append([]string{"run", "--rm"}, daemonSetRunOptions(t)...),
+			"-v", filepath.Dir(sock)+":/host/podman:ro", "-e", "PIPESNAP_PODMAN_HOST=unix:///podman/"+filepath.Base(sock), // under PIPESNAP_HOST_ROOT
+			img, "ls", "--json", "--container", c.Name)
+		got := containerProcs(t, []byte(p.Output(t, args...)))
+		if mustJSON(got) != mustJSON(want) {
+			t.Errorf("podman %s:\n%s\nthe host binary:\n%s", strings.Join(args, " "), mustJSON(got), mustJSON(want))
+		}
+		for _, pr := range got {
+			if pr.Container != c.Name || pr.NSPID == 0 || pr.NSPID == pr.PID {
+				t.Errorf("from the image: %+v, want container %s and a pid inside", pr, c.Name)
+			}
+		}
+	})
+
 	// The default seccomp profile is what refuses bpf(2): the same
 	// capabilities under it fail, which is why the DaemonSet sets
 	// Unconfined. Only said, not required: a runtime whose default
@@ -104,4 +137,37 @@ func TestImage(t *testing.T) {
 		out, err := p.Command(args...).CombinedOutput()
 		t.Logf("under the runtime's default seccomp profile: %v: %.200s", err, out)
 	})
+}
+
+// containerProc is what ls --json says of a process in a container.
+type containerProc struct {
+	PID, NSPID int
+	Container  string
+}
+
+// containerProcs are the processes of ls --json in a container (not
+// the runtime's monitor, which holds the other ends), by pid.
+func containerProcs(t *testing.T, out []byte) []containerProc {
+	t.Helper()
+	var doc struct {
+		Procs []struct {
+			PID       int `json:"pid"`
+			NSPID     int `json:"nspid"`
+			Container *struct {
+				Name    string `json:"name"`
+				Monitor bool   `json:"monitor"`
+			} `json:"container"`
+		} `json:"procs"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("ls --json: %v: %s", err, out)
+	}
+	var procs []containerProc
+	for _, pr := range doc.Procs {
+		if pr.Container != nil && !pr.Container.Monitor {
+			procs = append(procs, containerProc{pr.PID, pr.NSPID, pr.Container.Name})
+		}
+	}
+	slices.SortFunc(procs, func(a, b containerProc) int { return a.PID - b.PID })
+	return procs
 }

@@ -42,6 +42,9 @@ type Decoder struct {
 	taskOff int64  // offset of the open task section's PS_TASK, for messages
 	fds     fdNums // fd numbers of the open task section
 
+	containers uint32              // PS_CONTAINERs read
+	procs      map[uint32]struct{} // pids with a PS_PROC
+
 	buf [MaxString]byte // fixed payloads and strings
 }
 
@@ -69,7 +72,8 @@ func (d *Decoder) Header() Header { return d.hdr }
 func (d *Decoder) Offset() int64 { return d.off }
 
 // Next returns the next item: *Task, *FDEnt, *File, *Pipe, *Buffer,
-// *Note, and in a revision 2 stream *TaskState, *Waiter or *OpenWait.
+// *Note, from revision 2 *TaskState, *Waiter or *OpenWait, and from
+// revision 3 *Container or *Proc.
 // After the trailer and TAIL have been checked it returns
 // (nil, io.EOF). Errors are *Error and stick: later calls repeat them.
 func (d *Decoder) Next() (any, error) {
@@ -109,7 +113,7 @@ func (d *Decoder) next() (any, error) {
 	switch h.typ {
 	case TypeTask, TypeFDEnt:
 		if d.st == stWait {
-			return nil, d.bad(h, "after the wait records (PS_TASK_STATE, PS_WAITER, PS_OPEN_WAIT): every task section must come before them")
+			return nil, d.bad(h, "after the wait records (PS_TASK_STATE, PS_WAITER, PS_OPEN_WAIT, PS_CONTAINER, PS_PROC): every task section must come before them")
 		}
 		if h.typ == TypeTask {
 			return d.task(h)
@@ -133,10 +137,21 @@ func (d *Decoder) next() (any, error) {
 			return d.waiter(h)
 		}
 		return d.openWait(h)
+	case TypeContainer, TypeProc:
+		if d.hdr.Revision < 3 {
+			return nil, d.bad(h, "not in a revision %d stream (new in revision 3)", d.hdr.Revision)
+		}
+		if h.typ == TypeContainer {
+			return d.container(h)
+		}
+		return d.proc(h)
 	}
 	waits := ""
 	if d.hdr.Revision >= 2 {
 		waits = "PS_TASK_STATE, PS_WAITER, PS_OPEN_WAIT, "
+	}
+	if d.hdr.Revision >= 3 {
+		waits += "PS_CONTAINER, PS_PROC, "
 	}
 	switch d.st {
 	case stTop:
@@ -275,13 +290,7 @@ func (d *Decoder) taskState(h recHead) (any, error) {
 		return nil, d.bad(h, "%v", err)
 	}
 	ts.WaitKnown = flags&waitKnownFlag != 0
-	if h, err = d.head(); err != nil {
-		return nil, err
-	}
-	if h.typ != TypeString {
-		return nil, d.unexpected(h, "STRING with the task's wchan")
-	}
-	if ts.Wchan, err = d.str(h); err != nil {
+	if ts.Wchan, _, err = d.nextString("the task's wchan"); err != nil {
 		return nil, err
 	}
 	d.st = stWait
@@ -359,17 +368,71 @@ func (d *Decoder) openWait(h recHead) (any, error) {
 	if o.Comm, err = d.comm(h, p[36:36+commLen]); err != nil {
 		return nil, err
 	}
-	if h, err = d.head(); err != nil {
-		return nil, err
-	}
-	if h.typ != TypeString {
-		return nil, d.unexpected(h, "STRING with the FIFO's path")
-	}
-	if o.Path, err = d.str(h); err != nil {
+	if o.Path, _, err = d.nextString("the FIFO's path"); err != nil {
 		return nil, err
 	}
 	d.st = stWait
 	return o, nil
+}
+
+// container reads a PS_CONTAINER and its six STRINGs.
+func (d *Decoder) container(h recHead) (any, error) {
+	p, err := d.fixed(h, sizeContainer)
+	if err != nil {
+		return nil, err
+	}
+	c := &Container{Ref: le.Uint32(p[0:])}
+	switch {
+	case !zero(p[4:8]):
+		return nil, d.bad(h, "padding not zero")
+	case c.Ref != d.containers+1:
+		return nil, d.bad(h, "ref %d: want the next container number %d", c.Ref, d.containers+1)
+	}
+	for i, sp := range c.strings() {
+		if *sp, h, err = d.nextString("the container's " + containerStrings[i]); err != nil {
+			return nil, err
+		}
+		if i == 1 && c.ID == "" {
+			return nil, d.bad(h, "empty container id")
+		}
+	}
+	d.containers++
+	d.st = stWait
+	return c, nil
+}
+
+// proc reads a PS_PROC and its cgroup STRING.
+func (d *Decoder) proc(h recHead) (any, error) {
+	p, err := d.fixed(h, sizeProc)
+	if err != nil {
+		return nil, err
+	}
+	pr := &Proc{PID: le.Uint32(p[0:]), NSPID: le.Uint32(p[4:]), CgroupID: le.Uint64(p[8:]), Container: le.Uint32(p[16:])}
+	flags := le.Uint32(p[20:])
+	pr.Monitor = flags&monitorFlag != 0
+	switch _, dup := d.procs[pr.PID]; {
+	case flags&^monitorFlag != 0:
+		return nil, d.bad(h, "flags %#x: unknown bits", flags)
+	case pr.Container > d.containers:
+		return nil, d.bad(h, "container %d is not defined (%d are so far)", pr.Container, d.containers)
+	case dup:
+		return nil, d.bad(h, "pid %d has a PS_PROC already", pr.PID)
+	}
+	if pr.Comm, err = d.comm(h, p[24:24+commLen]); err != nil {
+		return nil, err
+	}
+	if err := checkProc(*pr); err != nil {
+		return nil, d.bad(h, "%v", err)
+	}
+	if pr.Cgroup, _, err = d.nextString("the process's cgroup"); err != nil {
+		return nil, err
+	}
+	if d.procs == nil {
+		d.procs = map[uint32]struct{}{}
+	}
+	d.procs[pr.PID] = struct{}{}
+	d.st = stWait
+	return pr, nil
 }
 
 func (d *Decoder) fdent(h recHead) (any, error) {
@@ -568,13 +631,7 @@ func (d *Decoder) note(h recHead) (any, error) {
 		return nil, err
 	}
 	n := &Note{PID: le.Uint32(p[0:]), Code: le.Uint32(p[4:])}
-	if h, err = d.head(); err != nil {
-		return nil, err
-	}
-	if h.typ != TypeString {
-		return nil, d.unexpected(h, "STRING with the note's message")
-	}
-	if n.Msg, err = d.str(h); err != nil {
+	if n.Msg, _, err = d.nextString("the note's message"); err != nil {
 		return nil, err
 	}
 	return n, nil
@@ -661,6 +718,19 @@ func (d *Decoder) fixed(h recHead, size int) ([]byte, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// nextString reads the STRING that must come next, what it holds named
+// for the error when another record comes; h is its head.
+func (d *Decoder) nextString(what string) (s string, h recHead, err error) {
+	if h, err = d.head(); err != nil {
+		return "", h, err
+	}
+	if h.typ != TypeString {
+		return "", h, d.unexpected(h, "STRING with "+what)
+	}
+	s, err = d.str(h)
+	return s, h, err
 }
 
 // str reads a STRING: 1 to MaxString bytes, one NUL, at the end.

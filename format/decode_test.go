@@ -44,7 +44,7 @@ func patch(b []byte, off int, with []byte) []byte {
 }
 
 func TestTruncatedEverywhere(t *testing.T) {
-	for _, w := range []*wire{goldenWire(), goldenWireV2()} {
+	for _, w := range []*wire{goldenWire(), goldenWireV2(), goldenWireV3()} {
 		truncatedEverywhere(t, w)
 	}
 }
@@ -85,18 +85,21 @@ func TestTailMagic(t *testing.T) {
 }
 
 func TestRevision(t *testing.T) {
-	for _, rev := range []uint16{0, 3, 0xffff} {
-		wantErr(t, patch(goldenWire().b, 8+16, u16(rev)), ErrRevision, 0, "HEADER record", "revision", "knows 1 to 2")
+	for _, rev := range []uint16{0, 4, 0xffff} {
+		wantErr(t, patch(goldenWire().b, 8+16, u16(rev)), ErrRevision, 0, "HEADER record", "revision", "knows 1 to 3")
 		wantErr(t, patch(goldenWireV2().b, 8+16, u16(rev)), ErrRevision, 0, "HEADER record", "revision")
+		wantErr(t, patch(goldenWireV3().b, 8+16, u16(rev)), ErrRevision, 0, "HEADER record", "revision")
 	}
 	// A later revision with a longer HEADER is still reported as such.
-	w := new(wire).rec(TypeHeader, u64(HeadMagic), u16(1), pad(6), u16(3), pad(100))
+	w := new(wire).rec(TypeHeader, u64(HeadMagic), u16(1), pad(6), u16(4), pad(100))
 	wantErr(t, w.b, ErrRevision, 0)
-	// Revision 2 has rev 1's HEADER: a longer one is malformed.
-	w = new(wire).rec(TypeHeader, u64(HeadMagic), u16(1), pad(6), u16(2), pad(100))
-	wantErr(t, w.b, ErrMalformed, 0, "len 126, want 48")
-	// Both revisions decode, and the header says which.
-	for _, b := range [][]byte{goldenWire().b, goldenWireV2().b} {
+	// Revisions 2 and 3 have rev 1's HEADER: a longer one is malformed.
+	for _, rev := range []uint16{2, 3} {
+		w = new(wire).rec(TypeHeader, u64(HeadMagic), u16(1), pad(6), u16(rev), pad(100))
+		wantErr(t, w.b, ErrMalformed, 0, "len 126, want 48")
+	}
+	// Every revision decodes, and the header says which.
+	for _, b := range [][]byte{goldenWire().b, goldenWireV2().b, goldenWireV3().b} {
 		h, _, err := decodeAll(b)
 		if err != nil || h.Revision != uint16(b[8+16]) {
 			t.Errorf("revision %d: %v, header revision %d", b[8+16], err, h.Revision)
@@ -105,7 +108,7 @@ func TestRevision(t *testing.T) {
 }
 
 func TestFlippedByte(t *testing.T) {
-	for _, w := range []*wire{goldenWire(), goldenWireV2()} {
+	for _, w := range []*wire{goldenWire(), goldenWireV2(), goldenWireV3()} {
 		flippedByte(t, w)
 	}
 }

@@ -23,7 +23,7 @@ const (
 	stFile              // an FD_ENT named a new objref: FILE must follow
 	stPipe              // a FILE named a new pipe objref: FILE_PIPE must follow
 	stBufs              // a pipe's PS_BUF+BUFFER pairs are due
-	stWait              // after a wait record (rev 2): no more task sections
+	stWait              // after a wait or process record (rev 2, 3): no more task sections
 	stDone              // after TAIL (decoder) or Close (encoder)
 )
 
@@ -38,6 +38,9 @@ type Encoder struct {
 	records uint64
 	refs    objrefs
 	st      state
+
+	containers uint32              // PS_CONTAINERs written
+	procs      map[uint32]struct{} // pids with a PS_PROC
 
 	fileRef   int32  // stFile: the objref the FILE must define
 	pipeRef   int32  // stPipe: the objref the pipe must define
@@ -332,7 +335,7 @@ func (e *Encoder) WriteBuffer(b Buffer) error {
 }
 
 func errAfterWaits(what string) error {
-	return fmt.Errorf("format: %s: wait records were written: task sections must all come before them", what)
+	return fmt.Errorf("format: %s: wait or process records were written: task sections must all come before them", what)
 }
 
 // WriteTaskState writes a PS_TASK_STATE and its wchan STRING. The wait
@@ -447,6 +450,78 @@ func (e *Encoder) WriteOpenWait(o OpenWait) error {
 	copy(p[36:], o.Comm)
 	e.record(TypeOpenWait, p)
 	e.string(o.Path)
+	e.st = stWait
+	return e.err
+}
+
+// WriteContainer writes a PS_CONTAINER and its six STRINGs. c.Ref must
+// be the next container number (1 for the first). See WriteTaskState for
+// where it may come.
+func (e *Encoder) WriteContainer(c Container) error {
+	const what = "WriteContainer"
+	if err := e.ready(what, 1+len(containerStrings)); err != nil {
+		return err
+	}
+	if c.Ref != e.containers+1 {
+		return fmt.Errorf("format: %s: ref %d: want the next container number %d", what, c.Ref, e.containers+1)
+	}
+	if c.ID == "" {
+		return fmt.Errorf("format: %s: empty id", what)
+	}
+	strs := c.strings()
+	for i, sp := range strs {
+		if err := checkString(*sp); err != nil {
+			return fmt.Errorf("format: %s: %s: %w", what, containerStrings[i], err)
+		}
+	}
+	p := e.scratch[:sizeContainer]
+	clear(p)
+	le.PutUint32(p[0:], c.Ref)
+	e.record(TypeContainer, p)
+	for _, sp := range strs {
+		e.string(*sp)
+	}
+	e.containers++
+	e.st = stWait
+	return e.err
+}
+
+// WriteProc writes a PS_PROC and its cgroup STRING: at most one per pid,
+// naming a container already written. See WriteTaskState for where it
+// may come.
+func (e *Encoder) WriteProc(pr Proc) error {
+	const what = "WriteProc"
+	if err := e.ready(what, 2); err != nil {
+		return err
+	}
+	if err := checkProc(pr); err != nil {
+		return fmt.Errorf("format: %s: %w", what, err)
+	}
+	if pr.Container > e.containers {
+		return fmt.Errorf("format: %s: container %d is not written yet (%d are)", what, pr.Container, e.containers)
+	}
+	if _, dup := e.procs[pr.PID]; dup {
+		return fmt.Errorf("format: %s: pid %d has a PS_PROC already", what, pr.PID)
+	}
+	if err := checkString(pr.Cgroup); err != nil {
+		return fmt.Errorf("format: %s: cgroup: %w", what, err)
+	}
+	p := e.scratch[:sizeProc]
+	clear(p)
+	le.PutUint32(p[0:], pr.PID)
+	le.PutUint32(p[4:], pr.NSPID)
+	le.PutUint64(p[8:], pr.CgroupID)
+	le.PutUint32(p[16:], pr.Container)
+	if pr.Monitor {
+		le.PutUint32(p[20:], monitorFlag)
+	}
+	copy(p[24:], pr.Comm)
+	e.record(TypeProc, p)
+	e.string(pr.Cgroup)
+	if e.procs == nil {
+		e.procs = map[uint32]struct{}{}
+	}
+	e.procs[pr.PID] = struct{}{}
 	e.st = stWait
 	return e.err
 }

@@ -11,7 +11,8 @@ func TestNewEncoderRefuses(t *testing.T) {
 	long := strings.Repeat("x", MaxUTSBuffer+1)
 	for name, h := range map[string]Header{
 		"revision 1":   {Revision: 1},
-		"revision 3":   {Revision: 3},
+		"revision 2":   {Revision: 2},
+		"revision 4":   {Revision: 4},
 		"flags":        {Flags: 2},
 		"long release": {Release: long},
 		"long version": {Version: long},

@@ -14,10 +14,11 @@ import (
 
 // Revision is the stream format revision this package writes. The
 // decoder reads it and every earlier one (MinRevision up).
-const Revision = 2
+const Revision = 3
 
 // MinRevision is the oldest revision the decoder reads. Revision 1 has
-// no PS_TASK_STATE, PS_WAITER or PS_OPEN_WAIT records.
+// no PS_TASK_STATE, PS_WAITER or PS_OPEN_WAIT records, revision 2 no
+// PS_CONTAINER or PS_PROC.
 const MinRevision = 1
 
 // Magic values of the HEADER and TAIL records (as in Linux-CR).
@@ -47,6 +48,10 @@ const (
 	TypeTaskState = 20006
 	TypeWaiter    = 20007
 	TypeOpenWait  = 20008
+
+	// Revision 3: which container each process runs in.
+	TypeContainer = 20009
+	TypeProc      = 20010
 )
 
 // Payload sizes of the fixed-size records, pre-header excluded.
@@ -64,6 +69,8 @@ const (
 	sizeTaskState = 32
 	sizeWaiter    = 56
 	sizeOpenWait  = 56
+	sizeContainer = 8
+	sizeProc      = 40
 
 	maxFixed  = max(sizeHeader, sizePipe, sizeWaiter, sizeOpenWait)
 	preHeader = 8
@@ -335,10 +342,36 @@ type OpenWait struct {
 	Path      string // the FIFO's path, "" if unknown
 }
 
-// Flag bits of the revision 2 records.
+// Container is a PS_CONTAINER + six STRINGs (revision 3): a container
+// processes of the stream run in, as its cgroup and its runtime name it.
+type Container struct {
+	Ref       uint32 // 1 for the stream's first, then the next number
+	Runtime   string // "docker", "containerd", "cri-o", "podman", ...; "" unknown
+	ID        string // the runtime's full id: not empty
+	Name      string // the runtime's name; "" when it did not answer
+	Pod       string // Kubernetes pod, namespace and container name; "" outside
+	Namespace string
+	KubeName  string
+}
+
+// Proc is a PS_PROC + STRING pair (revision 3): what a process is
+// outside its fds, for one process of the stream (a dumped one, or one
+// a PS_WAITER names as outside).
+type Proc struct {
+	PID       uint32 // not 0; at most one Proc a pid
+	NSPID     uint32 // its pid in its own, innermost pid namespace; 0 when the same or unknown
+	CgroupID  uint64 // its cgroup's id on the unified hierarchy; 0 unknown
+	Container uint32 // Ref of a Container written before it; 0 for none
+	Monitor   bool   // the runtime's monitor of Container (conmon), not in it
+	Comm      string // at most 15 bytes, no NUL; "" if unknown
+	Cgroup    string // its cgroup path from the hierarchy's root; "" unknown
+}
+
+// Flag bits of the revision 2 and 3 records.
 const (
 	waitKnownFlag = 1 // PS_TASK_STATE, PS_WAITER, PS_OPEN_WAIT: wait_ns was measured
 	outsideFlag   = 2 // PS_WAITER: the task is not one of the dumped processes
+	monitorFlag   = 1 // PS_PROC: the runtime's monitor of its container
 )
 
 // stateLetters are the task states /proc/<pid>/stat shows (fs/proc/array.c).
@@ -416,6 +449,10 @@ func RecordName(typ uint32) string {
 		return "PS_WAITER"
 	case TypeOpenWait:
 		return "PS_OPEN_WAIT"
+	case TypeContainer:
+		return "PS_CONTAINER"
+	case TypeProc:
+		return "PS_PROC"
 	}
 	return fmt.Sprintf("type %d", typ)
 }
@@ -530,6 +567,25 @@ func nsWait(ns uint64, flags uint32) (time.Duration, error) {
 		return 0, fmt.Errorf("wait_ns %d but flags bit 0 (wait known) is clear", ns)
 	}
 	return time.Duration(ns), nil
+}
+
+// containerStrings are the STRINGs after a PS_CONTAINER, in order.
+var containerStrings = [...]string{"runtime", "id", "name", "pod", "namespace", "kube container"}
+
+func (c *Container) strings() [len(containerStrings)]*string {
+	return [...]*string{&c.Runtime, &c.ID, &c.Name, &c.Pod, &c.Namespace, &c.KubeName}
+}
+
+// checkProc tells whether a process's fields agree: a pid, and a
+// monitor only of a container.
+func checkProc(p Proc) error {
+	switch {
+	case p.PID == 0:
+		return fmt.Errorf("pid 0: want a process id")
+	case p.Monitor && p.Container == 0:
+		return fmt.Errorf("monitor of no container: want container set")
+	}
+	return checkComm(p.Comm)
 }
 
 // checkWaiter tells whether a waiter's queue, via, epoll_fd and events

@@ -19,14 +19,15 @@ import (
 	"time"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/golden-v2.bin and the fuzz seed corpus")
+var update = flag.Bool("update", false, "rewrite testdata/golden-v3.bin and the fuzz seed corpus")
 
-// The golden streams. golden-v1.bin is frozen: it stands for the streams
-// of revision 1 writers, which the decoder must keep reading; -update
-// does not rewrite it.
+// The golden streams. golden-v1.bin and golden-v2.bin are frozen: they
+// stand for the streams of revision 1 and 2 writers, which the decoder
+// must keep reading; -update does not rewrite them.
 const (
 	goldenV1File = "testdata/golden-v1.bin"
 	goldenV2File = "testdata/golden-v2.bin"
+	goldenV3File = "testdata/golden-v3.bin"
 )
 
 // goldenWire is the golden stream written out field by field: one task
@@ -52,15 +53,40 @@ func goldenWireV2() *wire {
 	w := new(wire)
 	w.stdHeaderV2()
 	goldenBody(w)
+	goldenWaits(w)
+	w.trailer()
+	w.tail()
+	return w
+}
+
+// goldenWireV3 is the golden v3 stream: the v2 golden's records under a
+// rev 3 HEADER, then who the processes are: cat runs in a podman
+// container (pid 1 inside), nginx, outside the dump, is conmon watching
+// it, and producer runs in no container.
+func goldenWireV3() *wire {
+	w := new(wire)
+	w.stdHeaderV3()
+	goldenBody(w)
+	goldenWaits(w)
+	w.container(1, "podman", goldenCID, "web", "", "", "")
+	w.proc(4242, 1, 4711, 1, 0, "cat", "/libpod_parent/libpod-"+goldenCID)
+	w.proc(5151, 0, 0, 1, 1, "conmon", "/libpod_parent/conmon")
+	w.proc(6060, 0, 1, 0, 0, "producer", "/")
+	w.trailer()
+	w.tail()
+	return w
+}
+
+const goldenCID = "7a3f0c9e1b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c6e8b0d2f4a"
+
+// goldenWaits is the v2 golden's wait section.
+func goldenWaits(w *wire) {
 	w.taskState(4242, 4242, 'S', 1500000000, 1, "pipe_read")
 	w.taskState(4242, 4243, 'R', 0, 1, "")
 	w.waiter(2, 4242, 4242, 0, 0, 'S', -1, 0, 1500000000, 1, "cat")
 	w.waiter(5, 5151, 5152, 0, 2, 'S', 7, 0x1, 0, 2, "nginx")
 	w.note(5151, 1, "pid 5151 holds no pipe fd")
 	w.openWait(6060, 6060, 2, 'S', 4712, 2250000000, 1, "producer", "/tmp/ps.out")
-	w.trailer()
-	w.tail()
-	return w
 }
 
 // goldenBody is what both golden streams have between HEADER and the
@@ -84,14 +110,18 @@ func goldenBody(w *wire) {
 	w.note(4242, 1, "fifo 4711 not captured")
 }
 
-// goldenHeader is the golden v2 stream's header; goldenHeaderV1 the v1's.
+// goldenHeader is the golden v3 stream's header; goldenHeaderV1 and V2
+// the older ones'.
 var goldenHeader = Header{
 	Arch: ArchX86_64, Major: 6, Minor: 18, Patch: 0, Revision: Revision,
 	Time:  time.Unix(0, 1700000000123456789),
 	Flags: HeaderFrozen, Release: "6.18.0", Version: "#1 SMP", Machine: "x86_64",
 }
 
-var goldenHeaderV1 = func() Header { h := goldenHeader; h.Revision = 1; return h }()
+var (
+	goldenHeaderV1 = func() Header { h := goldenHeader; h.Revision = 1; return h }()
+	goldenHeaderV2 = func() Header { h := goldenHeader; h.Revision = 2; return h }()
+)
 
 var goldenPipe = Pipe{
 	Ref: 2, Ino: 31337, Kind: KindPipe, Attempts: 1,
@@ -138,6 +168,15 @@ func goldenItemsV2() []any {
 	)
 }
 
+func goldenItemsV3() []any {
+	return append(goldenItemsV2(),
+		&Container{Ref: 1, Runtime: "podman", ID: goldenCID, Name: "web"},
+		&Proc{PID: 4242, NSPID: 1, CgroupID: 4711, Container: 1, Comm: "cat", Cgroup: "/libpod_parent/libpod-" + goldenCID},
+		&Proc{PID: 5151, Container: 1, Monitor: true, Comm: "conmon", Cgroup: "/libpod_parent/conmon"},
+		&Proc{PID: 6060, CgroupID: 1, Comm: "producer", Cgroup: "/"},
+	)
+}
+
 // encodeAll writes h and items (as Decoder.Next returns them) with the
 // encoder.
 func encodeAll(h Header, items []any) ([]byte, error) {
@@ -166,6 +205,10 @@ func encodeAll(h Header, items []any) ([]byte, error) {
 			err = e.WriteWaiter(*v)
 		case *OpenWait:
 			err = e.WriteOpenWait(*v)
+		case *Container:
+			err = e.WriteContainer(*v)
+		case *Proc:
+			err = e.WriteProc(*v)
 		default:
 			err = fmt.Errorf("unknown item %T", it)
 		}
@@ -255,10 +298,38 @@ func TestGoldenV1(t *testing.T) {
 	}
 }
 
+// TestGoldenV2: the frozen revision 2 file decodes, and is what the
+// encoder writes for the same records but for the revision.
 func TestGoldenV2(t *testing.T) {
 	want := goldenWireV2().b
+	file, err := os.ReadFile(goldenV2File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(file, want) {
+		t.Fatalf("%s differs from the v2 golden bytes built in the test: revision 2 streams must not change", goldenV2File)
+	}
+	h, items, err := decodeAll(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkHeader(t, h, goldenHeaderV2)
+	checkItems(t, items, goldenItemsV2())
 
+	// Revision 3 only adds records: the encoder writes the same bytes.
 	got, err := encodeAll(goldenHeader, goldenItemsV2())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got = asRevision(got, 2); !bytes.Equal(got, want) {
+		t.Fatalf("encoder output (as rev 2) differs from the v2 golden bytes\n got %x\nwant %x", got, want)
+	}
+}
+
+func TestGoldenV3(t *testing.T) {
+	want := goldenWireV3().b
+
+	got, err := encodeAll(goldenHeader, goldenItemsV3())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,12 +340,12 @@ func TestGoldenV2(t *testing.T) {
 	if *update {
 		writeTestdata(t, want)
 	}
-	file, err := os.ReadFile(goldenV2File)
+	file, err := os.ReadFile(goldenV3File)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(file, want) {
-		t.Fatalf("%s differs from the golden bytes built in the test: the format changed? (go test -run TestGolden -update rewrites it)", goldenV2File)
+		t.Fatalf("%s differs from the golden bytes built in the test: the format changed? (go test -run TestGolden -update rewrites it)", goldenV3File)
 	}
 
 	h, items, err := decodeAll(want)
@@ -282,14 +353,17 @@ func TestGoldenV2(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkHeader(t, h, goldenHeader)
-	checkItems(t, items, goldenItemsV2())
+	checkItems(t, items, goldenItemsV3())
 }
 
 // What FORMAT.md section 11 says of golden-v2.bin.
 const (
-	goldenV2Len     = 1122
-	goldenV2Records = 35
-	goldenV2Waits   = 0x2c9 // offset of its first PS_TASK_STATE
+	goldenV3Len        = 1544
+	goldenV3Records    = 48
+	goldenV3Containers = 0x43a // offset of its PS_CONTAINER
+	goldenV2Len        = 1122
+	goldenV2Records    = 35
+	goldenV2Waits      = 0x2c9 // offset of its first PS_TASK_STATE
 )
 
 // TestGoldenLayout pins facts FORMAT.md states about the golden streams.
@@ -305,12 +379,19 @@ func TestGoldenLayout(t *testing.T) {
 	if off := w.at(TypeTaskState, 0); off != goldenV2Waits {
 		t.Errorf("golden v2 stream: wait section at %#x; FORMAT.md says %#x", off, goldenV2Waits)
 	}
+	w = goldenWireV3()
+	if len(w.b) != goldenV3Len || len(w.offs) != goldenV3Records {
+		t.Errorf("golden v3 stream: %d bytes, %d records; FORMAT.md says %d and %d", len(w.b), len(w.offs), goldenV3Len, goldenV3Records)
+	}
+	if off := w.at(TypeContainer, 0); off != goldenV3Containers {
+		t.Errorf("golden v3 stream: PS_CONTAINER at %#x; FORMAT.md says %#x", off, goldenV3Containers)
+	}
 }
 
-// writeTestdata rewrites the v2 golden file and the fuzz seed corpus.
+// writeTestdata rewrites the v3 golden file and the fuzz seed corpus.
 func writeTestdata(t *testing.T, golden []byte) {
 	t.Helper()
-	if err := os.WriteFile(goldenV2File, golden, 0o644); err != nil {
+	if err := os.WriteFile(goldenV3File, golden, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join("testdata", "fuzz", "FuzzDecode")
@@ -327,8 +408,8 @@ func writeTestdata(t *testing.T, golden []byte) {
 
 // fuzzSeeds are the committed seed inputs of FuzzDecode.
 func fuzzSeeds() map[string][]byte {
-	w, w2 := goldenWire(), goldenWireV2()
-	golden, golden2 := w.b, w2.b
+	w, w2, w3 := goldenWire(), goldenWireV2(), goldenWireV3()
+	golden, golden2, golden3 := w.b, w2.b, w3.b
 	flip := func(b []byte, off int, x byte) []byte {
 		b = bytes.Clone(b)
 		b[off] ^= x
@@ -366,6 +447,13 @@ func fuzzSeeds() map[string][]byte {
 	// No task at all: wait records right after the HEADER.
 	v3 := new(wire).stdHeaderV2()
 	v3.openWait(1, 1, 1, 'S', 0, 0, 0, "cat", "/x").taskState(1, 1, 'S', 0, 0, "fifo_open")
+	// Revision 3: containers and processes alone, a process in none with
+	// every string empty, containers of every runtime.
+	procsOnly := new(wire).stdHeaderV3()
+	procsOnly.proc(9, 0, 0, 0, 0, "", "")
+	procsOnly.container(1, "", "x", "", "", "", "").note(0, 0, "")
+	procsOnly.container(2, "containerd", goldenCID, "api", "api-7d9f", "prod", "api")
+	procsOnly.proc(10, 7, 1<<63, 2, 0, "", "/kubepods.slice/x").proc(11, 0, 0, 1, 1, "", "/c")
 	return map[string][]byte{
 		"golden":        golden,
 		"truncated":     golden[:len(golden)/2],
@@ -390,11 +478,22 @@ func fuzzSeeds() map[string][]byte {
 		"wait-unknown":  flip(golden2, w2.at(TypeOpenWait, 0)+8+32, 0x01),
 		"task-after-wait": append(bytes.Clone(golden2[:w2.at(TypeTrailer, 0)]),
 			new(wire).task(1, 1, 0, 0, "late").b...),
+
+		"golden-v3":        golden3,
+		"procs-only-v3":    procsOnly.end(),
+		"truncated-v3":     golden3[:w3.at(TypeContainer, 0)+40],
+		"procs-in-v2":      asRevision(golden3, 2),
+		"container-ref":    flip(golden3, w3.at(TypeContainer, 0)+8, 0x02),
+		"proc-container":   flip(golden3, w3.at(TypeProc, 2)+8+16, 0x02),
+		"proc-flags":       flip(golden3, w3.at(TypeProc, 0)+8+20, 0x02),
+		"proc-dup-pid":     append(bytes.Clone(golden3[:w3.at(TypeTrailer, 0)]), new(wire).proc(4242, 0, 0, 0, 0, "", "").b...),
+		"task-after-procs": append(bytes.Clone(golden3[:w3.at(TypeTrailer, 0)]), new(wire).task(1, 1, 0, 0, "late").b...),
 	}
 }
 
 func TestFuzzSeedsCommitted(t *testing.T) {
-	valid := map[string]bool{"golden": true, "variety": true, "golden-v2": true, "variety-v2": true, "waits-only-v2": true}
+	valid := map[string]bool{"golden": true, "variety": true, "golden-v2": true, "variety-v2": true, "waits-only-v2": true,
+		"golden-v3": true, "procs-only-v3": true}
 	for name, b := range fuzzSeeds() {
 		got, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzDecode", name))
 		if err != nil {
@@ -514,6 +613,30 @@ func randomStream(r *rand.Rand) (Header, []any) {
 		default:
 			items = append(items, &Note{PID: r.Uint32(), Code: r.Uint32(), Msg: randString(r, 0, 100)})
 		}
+	}
+	// And then, in half of those, containers and processes.
+	if r.IntN(2) == 0 {
+		return h, items
+	}
+	containers := uint32(0)
+	pids := map[uint32]bool{}
+	for range r.IntN(8) {
+		if r.IntN(3) == 0 {
+			containers++
+			items = append(items, &Container{Ref: containers, Runtime: randString(r, 0, 10), ID: randString(r, 1, 64),
+				Name: randString(r, 0, 30), Pod: randString(r, 0, 30), Namespace: randString(r, 0, 20), KubeName: randString(r, 0, 20)})
+			continue
+		}
+		pr := &Proc{PID: 1 + r.Uint32N(1<<31), NSPID: r.Uint32(), CgroupID: r.Uint64(), Comm: randString(r, 0, 15), Cgroup: randString(r, 0, 300)}
+		if pids[pr.PID] {
+			continue
+		}
+		pids[pr.PID] = true
+		if containers > 0 && r.IntN(3) > 0 {
+			pr.Container = 1 + r.Uint32N(containers)
+			pr.Monitor = r.IntN(4) == 0
+		}
+		items = append(items, pr)
 	}
 	return h, items
 }

@@ -9,12 +9,13 @@ import (
 // FuzzDecode feeds arbitrary bytes to the decoder. It must not panic,
 // every error must be an *Error wrapping a sentinel, and whatever it
 // accepts must be canonical: re-encoding the decoded records gives the
-// input back byte for byte (for a revision 1 stream, once its HEADER's
-// rev and the trailer's CRC are made rev 1's: the encoder writes only
+// input back byte for byte (for an older revision's stream, once its HEADER's
+// rev and the trailer's CRC are made that revision's: the encoder writes only
 // the current revision). The seeds are in testdata/fuzz/FuzzDecode.
 func FuzzDecode(f *testing.F) {
 	f.Add(goldenWire().b)
 	f.Add(goldenWireV2().b)
+	f.Add(goldenWireV3().b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, items, err := decodeAll(b)
 		if err != nil {

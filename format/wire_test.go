@@ -126,6 +126,25 @@ func (w *wire) stdHeaderV2() *wire {
 	return w.header(1, 6, 18, 0, 2, 1700000000123456789, 1, "6.18.0", "#1 SMP", "x86_64")
 }
 
+// stdHeaderV3 is the golden v3 stream's header: stdHeader with rev 3.
+func (w *wire) stdHeaderV3() *wire {
+	return w.header(1, 6, 18, 0, 3, 1700000000123456789, 1, "6.18.0", "#1 SMP", "x86_64")
+}
+
+// container writes PS_CONTAINER and its six STRINGs.
+func (w *wire) container(ref uint32, runtime, id, name, pod, ns, kube string) *wire {
+	w.rec(TypeContainer, u32(ref), pad(4))
+	for _, s := range []string{runtime, id, name, pod, ns, kube} {
+		w.str(s)
+	}
+	return w
+}
+
+// proc writes PS_PROC and its cgroup STRING.
+func (w *wire) proc(pid, nspid uint32, cgroupID uint64, container, flags uint32, comm, cgroup string) *wire {
+	return w.rec(TypeProc, u32(pid), u32(nspid), u64(cgroupID), u32(container), u32(flags), comm16(comm)).str(cgroup)
+}
+
 func comm16(s string) []byte {
 	c := make([]byte, 16)
 	copy(c, s)

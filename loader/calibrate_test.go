@@ -127,7 +127,7 @@ func TestWrongTranslationReadsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got *capturedPipe
-	err = it.read(it.dump, fdRecSize, func([]byte) error {
+	err = it.readFDs(it.dump, func([]byte) error {
 		if got == nil {
 			got, err = it.takePipe(pr.ino, false, func(uint64) bool { return false })
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/pipesnap/pipesnap/format"
 	"github.com/pipesnap/pipesnap/internal/dumpstream"
 	"github.com/pipesnap/pipesnap/internal/host"
+	"github.com/pipesnap/pipesnap/pipemodel"
 )
 
 // Sentinels for what stops a dump before it starts.
@@ -35,8 +36,9 @@ type Options struct {
 	ExcludeIno  uint64 // a pipe left out with a note: the snapshot's own output
 	MaxAttempts int    // copies of a pipe before it is marked torn; 0 means 4
 	Freeze      bool   // stop the processes (SIGSTOP) for the walk: a consistent cut
-	// Skip is a process left out as pipesnap itself is: the client a
-	// resident serve dumps for (0: none).
+	// Skip is the process left out instead of pipesnap itself: the
+	// client a resident serve dumps for, so that the serve is seen as the
+	// client's own walk would see it (0: pipesnap itself).
 	Skip uint32
 	// BTF is the kernel's BTF as another load of this process decoded
 	// it (pipestate's, for the waits); nil: decoded for this dump.
@@ -116,6 +118,8 @@ func (it *pipeIter) dumpTo(ctx context.Context, w io.Writer, opts Options, targe
 		pageSize: pageSize,
 		exclude:  opts.ExcludeIno,
 		files:    map[fileKey]int32{},
+		cgroups:  map[uint32]pipemodel.Cgroups{},
+		written:  map[uint32]pipemodel.Cgroups{},
 		starts:   host.StartTimes(targets),
 	}
 	it.taken = s.HasPipe
@@ -126,7 +130,11 @@ func (it *pipeIter) dumpTo(ctx context.Context, w io.Writer, opts Options, targe
 	if err := s.Walk(targets, func() error { return it.walk(targets, d.onFD) }); err != nil {
 		return nil, err
 	}
-	return s.Finish(targets)
+	rep, err := s.Finish(targets)
+	if rep != nil {
+		rep.Cgroups = d.written
+	}
+	return rep, err
 }
 
 // Preflight checks what a dump needs before anything is loaded or
@@ -173,10 +181,14 @@ type dumper struct {
 	pageSize uint32
 	exclude  uint64
 
-	files  map[fileKey]int32 // open file -> objref
-	starts map[uint32]uint64 // requested tgid -> start time in clock ticks
-	skip   uint32            // tgid of a task section being left out
-	task   [2]uint32         // tgid, tid of the open task section
+	files map[fileKey]int32 // open file -> objref
+	// cgroups are the walked processes' cgroups as the kernel read them,
+	// by tgid: known before a process's first fd record is handled.
+	cgroups map[uint32]pipemodel.Cgroups
+	written map[uint32]pipemodel.Cgroups // of the processes with a task section
+	starts  map[uint32]uint64            // requested tgid -> start time in clock ticks
+	skip    uint32                       // tgid of a task section being left out
+	task    [2]uint32                    // tgid, tid of the open task section
 }
 
 func (d *dumper) onFD(b []byte) error {
@@ -186,6 +198,13 @@ func (d *dumper) onFD(b []byte) error {
 	var r pipesPsFd
 	if err := decodeRec(b, &r); err != nil {
 		return err
+	}
+	if r.Cgroup != 0 {
+		cg, err := fdCgroups(b)
+		if err != nil {
+			return err
+		}
+		d.cgroups[r.Tgid] = cg
 	}
 	comm := cString(r.Comm[:])
 	if d.task != [2]uint32{r.Tgid, r.Tid} && d.reused(&r) {
@@ -198,6 +217,12 @@ func (d *dumper) onFD(b []byte) error {
 	}
 	if d.task != [2]uint32{r.Tgid, r.Tid} {
 		d.task = [2]uint32{r.Tgid, r.Tid}
+		// The cgroups of the task's process, as the kernel read them
+		// (absent when it could not read them): for the stream's
+		// container identity.
+		if cg, ok := d.cgroups[r.Tgid]; ok {
+			d.written[r.Tgid] = cg
+		}
 		if err := d.s.Task(format.Task{PID: r.Tgid, TID: r.Tid, StartNS: r.StartNs, UID: r.Uid, Comm: comm}); err != nil {
 			return err
 		}

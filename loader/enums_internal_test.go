@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/pipesnap/pipesnap/format"
+	"github.com/pipesnap/pipesnap/internal/kcgroup"
 )
 
 // TestEnumsMatchFormat: the kernel side's status bits and reasons go into
@@ -30,5 +31,15 @@ func TestEnumsMatchFormat(t *testing.T) {
 		if c.bpf != c.fmtv {
 			t.Errorf("%s: the BPF program says %d, the format %d", c.name, c.bpf, c.fmtv)
 		}
+	}
+}
+
+// TestCgroupEnums: bpf/cgroup.h's flags and controllers are
+// internal/kcgroup's.
+func TestCgroupEnums(t *testing.T) {
+	if err := kcgroup.Check(uint32(pipesCgFlagsCG_READ_V2), uint32(pipesCgFlagsCG_READ_V1),
+		uint32(pipesCgFlagsCG_TRUNC_V2), uint32(pipesCgFlagsCG_TRUNC_V1),
+		uint32(pipesCgCtlCG_CTL_CPU), uint32(pipesCgCtlCG_CTL_MEMORY), uint32(pipesCgCtlCG_CTL_PIDS)); err != nil {
+		t.Error(err)
 	}
 }

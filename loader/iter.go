@@ -16,12 +16,16 @@ import (
 
 	"github.com/pipesnap/pipesnap/internal/bpfload"
 	"github.com/pipesnap/pipesnap/internal/host"
+	"github.com/pipesnap/pipesnap/internal/kcgroup"
 	"github.com/pipesnap/pipesnap/internal/taskiter"
+	"github.com/pipesnap/pipesnap/pipemodel"
 )
 
 // Record sizes, fixed by bpf/pipes/pipes.h.
 var (
 	fdRecSize    = int(unsafe.Sizeof(pipesPsFd{}))
+	cgRecSize    = int(unsafe.Sizeof(pipesCgProc{}))
+	fdCgroupAt   = int(unsafe.Offsetof(pipesPsFd{}.Cgroup))
 	calibRecSize = int(unsafe.Sizeof(pipesPsCalib{}))
 	pipeHdrSize  = int(unsafe.Offsetof(pipesPsPipe{}.Path))
 	bufHdrSize   = int(unsafe.Offsetof(pipesPsBuf{}.Data))
@@ -191,6 +195,28 @@ func (it *pipeIter) Close() error {
 // in the ring when fn sees it. (The dump's context is checked by fn.)
 func (it *pipeIter) read(l *link.Iter, size int, fn func([]byte) error) error {
 	return taskiter.ReadAgain(context.Background(), l, it.seq, size, fn, it.dropOrphans)
+}
+
+// readFDs runs one walk of the dump iterator: fn gets each ps_fd, with
+// the cg_proc that follows it when its cgroup field says one does.
+func (it *pipeIter) readFDs(l *link.Iter, fn func([]byte) error) error {
+	size := func(h []byte) int {
+		if binary.NativeEndian.Uint32(h[fdCgroupAt:]) != 0 {
+			return fdRecSize + cgRecSize
+		}
+		return fdRecSize
+	}
+	return taskiter.ReadRecords(context.Background(), l, it.seq, fdRecSize, size, fn, it.dropOrphans)
+}
+
+// fdCgroups reads the cg_proc after a ps_fd record whose cgroup field is
+// set.
+func fdCgroups(b []byte) (pipemodel.Cgroups, error) {
+	var c pipesCgProc
+	if err := decodeRec(b[fdRecSize:], &c); err != nil {
+		return pipemodel.Cgroups{}, fmt.Errorf("cgroup record: %w", err)
+	}
+	return kcgroup.Decode(c.Id, c.Off, c.Flags, c.V1Ctl, &c.Path), nil
 }
 
 // dropOrphans empties the ring of records nobody will ask for. Called

@@ -13,6 +13,52 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type pipesCgCtl uint32
+
+const (
+	pipesCgCtlCG_CTL_NONE   pipesCgCtl = 0
+	pipesCgCtlCG_CTL_CPU    pipesCgCtl = 1
+	pipesCgCtlCG_CTL_MEMORY pipesCgCtl = 2
+	pipesCgCtlCG_CTL_PIDS   pipesCgCtl = 3
+)
+
+type pipesCgFlags uint32
+
+const (
+	pipesCgFlagsCG_READ_V2  pipesCgFlags = 1
+	pipesCgFlagsCG_READ_V1  pipesCgFlags = 2
+	pipesCgFlagsCG_TRUNC_V2 pipesCgFlags = 4
+	pipesCgFlagsCG_TRUNC_V1 pipesCgFlags = 8
+)
+
+type pipesCgHier uint32
+
+const (
+	pipesCgHierCG_V2 pipesCgHier = 0
+	pipesCgHierCG_V1 pipesCgHier = 1
+)
+
+type pipesCgProc struct {
+	_     structs.HostLayout
+	Id    [2]uint64
+	Off   [2]uint32
+	Flags uint32
+	V1Ctl uint32
+	Path  [2][1024]int8
+}
+
+type pipesCgScratch struct {
+	_     structs.HostLayout
+	Rec   pipesCgProc
+	Name  [256]int8
+	Task  uint64
+	Kn    uint64
+	Pos   uint32
+	Hier  uint32
+	State uint32
+	_     [4]byte
+}
+
 type pipesCopyCtx struct {
 	_        structs.HostLayout
 	Pipe     uint64
@@ -83,7 +129,9 @@ type pipesPsFd struct {
 	Kind    uint32
 	First   uint32
 	Nrecs   uint32
+	Cgroup  uint32
 	Comm    [16]int8
+	_       [4]byte
 }
 
 type pipesPsPipe struct {
@@ -147,6 +195,7 @@ type pipesSlot struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	pipesMapCalibScratch        = "calib_scratch"
+	pipesMapCgScratch           = "cg_scratch"
 	pipesMapCopyScratch         = "copy_scratch"
 	pipesMapPipeScratch         = "pipe_scratch"
 	pipesMapRing                = "ring"
@@ -159,6 +208,8 @@ const (
 	pipesVarCalibIno            = "calib_ino"
 	pipesVarCalibPattern        = "calib_pattern"
 	pipesVarCalibSteps          = "calib_steps"
+	pipesVarCgLastGen           = "cg_last_gen"
+	pipesVarCgLastTgid          = "cg_last_tgid"
 	pipesVarCopyData            = "copy_data"
 	pipesVarDirectSpan          = "direct_span"
 	pipesVarDirectStart         = "direct_start"
@@ -173,6 +224,10 @@ const (
 	pipesVarScratchSlots        = "scratch_slots"
 	pipesVarSelfTgid            = "self_tgid"
 	pipesVarSkipTgid            = "skip_tgid"
+	pipesVarUnusedCgCtl         = "unused_cg_ctl"
+	pipesVarUnusedCgFlags       = "unused_cg_flags"
+	pipesVarUnusedCgHier        = "unused_cg_hier"
+	pipesVarUnusedCgProc        = "unused_cg_proc"
 	pipesVarUnusedPsBuf         = "unused_ps_buf"
 	pipesVarUnusedPsCalib       = "unused_ps_calib"
 	pipesVarUnusedPsCalibSource = "unused_ps_calib_source"
@@ -237,6 +292,7 @@ type pipesProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type pipesMapSpecs struct {
 	CalibScratch *ebpf.MapSpec `ebpf:"calib_scratch"`
+	CgScratch    *ebpf.MapSpec `ebpf:"cg_scratch"`
 	CopyScratch  *ebpf.MapSpec `ebpf:"copy_scratch"`
 	PipeScratch  *ebpf.MapSpec `ebpf:"pipe_scratch"`
 	Ring         *ebpf.MapSpec `ebpf:"ring"`
@@ -253,6 +309,8 @@ type pipesVariableSpecs struct {
 	CalibIno            *ebpf.VariableSpec `ebpf:"calib_ino"`
 	CalibPattern        *ebpf.VariableSpec `ebpf:"calib_pattern"`
 	CalibSteps          *ebpf.VariableSpec `ebpf:"calib_steps"`
+	CgLastGen           *ebpf.VariableSpec `ebpf:"cg_last_gen"`
+	CgLastTgid          *ebpf.VariableSpec `ebpf:"cg_last_tgid"`
 	CopyData            *ebpf.VariableSpec `ebpf:"copy_data"`
 	DirectSpan          *ebpf.VariableSpec `ebpf:"direct_span"`
 	DirectStart         *ebpf.VariableSpec `ebpf:"direct_start"`
@@ -267,6 +325,10 @@ type pipesVariableSpecs struct {
 	ScratchSlots        *ebpf.VariableSpec `ebpf:"scratch_slots"`
 	SelfTgid            *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SkipTgid            *ebpf.VariableSpec `ebpf:"skip_tgid"`
+	UnusedCgCtl         *ebpf.VariableSpec `ebpf:"unused_cg_ctl"`
+	UnusedCgFlags       *ebpf.VariableSpec `ebpf:"unused_cg_flags"`
+	UnusedCgHier        *ebpf.VariableSpec `ebpf:"unused_cg_hier"`
+	UnusedCgProc        *ebpf.VariableSpec `ebpf:"unused_cg_proc"`
 	UnusedPsBuf         *ebpf.VariableSpec `ebpf:"unused_ps_buf"`
 	UnusedPsCalib       *ebpf.VariableSpec `ebpf:"unused_ps_calib"`
 	UnusedPsCalibSource *ebpf.VariableSpec `ebpf:"unused_ps_calib_source"`
@@ -301,6 +363,7 @@ func (o *pipesObjects) Close() error {
 // It can be passed to loadPipesObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pipesMaps struct {
 	CalibScratch *ebpf.Map `ebpf:"calib_scratch"`
+	CgScratch    *ebpf.Map `ebpf:"cg_scratch"`
 	CopyScratch  *ebpf.Map `ebpf:"copy_scratch"`
 	PipeScratch  *ebpf.Map `ebpf:"pipe_scratch"`
 	Ring         *ebpf.Map `ebpf:"ring"`
@@ -312,6 +375,7 @@ type pipesMaps struct {
 func (m *pipesMaps) Close() error {
 	return _PipesClose(
 		m.CalibScratch,
+		m.CgScratch,
 		m.CopyScratch,
 		m.PipeScratch,
 		m.Ring,
@@ -329,6 +393,8 @@ type pipesVariables struct {
 	CalibIno            *ebpf.Variable `ebpf:"calib_ino"`
 	CalibPattern        *ebpf.Variable `ebpf:"calib_pattern"`
 	CalibSteps          *ebpf.Variable `ebpf:"calib_steps"`
+	CgLastGen           *ebpf.Variable `ebpf:"cg_last_gen"`
+	CgLastTgid          *ebpf.Variable `ebpf:"cg_last_tgid"`
 	CopyData            *ebpf.Variable `ebpf:"copy_data"`
 	DirectSpan          *ebpf.Variable `ebpf:"direct_span"`
 	DirectStart         *ebpf.Variable `ebpf:"direct_start"`
@@ -343,6 +409,10 @@ type pipesVariables struct {
 	ScratchSlots        *ebpf.Variable `ebpf:"scratch_slots"`
 	SelfTgid            *ebpf.Variable `ebpf:"self_tgid"`
 	SkipTgid            *ebpf.Variable `ebpf:"skip_tgid"`
+	UnusedCgCtl         *ebpf.Variable `ebpf:"unused_cg_ctl"`
+	UnusedCgFlags       *ebpf.Variable `ebpf:"unused_cg_flags"`
+	UnusedCgHier        *ebpf.Variable `ebpf:"unused_cg_hier"`
+	UnusedCgProc        *ebpf.Variable `ebpf:"unused_cg_proc"`
 	UnusedPsBuf         *ebpf.Variable `ebpf:"unused_ps_buf"`
 	UnusedPsCalib       *ebpf.Variable `ebpf:"unused_ps_calib"`
 	UnusedPsCalibSource *ebpf.Variable `ebpf:"unused_ps_calib_source"`

@@ -17,6 +17,7 @@ import (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	pipesNoLoopMapCalibScratch        = "calib_scratch"
+	pipesNoLoopMapCgScratch           = "cg_scratch"
 	pipesNoLoopMapCopyScratch         = "copy_scratch"
 	pipesNoLoopMapPipeScratch         = "pipe_scratch"
 	pipesNoLoopMapRing                = "ring"
@@ -29,6 +30,8 @@ const (
 	pipesNoLoopVarCalibIno            = "calib_ino"
 	pipesNoLoopVarCalibPattern        = "calib_pattern"
 	pipesNoLoopVarCalibSteps          = "calib_steps"
+	pipesNoLoopVarCgLastGen           = "cg_last_gen"
+	pipesNoLoopVarCgLastTgid          = "cg_last_tgid"
 	pipesNoLoopVarCopyData            = "copy_data"
 	pipesNoLoopVarDirectSpan          = "direct_span"
 	pipesNoLoopVarDirectStart         = "direct_start"
@@ -43,6 +46,10 @@ const (
 	pipesNoLoopVarScratchSlots        = "scratch_slots"
 	pipesNoLoopVarSelfTgid            = "self_tgid"
 	pipesNoLoopVarSkipTgid            = "skip_tgid"
+	pipesNoLoopVarUnusedCgCtl         = "unused_cg_ctl"
+	pipesNoLoopVarUnusedCgFlags       = "unused_cg_flags"
+	pipesNoLoopVarUnusedCgHier        = "unused_cg_hier"
+	pipesNoLoopVarUnusedCgProc        = "unused_cg_proc"
 	pipesNoLoopVarUnusedPsBuf         = "unused_ps_buf"
 	pipesNoLoopVarUnusedPsCalib       = "unused_ps_calib"
 	pipesNoLoopVarUnusedPsCalibSource = "unused_ps_calib_source"
@@ -107,6 +114,7 @@ type pipesNoLoopProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type pipesNoLoopMapSpecs struct {
 	CalibScratch *ebpf.MapSpec `ebpf:"calib_scratch"`
+	CgScratch    *ebpf.MapSpec `ebpf:"cg_scratch"`
 	CopyScratch  *ebpf.MapSpec `ebpf:"copy_scratch"`
 	PipeScratch  *ebpf.MapSpec `ebpf:"pipe_scratch"`
 	Ring         *ebpf.MapSpec `ebpf:"ring"`
@@ -123,6 +131,8 @@ type pipesNoLoopVariableSpecs struct {
 	CalibIno            *ebpf.VariableSpec `ebpf:"calib_ino"`
 	CalibPattern        *ebpf.VariableSpec `ebpf:"calib_pattern"`
 	CalibSteps          *ebpf.VariableSpec `ebpf:"calib_steps"`
+	CgLastGen           *ebpf.VariableSpec `ebpf:"cg_last_gen"`
+	CgLastTgid          *ebpf.VariableSpec `ebpf:"cg_last_tgid"`
 	CopyData            *ebpf.VariableSpec `ebpf:"copy_data"`
 	DirectSpan          *ebpf.VariableSpec `ebpf:"direct_span"`
 	DirectStart         *ebpf.VariableSpec `ebpf:"direct_start"`
@@ -137,6 +147,10 @@ type pipesNoLoopVariableSpecs struct {
 	ScratchSlots        *ebpf.VariableSpec `ebpf:"scratch_slots"`
 	SelfTgid            *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SkipTgid            *ebpf.VariableSpec `ebpf:"skip_tgid"`
+	UnusedCgCtl         *ebpf.VariableSpec `ebpf:"unused_cg_ctl"`
+	UnusedCgFlags       *ebpf.VariableSpec `ebpf:"unused_cg_flags"`
+	UnusedCgHier        *ebpf.VariableSpec `ebpf:"unused_cg_hier"`
+	UnusedCgProc        *ebpf.VariableSpec `ebpf:"unused_cg_proc"`
 	UnusedPsBuf         *ebpf.VariableSpec `ebpf:"unused_ps_buf"`
 	UnusedPsCalib       *ebpf.VariableSpec `ebpf:"unused_ps_calib"`
 	UnusedPsCalibSource *ebpf.VariableSpec `ebpf:"unused_ps_calib_source"`
@@ -171,6 +185,7 @@ func (o *pipesNoLoopObjects) Close() error {
 // It can be passed to loadPipesNoLoopObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pipesNoLoopMaps struct {
 	CalibScratch *ebpf.Map `ebpf:"calib_scratch"`
+	CgScratch    *ebpf.Map `ebpf:"cg_scratch"`
 	CopyScratch  *ebpf.Map `ebpf:"copy_scratch"`
 	PipeScratch  *ebpf.Map `ebpf:"pipe_scratch"`
 	Ring         *ebpf.Map `ebpf:"ring"`
@@ -182,6 +197,7 @@ type pipesNoLoopMaps struct {
 func (m *pipesNoLoopMaps) Close() error {
 	return _PipesNoLoopClose(
 		m.CalibScratch,
+		m.CgScratch,
 		m.CopyScratch,
 		m.PipeScratch,
 		m.Ring,
@@ -199,6 +215,8 @@ type pipesNoLoopVariables struct {
 	CalibIno            *ebpf.Variable `ebpf:"calib_ino"`
 	CalibPattern        *ebpf.Variable `ebpf:"calib_pattern"`
 	CalibSteps          *ebpf.Variable `ebpf:"calib_steps"`
+	CgLastGen           *ebpf.Variable `ebpf:"cg_last_gen"`
+	CgLastTgid          *ebpf.Variable `ebpf:"cg_last_tgid"`
 	CopyData            *ebpf.Variable `ebpf:"copy_data"`
 	DirectSpan          *ebpf.Variable `ebpf:"direct_span"`
 	DirectStart         *ebpf.Variable `ebpf:"direct_start"`
@@ -213,6 +231,10 @@ type pipesNoLoopVariables struct {
 	ScratchSlots        *ebpf.Variable `ebpf:"scratch_slots"`
 	SelfTgid            *ebpf.Variable `ebpf:"self_tgid"`
 	SkipTgid            *ebpf.Variable `ebpf:"skip_tgid"`
+	UnusedCgCtl         *ebpf.Variable `ebpf:"unused_cg_ctl"`
+	UnusedCgFlags       *ebpf.Variable `ebpf:"unused_cg_flags"`
+	UnusedCgHier        *ebpf.Variable `ebpf:"unused_cg_hier"`
+	UnusedCgProc        *ebpf.Variable `ebpf:"unused_cg_proc"`
 	UnusedPsBuf         *ebpf.Variable `ebpf:"unused_ps_buf"`
 	UnusedPsCalib       *ebpf.Variable `ebpf:"unused_ps_calib"`
 	UnusedPsCalibSource *ebpf.Variable `ebpf:"unused_ps_calib_source"`

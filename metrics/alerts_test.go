@@ -104,11 +104,18 @@ func TestAlertRulesNames(t *testing.T) {
 				labels = append(labels, name)
 			}
 		}
-		want := slices.Clone(have[s[1]])
+		// The container labels are empty outside Kubernetes, and
+		// Prometheus keeps no empty label: a series may lack them.
+		var want []string
+		for _, l := range have[s[1]] {
+			if slices.Contains(labels, l) || !slices.Contains([]string{"namespace", "pod", "container"}, l) {
+				want = append(want, l)
+			}
+		}
 		slices.Sort(labels)
 		slices.Sort(want)
 		if !slices.Equal(labels, want) {
-			t.Errorf("input series %s{%s}: labels %v, pipesnap exports %v", s[1], s[2], labels, want)
+			t.Errorf("input series %s{%s}: labels %v, pipesnap exports %v", s[1], s[2], labels, have[s[1]])
 		}
 	}
 }

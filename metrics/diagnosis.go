@@ -5,6 +5,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -120,8 +121,10 @@ var LeftOutReasons = map[string]string{
 // StuckLabels are the labels of pipesnap_stuck_pipeline_seconds: the
 // culprit where the chain stopped (its command and pid; empty when
 // pipesnap sees none, as for a FIFO nobody opens), the command of the
-// chain's first process in flow order, and the kind of its stall.
-var StuckLabels = []string{"culprit_comm", "culprit_pid", "first_comm", "kind"}
+// chain's first process in flow order, the kind of its stall, and the
+// Kubernetes namespace, pod and container (ContainerLabels) of the
+// culprit, or of the first process when there is none.
+var StuckLabels = []string{"culprit_comm", "culprit_pid", "first_comm", "kind", "namespace", "pod", "container"}
 
 type diagDescs struct {
 	stuck, stalls, stuckSeconds, longest, considered, leftOut *prometheus.Desc
@@ -241,6 +244,7 @@ type Stuck struct {
 	FirstComm   string
 	Kind        diagnose.Kind
 	For         time.Duration
+	Container   *pipemodel.Container // the culprit's, else the first process's; nil for none
 }
 
 // Labels are its label values, in StuckLabels order, valid UTF-8.
@@ -249,7 +253,7 @@ func (s Stuck) Labels() []string {
 	if s.CulpritPID != 0 {
 		pid = strconv.FormatUint(uint64(s.CulpritPID), 10)
 	}
-	return []string{LabelValue(s.CulpritComm), pid, LabelValue(s.FirstComm), string(s.Kind)}
+	return append([]string{LabelValue(s.CulpritComm), pid, LabelValue(s.FirstComm), string(s.Kind)}, ContainerLabels(s.Container)...)
 }
 
 // StuckPipelines are the stuck chains of rep, one each, the longest stuck
@@ -259,7 +263,7 @@ func (s Stuck) Labels() []string {
 // out with the same labels (two chains sharing a culprit) are one, the
 // longest.
 func StuckPipelines(rep *diagnose.Report, s *pipemodel.Sample) []Stuck {
-	byLabels := map[[4]string]int{}
+	byLabels := map[string]int{}
 	var out []Stuck
 	for _, c := range rep.Chains {
 		if !c.Stuck {
@@ -268,6 +272,9 @@ func StuckPipelines(rep *diagnose.Report, s *pipemodel.Sample) []Stuck {
 		var st Stuck
 		if len(c.Procs) > 0 {
 			st.FirstComm = c.Procs[0].Comm
+			if pr := s.Procs[c.Procs[0].PID]; pr != nil {
+				st.Container = pr.Container
+			}
 		}
 		var culprit *diagnose.Task
 		if len(c.StuckAt) > 0 {
@@ -292,9 +299,11 @@ func StuckPipelines(rep *diagnose.Report, s *pipemodel.Sample) []Stuck {
 		}
 		if st.CulpritPID != 0 {
 			st.CulpritComm = culpritComm(st.CulpritPID, culprit, c, s)
+			if pr := s.Procs[st.CulpritPID]; pr != nil && pr.Container != nil {
+				st.Container = pr.Container
+			}
 		}
-		l := st.Labels()
-		key := [4]string{l[0], l[1], l[2], l[3]}
+		key := strings.Join(st.Labels(), "\x00")
 		if i, ok := byLabels[key]; ok {
 			out[i].For = max(out[i].For, st.For)
 			continue

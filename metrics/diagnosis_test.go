@@ -34,6 +34,9 @@ func series(t *testing.T, c prometheus.Collector) map[string]map[string]float64 
 		for _, m := range f.GetMetric() {
 			var ls []string
 			for _, l := range m.GetLabel() {
+				if l.GetValue() == "" && slices.Contains([]string{"namespace", "pod", "container"}, l.GetName()) {
+					continue // outside Kubernetes, and Prometheus keeps no empty label
+				}
 				ls = append(ls, l.GetName()+"="+l.GetValue())
 			}
 			out[f.GetName()][strings.Join(ls, ",")] = value(m)
@@ -231,6 +234,44 @@ func TestStallMetrics(t *testing.T) {
 	}
 	if v := got["pipesnap_stuck_pipelines"][""]; v != 4 {
 		t.Errorf("--max-stuck 2: stuck pipelines %v, want 4", v)
+	}
+}
+
+// TestContainerLabels: the stuck pipeline's series and each pipe's carry
+// the namespace, pod and container of the culprit (the pipe's holders),
+// under Kubernetes; a plain container's name otherwise; a runtime's
+// monitor gives its container to a log pipe.
+func TestContainerLabels(t *testing.T) {
+	sample := sampleOf(
+		stuckPipe{ino: 1, wpid: 10, rpid: 11, wcomm: "api", rcomm: "sink", wait: 10 * time.Second},
+		stuckPipe{ino: 2, wpid: 20, rpid: 21, wcomm: "yes", rcomm: "sleep", wait: 20 * time.Second},
+		stuckPipe{ino: 3, wpid: 30, rpid: 31, wcomm: "web", rcomm: "conmon", wait: 30 * time.Second},
+	)
+	pod := &pipemodel.Container{Runtime: "containerd", ID: strings.Repeat("a", 64), Name: "k8s_sink", Pod: "api-7d9f", Namespace: "prod", KubeName: "sink"}
+	api := &pipemodel.Container{Runtime: "containerd", ID: strings.Repeat("b", 64), Pod: "api-7d9f", Namespace: "prod", KubeName: "api"}
+	plain := &pipemodel.Container{Runtime: "podman", ID: strings.Repeat("c", 64)}
+	web := &pipemodel.Container{Runtime: "podman", ID: strings.Repeat("d", 64), Name: "web"}
+	sample.Procs[10].Container, sample.Procs[11].Container = api, pod
+	sample.Procs[21].Container = plain
+	sample.Procs[30].Container, sample.Procs[31].Container = web, &pipemodel.Container{Runtime: "podman", ID: web.ID, Name: "web", Monitor: true}
+	f := &fakeClock{t: time.Unix(1e9, 0), sample: func(int) *pipemodel.Sample { return sample }}
+	got := series(t, New(f.diagnoser(diagnose.Options{Kernel: NoKernel{}, MinWait: time.Second}).Look, Options{}))
+	want := map[string]float64{
+		// (Gather sorts labels by name.)
+		"container=sink,culprit_comm=sink,culprit_pid=11,first_comm=api,kind=full-reader-idle,namespace=prod,pod=api-7d9f": 10,
+		"container=cccccccccccc,culprit_comm=sleep,culprit_pid=21,first_comm=yes,kind=full-reader-idle":                    20,
+		"container=web,culprit_comm=conmon,culprit_pid=31,first_comm=web,kind=full-reader-idle":                            30,
+	}
+	if g := got["pipesnap_stuck_pipeline_seconds"]; fmt.Sprint(g) != fmt.Sprint(want) {
+		t.Errorf("stuck pipeline series\n got %v\nwant %v", g, want)
+	}
+	wantPipes := map[string]float64{
+		"container=api,ino=1,kind=pipe,namespace=prod,pod=api-7d9f,readers=sink,writers=api": 65536,
+		"container=cccccccccccc,ino=2,kind=pipe,readers=sleep,writers=yes":                   65536,
+		"container=web,ino=3,kind=pipe,readers=conmon,writers=web":                           65536,
+	}
+	if g := got["pipesnap_pipe_queued_bytes"]; fmt.Sprint(g) != fmt.Sprint(wantPipes) {
+		t.Errorf("queued bytes\n got %v\nwant %v", g, wantPipes)
 	}
 }
 

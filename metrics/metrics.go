@@ -103,8 +103,10 @@ type totals struct {
 }
 
 // PipeLabels are the labels of the per-pipe series: the inode, the kind,
-// and the commands holding each end (at most maxComms names, sorted).
-var PipeLabels = []string{"ino", "kind", "readers", "writers"}
+// the commands holding each end (at most maxComms names, sorted), and
+// the Kubernetes namespace, pod and container of its holders
+// (ContainerLabels).
+var PipeLabels = []string{"ino", "kind", "readers", "writers", "namespace", "pod", "container"}
 
 const maxComms = 3
 
@@ -215,7 +217,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(c.exported, float64(len(export)))
 	for _, p := range export {
-		l := Labels(p)
+		l := Labels(s, p)
 		if !p.BadRing {
 			gauge(c.queued, float64(p.Bytes), l...)
 		}
@@ -318,8 +320,48 @@ func Rank(pipes []*pipemodel.Pipe) []*pipemodel.Pipe {
 }
 
 // Labels are a pipe's label values, in PipeLabels order.
-func Labels(p *pipemodel.Pipe) []string {
-	return []string{strconv.FormatUint(p.Ino, 10), p.Kind, Comms(p, "read"), Comms(p, "write")}
+func Labels(s *pipemodel.Sample, p *pipemodel.Pipe) []string {
+	l := []string{strconv.FormatUint(p.Ino, 10), p.Kind, Comms(p, "read"), Comms(p, "write")}
+	return append(l, ContainerLabels(pipeContainer(s, p))...)
+}
+
+// pipeContainer is the container a pipe belongs to, for its labels: that
+// of its first holder in a container (by pid) that is not a runtime's
+// monitor, else of a monitor (a container's log pipe, read by conmon,
+// is the container's); nil when no holder is in one.
+func pipeContainer(s *pipemodel.Sample, p *pipemodel.Pipe) *pipemodel.Container {
+	var monitor *pipemodel.Container
+	for _, h := range p.Holders {
+		pr := s.Procs[h.PID]
+		if pr == nil || pr.Container == nil {
+			continue
+		}
+		if !pr.Container.Monitor {
+			return pr.Container
+		}
+		if monitor == nil {
+			monitor = pr.Container
+		}
+	}
+	return monitor
+}
+
+// ContainerLabels are the namespace, pod and container label values of
+// a container: under Kubernetes its namespace, pod and name in the pod;
+// otherwise "", "" and the runtime's name (or the id's first 12 digits);
+// all "" for none.
+func ContainerLabels(c *pipemodel.Container) []string {
+	if c == nil {
+		return []string{"", "", ""}
+	}
+	name := c.KubeName
+	if name == "" {
+		name = c.Name
+	}
+	if name == "" {
+		name = c.ID[:min(12, len(c.ID))]
+	}
+	return []string{LabelValue(c.Namespace), LabelValue(c.Pod), LabelValue(name)}
 }
 
 // Comms names the commands holding one end: sorted, each once, at most

@@ -49,8 +49,51 @@ type Proc struct {
 	// namespace), as the kernel walk read them; 0 and "" when not read.
 	CgroupID uint64 `json:"cgroup_id,omitempty"`
 	Cgroup   string `json:"cgroup,omitempty"`
+	// CgroupTruncated: Cgroup did not fit the walk's bound (16 levels,
+	// 1024 bytes): it holds the path's innermost components only.
+	CgroupTruncated bool `json:"cgroup_truncated,omitempty"`
+	// CgroupV1 is its cgroup on one v1 hierarchy, on hybrid hosts (where
+	// a runtime may name a container, or its monitor, only there).
+	CgroupV1 *Cgroup `json:"cgroup_v1,omitempty"`
 	// Container is the container it runs in, when it runs in one.
 	Container *Container `json:"container,omitempty"`
+}
+
+// Cgroup is a process's cgroup on one hierarchy, as the kernel walk read
+// it: its id (the cgroup's kernfs node: the inode number of its directory
+// in cgroupfs) and its path from the hierarchy's root.
+type Cgroup struct {
+	// Controller names a v1 hierarchy (cpu, memory, pids); "" is the
+	// unified (v2) one.
+	Controller string `json:"controller,omitempty"`
+	ID         uint64 `json:"id"`
+	Path       string `json:"path"`
+	// Truncated: the path did not fit; Path holds its innermost
+	// components.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// Cgroups are the cgroups the kernel walk read for a process: V2 (nil
+// when not read) and, on hybrid hosts, one v1 hierarchy's.
+type Cgroups struct {
+	V2, V1 *Cgroup
+}
+
+// SetCgroups fills in p's cgroup fields.
+func (p *Proc) SetCgroups(c Cgroups) {
+	if c.V2 != nil {
+		p.CgroupID, p.Cgroup, p.CgroupTruncated = c.V2.ID, c.V2.Path, c.V2.Truncated
+	}
+	p.CgroupV1 = c.V1
+}
+
+// Cgroups are p's cgroups as SetCgroups set them.
+func (p *Proc) Cgroups() Cgroups {
+	c := Cgroups{V1: p.CgroupV1}
+	if p.Cgroup != "" {
+		c.V2 = &Cgroup{ID: p.CgroupID, Path: p.Cgroup, Truncated: p.CgroupTruncated}
+	}
+	return c
 }
 
 // Container is a container as its cgroup and its runtime name it.

@@ -121,7 +121,9 @@ func (b *builder) newPipe(r *pipestatePstFd) *pipemodel.Pipe {
 
 // addTask adds one thread of a reported process, or a task asleep
 // opening a FIFO.
-func (b *builder) addTask(r *pipestatePstTask) {
+// addTask adds a task record; cg, when not nil, is its process's
+// cgroups, which the record of the thread group leader carries.
+func (b *builder) addTask(r *pipestatePstTask, cg *pipemodel.Cgroups) {
 	if b.reused(r.Tgid, r.StartNs) {
 		return
 	}
@@ -146,6 +148,9 @@ func (b *builder) addTask(r *pipestatePstTask) {
 	proc := b.procs[r.Tgid]
 	if proc == nil {
 		proc = b.outsideProcs[r.Tgid]
+	}
+	if proc != nil && cg != nil {
+		proc.SetCgroups(*cg)
 	}
 	if proc == nil || slices.ContainsFunc(proc.Tasks, func(t pipemodel.Thread) bool { return t.TID == r.Tid }) {
 		return

@@ -13,6 +13,52 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type pipestateCgCtl uint32
+
+const (
+	pipestateCgCtlCG_CTL_NONE   pipestateCgCtl = 0
+	pipestateCgCtlCG_CTL_CPU    pipestateCgCtl = 1
+	pipestateCgCtlCG_CTL_MEMORY pipestateCgCtl = 2
+	pipestateCgCtlCG_CTL_PIDS   pipestateCgCtl = 3
+)
+
+type pipestateCgFlags uint32
+
+const (
+	pipestateCgFlagsCG_READ_V2  pipestateCgFlags = 1
+	pipestateCgFlagsCG_READ_V1  pipestateCgFlags = 2
+	pipestateCgFlagsCG_TRUNC_V2 pipestateCgFlags = 4
+	pipestateCgFlagsCG_TRUNC_V1 pipestateCgFlags = 8
+)
+
+type pipestateCgHier uint32
+
+const (
+	pipestateCgHierCG_V2 pipestateCgHier = 0
+	pipestateCgHierCG_V1 pipestateCgHier = 1
+)
+
+type pipestateCgProc struct {
+	_     structs.HostLayout
+	Id    [2]uint64
+	Off   [2]uint32
+	Flags uint32
+	V1Ctl uint32
+	Path  [2][1024]int8
+}
+
+type pipestateCgScratch struct {
+	_     structs.HostLayout
+	Rec   pipestateCgProc
+	Name  [256]int8
+	Task  uint64
+	Kn    uint64
+	Pos   uint32
+	Hier  uint32
+	State uint32
+	_     [4]byte
+}
+
 type pipestateOnqCtx struct {
 	_     structs.HostLayout
 	Head  uint64
@@ -113,8 +159,10 @@ type pipestatePstTask struct {
 	OpenWriters uint32
 	OpenDfd     int32
 	NameLen     uint32
+	Cgroup      uint32
 	Comm        [16]int8
 	Name        [256]int8
+	_           [4]byte
 }
 
 type pipestatePstWaiter struct {
@@ -177,6 +225,7 @@ type pipestateWork struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	pipestateMapCgScratch        = "cg_scratch"
 	pipestateMapInos             = "inos"
 	pipestateMapOnqScratch       = "onq_scratch"
 	pipestateMapQueueScratch     = "queue_scratch"
@@ -188,6 +237,8 @@ const (
 	pipestateMapWorkScratch      = "work_scratch"
 	pipestateProgPipeState       = "pipe_state"
 	pipestateProgTaskState       = "task_state"
+	pipestateVarCgLastGen        = "cg_last_gen"
+	pipestateVarCgLastTgid       = "cg_last_tgid"
 	pipestateVarFilterInos       = "filter_inos"
 	pipestateVarFilterTgids      = "filter_tgids"
 	pipestateVarHaveD_path       = "have_d_path"
@@ -195,6 +246,10 @@ const (
 	pipestateVarMaxThreads       = "max_threads"
 	pipestateVarSelfTgid         = "self_tgid"
 	pipestateVarSkipTgid         = "skip_tgid"
+	pipestateVarUnusedCgCtl      = "unused_cg_ctl"
+	pipestateVarUnusedCgFlags    = "unused_cg_flags"
+	pipestateVarUnusedCgHier     = "unused_cg_hier"
+	pipestateVarUnusedCgProc     = "unused_cg_proc"
 	pipestateVarUnusedPstCompat  = "unused_pst_compat"
 	pipestateVarUnusedPstFd      = "unused_pst_fd"
 	pipestateVarUnusedPstKind    = "unused_pst_kind"
@@ -264,6 +319,7 @@ type pipestateProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pipestateMapSpecs struct {
+	CgScratch    *ebpf.MapSpec `ebpf:"cg_scratch"`
 	Inos         *ebpf.MapSpec `ebpf:"inos"`
 	OnqScratch   *ebpf.MapSpec `ebpf:"onq_scratch"`
 	QueueScratch *ebpf.MapSpec `ebpf:"queue_scratch"`
@@ -279,6 +335,8 @@ type pipestateMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pipestateVariableSpecs struct {
+	CgLastGen        *ebpf.VariableSpec `ebpf:"cg_last_gen"`
+	CgLastTgid       *ebpf.VariableSpec `ebpf:"cg_last_tgid"`
 	FilterInos       *ebpf.VariableSpec `ebpf:"filter_inos"`
 	FilterTgids      *ebpf.VariableSpec `ebpf:"filter_tgids"`
 	HaveD_path       *ebpf.VariableSpec `ebpf:"have_d_path"`
@@ -286,6 +344,10 @@ type pipestateVariableSpecs struct {
 	MaxThreads       *ebpf.VariableSpec `ebpf:"max_threads"`
 	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SkipTgid         *ebpf.VariableSpec `ebpf:"skip_tgid"`
+	UnusedCgCtl      *ebpf.VariableSpec `ebpf:"unused_cg_ctl"`
+	UnusedCgFlags    *ebpf.VariableSpec `ebpf:"unused_cg_flags"`
+	UnusedCgHier     *ebpf.VariableSpec `ebpf:"unused_cg_hier"`
+	UnusedCgProc     *ebpf.VariableSpec `ebpf:"unused_cg_proc"`
 	UnusedPstCompat  *ebpf.VariableSpec `ebpf:"unused_pst_compat"`
 	UnusedPstFd      *ebpf.VariableSpec `ebpf:"unused_pst_fd"`
 	UnusedPstKind    *ebpf.VariableSpec `ebpf:"unused_pst_kind"`
@@ -325,6 +387,7 @@ func (o *pipestateObjects) Close() error {
 //
 // It can be passed to loadPipestateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pipestateMaps struct {
+	CgScratch    *ebpf.Map `ebpf:"cg_scratch"`
 	Inos         *ebpf.Map `ebpf:"inos"`
 	OnqScratch   *ebpf.Map `ebpf:"onq_scratch"`
 	QueueScratch *ebpf.Map `ebpf:"queue_scratch"`
@@ -338,6 +401,7 @@ type pipestateMaps struct {
 
 func (m *pipestateMaps) Close() error {
 	return _PipestateClose(
+		m.CgScratch,
 		m.Inos,
 		m.OnqScratch,
 		m.QueueScratch,
@@ -354,6 +418,8 @@ func (m *pipestateMaps) Close() error {
 //
 // It can be passed to loadPipestateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pipestateVariables struct {
+	CgLastGen        *ebpf.Variable `ebpf:"cg_last_gen"`
+	CgLastTgid       *ebpf.Variable `ebpf:"cg_last_tgid"`
 	FilterInos       *ebpf.Variable `ebpf:"filter_inos"`
 	FilterTgids      *ebpf.Variable `ebpf:"filter_tgids"`
 	HaveD_path       *ebpf.Variable `ebpf:"have_d_path"`
@@ -361,6 +427,10 @@ type pipestateVariables struct {
 	MaxThreads       *ebpf.Variable `ebpf:"max_threads"`
 	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
 	SkipTgid         *ebpf.Variable `ebpf:"skip_tgid"`
+	UnusedCgCtl      *ebpf.Variable `ebpf:"unused_cg_ctl"`
+	UnusedCgFlags    *ebpf.Variable `ebpf:"unused_cg_flags"`
+	UnusedCgHier     *ebpf.Variable `ebpf:"unused_cg_hier"`
+	UnusedCgProc     *ebpf.Variable `ebpf:"unused_cg_proc"`
 	UnusedPstCompat  *ebpf.Variable `ebpf:"unused_pst_compat"`
 	UnusedPstFd      *ebpf.Variable `ebpf:"unused_pst_fd"`
 	UnusedPstKind    *ebpf.Variable `ebpf:"unused_pst_kind"`

@@ -16,6 +16,7 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	pipestateNoLoopMapCgScratch        = "cg_scratch"
 	pipestateNoLoopMapInos             = "inos"
 	pipestateNoLoopMapOnqScratch       = "onq_scratch"
 	pipestateNoLoopMapQueueScratch     = "queue_scratch"
@@ -27,6 +28,8 @@ const (
 	pipestateNoLoopMapWorkScratch      = "work_scratch"
 	pipestateNoLoopProgPipeState       = "pipe_state"
 	pipestateNoLoopProgTaskState       = "task_state"
+	pipestateNoLoopVarCgLastGen        = "cg_last_gen"
+	pipestateNoLoopVarCgLastTgid       = "cg_last_tgid"
 	pipestateNoLoopVarFilterInos       = "filter_inos"
 	pipestateNoLoopVarFilterTgids      = "filter_tgids"
 	pipestateNoLoopVarHaveD_path       = "have_d_path"
@@ -34,6 +37,10 @@ const (
 	pipestateNoLoopVarMaxThreads       = "max_threads"
 	pipestateNoLoopVarSelfTgid         = "self_tgid"
 	pipestateNoLoopVarSkipTgid         = "skip_tgid"
+	pipestateNoLoopVarUnusedCgCtl      = "unused_cg_ctl"
+	pipestateNoLoopVarUnusedCgFlags    = "unused_cg_flags"
+	pipestateNoLoopVarUnusedCgHier     = "unused_cg_hier"
+	pipestateNoLoopVarUnusedCgProc     = "unused_cg_proc"
 	pipestateNoLoopVarUnusedPstCompat  = "unused_pst_compat"
 	pipestateNoLoopVarUnusedPstFd      = "unused_pst_fd"
 	pipestateNoLoopVarUnusedPstKind    = "unused_pst_kind"
@@ -103,6 +110,7 @@ type pipestateNoLoopProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pipestateNoLoopMapSpecs struct {
+	CgScratch    *ebpf.MapSpec `ebpf:"cg_scratch"`
 	Inos         *ebpf.MapSpec `ebpf:"inos"`
 	OnqScratch   *ebpf.MapSpec `ebpf:"onq_scratch"`
 	QueueScratch *ebpf.MapSpec `ebpf:"queue_scratch"`
@@ -118,6 +126,8 @@ type pipestateNoLoopMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pipestateNoLoopVariableSpecs struct {
+	CgLastGen        *ebpf.VariableSpec `ebpf:"cg_last_gen"`
+	CgLastTgid       *ebpf.VariableSpec `ebpf:"cg_last_tgid"`
 	FilterInos       *ebpf.VariableSpec `ebpf:"filter_inos"`
 	FilterTgids      *ebpf.VariableSpec `ebpf:"filter_tgids"`
 	HaveD_path       *ebpf.VariableSpec `ebpf:"have_d_path"`
@@ -125,6 +135,10 @@ type pipestateNoLoopVariableSpecs struct {
 	MaxThreads       *ebpf.VariableSpec `ebpf:"max_threads"`
 	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SkipTgid         *ebpf.VariableSpec `ebpf:"skip_tgid"`
+	UnusedCgCtl      *ebpf.VariableSpec `ebpf:"unused_cg_ctl"`
+	UnusedCgFlags    *ebpf.VariableSpec `ebpf:"unused_cg_flags"`
+	UnusedCgHier     *ebpf.VariableSpec `ebpf:"unused_cg_hier"`
+	UnusedCgProc     *ebpf.VariableSpec `ebpf:"unused_cg_proc"`
 	UnusedPstCompat  *ebpf.VariableSpec `ebpf:"unused_pst_compat"`
 	UnusedPstFd      *ebpf.VariableSpec `ebpf:"unused_pst_fd"`
 	UnusedPstKind    *ebpf.VariableSpec `ebpf:"unused_pst_kind"`
@@ -164,6 +178,7 @@ func (o *pipestateNoLoopObjects) Close() error {
 //
 // It can be passed to loadPipestateNoLoopObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pipestateNoLoopMaps struct {
+	CgScratch    *ebpf.Map `ebpf:"cg_scratch"`
 	Inos         *ebpf.Map `ebpf:"inos"`
 	OnqScratch   *ebpf.Map `ebpf:"onq_scratch"`
 	QueueScratch *ebpf.Map `ebpf:"queue_scratch"`
@@ -177,6 +192,7 @@ type pipestateNoLoopMaps struct {
 
 func (m *pipestateNoLoopMaps) Close() error {
 	return _PipestateNoLoopClose(
+		m.CgScratch,
 		m.Inos,
 		m.OnqScratch,
 		m.QueueScratch,
@@ -193,6 +209,8 @@ func (m *pipestateNoLoopMaps) Close() error {
 //
 // It can be passed to loadPipestateNoLoopObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pipestateNoLoopVariables struct {
+	CgLastGen        *ebpf.Variable `ebpf:"cg_last_gen"`
+	CgLastTgid       *ebpf.Variable `ebpf:"cg_last_tgid"`
 	FilterInos       *ebpf.Variable `ebpf:"filter_inos"`
 	FilterTgids      *ebpf.Variable `ebpf:"filter_tgids"`
 	HaveD_path       *ebpf.Variable `ebpf:"have_d_path"`
@@ -200,6 +218,10 @@ type pipestateNoLoopVariables struct {
 	MaxThreads       *ebpf.Variable `ebpf:"max_threads"`
 	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
 	SkipTgid         *ebpf.Variable `ebpf:"skip_tgid"`
+	UnusedCgCtl      *ebpf.Variable `ebpf:"unused_cg_ctl"`
+	UnusedCgFlags    *ebpf.Variable `ebpf:"unused_cg_flags"`
+	UnusedCgHier     *ebpf.Variable `ebpf:"unused_cg_hier"`
+	UnusedCgProc     *ebpf.Variable `ebpf:"unused_cg_proc"`
 	UnusedPstCompat  *ebpf.Variable `ebpf:"unused_pst_compat"`
 	UnusedPstFd      *ebpf.Variable `ebpf:"unused_pst_fd"`
 	UnusedPstKind    *ebpf.Variable `ebpf:"unused_pst_kind"`

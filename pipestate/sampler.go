@@ -8,6 +8,7 @@ package pipestate
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/pipesnap/pipesnap/internal/bpfload"
 	"github.com/pipesnap/pipesnap/internal/host"
+	"github.com/pipesnap/pipesnap/internal/kcgroup"
 	"github.com/pipesnap/pipesnap/internal/taskiter"
 	"github.com/pipesnap/pipesnap/pipemodel"
 )
@@ -39,8 +41,9 @@ type Options struct {
 	// MaxThreads bounds the threads of one process compared with a
 	// pipe's waiters; 0 means 4096.
 	MaxThreads int
-	// Skip is a process left out as pipesnap itself is: the client a
-	// resident serve walks for (0: none).
+	// Skip is the process left out instead of pipesnap itself: the
+	// client a resident serve walks for, so that the serve is seen as the
+	// client's own walk would see it (0: pipesnap itself).
 	Skip uint32
 	// BTF is the kernel's BTF, to share its decoding with another load
 	// of this process (a dump's); nil: decoded for this sampler.
@@ -366,8 +369,20 @@ const maxOtherEnds = 4096
 // (the program keeps those of the processes seen in this walk).
 func (s *Sampler) walkTasks(ctx context.Context, b *builder, outside bool) error {
 	fn := func(rec []byte) error {
-		b.addTask((*pipestatePstTask)(unsafe.Pointer(&rec[0])))
+		// Records are 8-byte multiples in an 8-byte aligned buffer: read
+		// in place, valid until the next read.
+		r := (*pipestatePstTask)(unsafe.Pointer(&rec[0]))
+		if r.Cgroup == 0 {
+			b.addTask(r, nil)
+			return nil
+		}
+		c := (*pipestateCgProc)(unsafe.Pointer(&rec[taskRecSize]))
+		cg := kcgroup.Decode(c.Id, c.Off, c.Flags, c.V1Ctl, &c.Path)
+		b.addTask(r, &cg)
 		return nil
+	}
+	read := func(l *link.Iter) error {
+		return taskiter.ReadRecords(ctx, l, s.seq, taskRecSize, taskSize, fn, nil)
 	}
 	if len(s.targets) == 0 || s.unscoped || outside {
 		if outside {
@@ -376,19 +391,19 @@ func (s *Sampler) walkTasks(ctx context.Context, b *builder, outside bool) error
 			}
 			defer s.objs.FilterTgids.Set(true)
 		}
-		return taskiter.Read(ctx, s.allTasks, s.seq, taskRecSize, fn)
+		return read(s.allTasks)
 	}
 	for _, tgid := range s.targets {
 		l, err := taskiter.AttachProcess(s.objs.TaskState, tgid)
 		switch {
 		case errors.Is(err, taskiter.ErrNoScope):
-			return taskiter.Read(ctx, s.allTasks, s.seq, taskRecSize, fn)
+			return read(s.allTasks)
 		case errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT):
 			continue
 		case err != nil:
 			return fmt.Errorf("attaching task iterator to pid %d: %w", tgid, err)
 		}
-		err = taskiter.Read(ctx, l, s.seq, taskRecSize, fn)
+		err = read(l)
 		l.Close()
 		if err != nil {
 			return err
@@ -397,7 +412,20 @@ func (s *Sampler) walkTasks(ctx context.Context, b *builder, outside bool) error
 	return nil
 }
 
-var taskRecSize = int(unsafe.Sizeof(pipestatePstTask{}))
+var (
+	taskRecSize  = int(unsafe.Sizeof(pipestatePstTask{}))
+	cgRecSize    = int(unsafe.Sizeof(pipestateCgProc{}))
+	taskCgroupAt = int(unsafe.Offsetof(pipestatePstTask{}.Cgroup))
+)
+
+// taskSize is the size of a task record: with the cg_proc that follows
+// a thread group leader's.
+func taskSize(h []byte) int {
+	if binary.NativeEndian.Uint32(h[taskCgroupAt:]) != 0 {
+		return taskRecSize + cgRecSize
+	}
+	return taskRecSize
+}
 
 // resolveEpollFDs names the epoll fd of each epoll waiter with a task.
 func resolveEpollFDs(smp *pipemodel.Sample) {

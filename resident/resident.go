@@ -66,6 +66,9 @@ type Request struct {
 	// A dump's: the pipe left out (the client's output), --freeze.
 	ExcludeIno uint64 `json:"exclude_ino,omitempty"`
 	Freeze     bool   `json:"freeze,omitempty"`
+	// ProcRoot is the client's --host-proc, for the containers of the
+	// processes the dump records.
+	ProcRoot string `json:"proc_root,omitempty"`
 }
 
 // Ops.

@@ -107,6 +107,7 @@ func startServe(t *testing.T, sock string) *server {
 		t.Fatal(err)
 	}
 	s := &server{sock: sock}
+	t.Logf("serve pid %d", cmd.Process.Pid)
 	ready := make(chan bool, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -255,6 +256,13 @@ func TestDumpSameAsDirect(t *testing.T) {
 		t.Errorf("headers differ:\nresident %+v\ndirect   %+v", rh, dh)
 	}
 	if len(rrecs) != len(drecs) {
+		for i := range min(len(rrecs), len(drecs)) {
+			if !reflect.DeepEqual(rrecs[i], drecs[i]) {
+				t.Errorf("first difference, record %d:\nresident %+v\ndirect   %+v", i, rrecs[i], drecs[i])
+				break
+			}
+		}
+		t.Errorf("last direct record: %+v", drecs[len(drecs)-1])
 		t.Fatalf("%d records through serve, %d direct", len(rrecs), len(drecs))
 	}
 	waits := 0
@@ -420,7 +428,14 @@ func TestUnprivilegedPeerDeclined(t *testing.T) {
 			if !strings.Contains(string(out), tc.want) {
 				t.Fatalf("client said %q, want %q", out, tc.want)
 			}
-			declined := strings.Count(s.logText(), "declined a client") - before
+			// The serve's log arrives on its own: wait for the line a
+			// refusal writes (a while longer when none is due).
+			declined := 0
+			for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if declined = strings.Count(s.logText(), "declined a client") - before; declined > 0 {
+					break
+				}
+			}
 			if ok := tc.want == "sample: ok"; ok != (declined == 0) {
 				t.Errorf("serve declined %d clients; log:\n%s", declined, s.logText())
 			}

@@ -11,8 +11,9 @@ import (
 // (pipemodel), so that diagnose and the views read both alike: its
 // pipes with their holders and the waiters the dump recorded (revision
 // 2; none in revision 1), its processes with the states of their
-// threads, and the tasks that were blocked opening a FIFO. Waits are as
-// long as they were when the snapshot was taken.
+// threads and, from revision 3, their containers, cgroups and pids in
+// their own pid namespaces, and the tasks that were blocked opening a
+// FIFO. Waits are as long as they were when the snapshot was taken.
 func (s *Snapshot) Sample() *pipemodel.Sample {
 	out := &pipemodel.Sample{Time: s.Header.Time, Procs: map[uint32]*pipemodel.Proc{}, Offline: true}
 	for _, t := range s.Tasks {
@@ -40,6 +41,7 @@ func (s *Snapshot) Sample() *pipemodel.Sample {
 			pr.Idle, pr.IdleKnown = 0, true
 		}
 	}
+	s.addProcs(out)
 	// The main thread first, as a live walk has it (one pass: a stream
 	// may hold many states).
 	for _, pr := range out.Procs {
@@ -102,6 +104,37 @@ func (s *Snapshot) Sample() *pipemodel.Sample {
 		out.OpenWaits = append(out.OpenWaits, ow)
 	}
 	return out
+}
+
+// addProcs gives the sample's processes what the stream's PS_PROCs say
+// of them; a PS_PROC of a process with no PS_TASK or PS_TASK_STATE (an
+// outside waiter) adds it, outside.
+func (s *Snapshot) addProcs(out *pipemodel.Sample) {
+	conts := make([]*pipemodel.Container, len(s.Containers))
+	for i, c := range s.Containers {
+		conts[i] = &pipemodel.Container{Runtime: c.Runtime, ID: c.ID, Name: c.Name, Pod: c.Pod, Namespace: c.Namespace, KubeName: c.KubeName}
+	}
+	for _, p := range s.Procs {
+		pr := out.Procs[p.PID]
+		if pr == nil {
+			pr = &pipemodel.Proc{PID: p.PID, Comm: "?", Outside: true}
+			out.Procs[p.PID] = pr
+		}
+		if pr.Comm == "?" && p.Comm != "" {
+			pr.Comm = p.Comm
+		}
+		pr.NSPID, pr.CgroupID, pr.Cgroup = p.NSPID, p.CgroupID, p.Cgroup
+		if p.Container > 0 && int(p.Container) <= len(conts) {
+			c := conts[p.Container-1]
+			if p.Monitor {
+				// Monitor is per process: a copy for the monitor.
+				m := *c
+				m.Monitor = true
+				c = &m
+			}
+			pr.Container = c
+		}
+	}
 }
 
 func waiter(w format.Waiter) pipemodel.Waiter {
@@ -169,4 +202,3 @@ func (k Kernel) Threads(pid uint32) []uint32 {
 	}
 	return out
 }
-

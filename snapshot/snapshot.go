@@ -23,6 +23,12 @@ type Snapshot struct {
 	// Both in stream order; a pipe's waiters are in its Waiters.
 	TaskStates []format.TaskState
 	OpenWaits  []format.OpenWait
+
+	// Revision 3 streams: the containers the processes ran in (Ref n is
+	// Containers[n-1]) and what each process was outside its fds, in
+	// stream order.
+	Containers []format.Container
+	Procs      []format.Proc
 }
 
 // Task is one process and the pipe fds it held.
@@ -186,6 +192,10 @@ func Read(r io.Reader, opt Options) (*Snapshot, error) {
 			p.Waiters = append(p.Waiters, *v)
 		case *format.OpenWait:
 			s.OpenWaits = append(s.OpenWaits, *v)
+		case *format.Container:
+			s.Containers = append(s.Containers, *v)
+		case *format.Proc:
+			s.Procs = append(s.Procs, *v)
 		default:
 			return nil, fmt.Errorf("offset %d: unexpected record %T", dec.Offset(), rec)
 		}

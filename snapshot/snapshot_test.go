@@ -105,7 +105,7 @@ func TestReadWaits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Header.Revision != 2 || len(s.Pipes) != 2 || len(s.Notes) != 1 {
+	if s.Header.Revision != format.Revision || len(s.Pipes) != 2 || len(s.Notes) != 1 {
 		t.Fatalf("revision %d, %d pipes, %d notes", s.Header.Revision, len(s.Pipes), len(s.Notes))
 	}
 	p, f := s.Pipes[0], s.Pipes[1]

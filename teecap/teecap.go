@@ -137,7 +137,7 @@ func Dump(ctx context.Context, w io.Writer, opts loader.Options) (*loader.Report
 	self := uint32(os.Getpid())
 	starts := map[uint32]uint64{}
 	for _, tgid := range targets {
-		if n, ok := readStartTicks(tgid); ok {
+		if n, ok := host.StartTicks(tgid); ok {
 			starts[tgid] = n
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pipesnap/pipesnap/format"
+	"github.com/pipesnap/pipesnap/internal/host"
 )
 
 // task is one process as the /proc walk saw it.
@@ -233,12 +234,12 @@ func (w *walker) identity(dir string, t *task) error {
 	if err != nil {
 		return err
 	}
-	ticks, err := startTicks(b)
+	ticks, err := host.ParseStartTicks(b)
 	if err != nil {
 		return err
 	}
 	t.ticks = ticks
-	t.startNS = ticks * (1e9 / clockTicks)
+	t.startNS = ticks * (1e9 / host.ClockTicks)
 	if b, err = os.ReadFile(dir + "/comm"); err != nil {
 		return err
 	}
@@ -259,32 +260,6 @@ func (w *walker) identity(dir string, t *task) error {
 		}
 	}
 	return nil
-}
-
-// clockTicks is USER_HZ, the unit of start times in /proc/PID/stat.
-const clockTicks = 100
-
-// startTicks is field 22 of /proc/PID/stat (fields counted after the
-// comm, which may hold spaces and parentheses).
-func startTicks(stat []byte) (uint64, error) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, errors.New("stat: no comm")
-	}
-	f := strings.Fields(string(stat[i+1:]))
-	if len(f) < 20 {
-		return 0, errors.New("stat: too few fields")
-	}
-	return strconv.ParseUint(f[19], 10, 64)
-}
-
-func readStartTicks(pid uint32) (uint64, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, false
-	}
-	n, err := startTicks(b)
-	return n, err == nil
 }
 
 func procErr(err error) error {

@@ -5,7 +5,8 @@
  * without consuming anything.
  *
  * Two channels leave the kernel:
- *   - the iterator's seq_file carries one struct ps_fd per (task, fd);
+ *   - the iterator's seq_file carries one struct ps_fd per (task, fd),
+ *     the first of each process followed by its cgroups (../cgroup.h);
  *   - a BPF ring buffer carries each pipe's contents (one struct ps_buf
  *     per pipe buffer, for every copy attempt, then one struct ps_pipe
  *     that says which attempt holds), in iteration order, ahead of the
@@ -37,6 +38,7 @@
 #include <bpf/bpf_core_read.h>
 #include "../pipe_common.h"
 #include "../compat.h"
+#include "../cgroup.h"
 #include "pipes.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -64,8 +66,9 @@ __u64 direct_span = 0;
 /*
  * Per dump, set from Go before the walk (ordinary globals: a resident
  * serve loads once and dumps many times): only the tgids in the targets
- * map; and skip_tgid, a process left out as pipesnap itself is (the
- * serve's client, a pipesnap too; 0: none).
+ * map; and skip_tgid, the process left out instead of pipesnap itself
+ * (a resident serve's client: the serve is then walked like any other
+ * process, as the client's own walk would; 0: pipesnap itself).
  */
 bool filter_tgids = false;
 __u32 skip_tgid = 0;
@@ -137,6 +140,10 @@ const struct ps_fd *unused_ps_fd __attribute__((unused));
 const struct ps_pipe *unused_ps_pipe __attribute__((unused));
 const struct ps_buf *unused_ps_buf __attribute__((unused));
 const struct ps_calib *unused_ps_calib __attribute__((unused));
+const struct cg_proc *unused_cg_proc __attribute__((unused));
+const enum cg_flags *unused_cg_flags __attribute__((unused));
+const enum cg_ctl *unused_cg_ctl __attribute__((unused));
+const enum cg_hier *unused_cg_hier __attribute__((unused));
 const enum ps_compat *unused_ps_compat __attribute__((unused));
 const enum ps_ring_type *unused_ps_ring_type __attribute__((unused));
 const enum ps_calib_source *unused_ps_calib_source __attribute__((unused));
@@ -510,7 +517,7 @@ int dump_pipes(struct bpf_iter__task_file *ctx)
 		if (tgid != self_tgid)
 			return 0;
 	} else {
-		if (tgid == self_tgid || (skip_tgid && tgid == skip_tgid))
+		if (tgid == (skip_tgid ? skip_tgid : self_tgid))
 			return 0;
 		if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
 			return 0;
@@ -542,7 +549,10 @@ int dump_pipes(struct bpf_iter__task_file *ctx)
 		rec.first = 1;
 		bpf_map_update_elem(&seen, &ino, &run_gen, BPF_ANY);
 	}
+	rec.cgroup = cg_read(task, tgid, run_gen);
 	bpf_seq_write(seq, &rec, sizeof(rec));
+	if (rec.cgroup)
+		cg_write(seq, tgid, run_gen);
 	return 0;
 }
 

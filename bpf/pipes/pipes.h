@@ -61,7 +61,8 @@ enum ps_calib_source {
 
 /*
  * struct ps_fd: one per (task, pipe or FIFO fd), written to the iterator's
- * seq_file in iteration order. When first is set, the pipe's contents were
+ * seq_file in iteration order; the first of a process is followed by its
+ * cgroups (cgroup set). When first is set, the pipe's contents were
  * put in the ring buffer just before: the ps_buf of every copy attempt,
  * then the ps_pipe that names the attempt that holds.
  */
@@ -79,6 +80,7 @@ struct ps_fd {
 	__u32 kind;
 	__u32 first;
 	__u32 nrecs;	/* when first: ps_buf of the attempt that holds, + 1 */
+	__u32 cgroup;	/* a struct cg_proc (../cgroup.h) follows: the process's first */
 	char comm[PS_COMM_LEN];
 };
 

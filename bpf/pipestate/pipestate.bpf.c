@@ -29,6 +29,7 @@
 #include <bpf/bpf_core_read.h>
 #include "../pipe_common.h"
 #include "../compat.h"
+#include "../cgroup.h"
 #include "pipestate.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -65,8 +66,9 @@ __u64 wake_ep_autoremove = 0;
  * who holds the other end of a walked pipe), and the walk's number, which
  * the fd walk writes into seen for every process it reports so that the
  * task walk reports those processes' threads and no others. skip_tgid
- * is a process left out as pipesnap itself is (a resident serve's
- * client, a pipesnap too; 0: none).
+ * is the process left out instead of pipesnap itself (a resident serve's
+ * client: the serve is then walked like any other process, as the
+ * client's own walk would; 0: pipesnap itself).
  */
 bool filter_tgids = false;
 __u32 skip_tgid = 0;
@@ -139,6 +141,10 @@ const enum pst_wkind *unused_pst_wkind __attribute__((unused));
 const enum pst_status *unused_pst_status __attribute__((unused));
 const enum pst_open *unused_pst_open __attribute__((unused));
 const enum pst_compat *unused_pst_compat __attribute__((unused));
+const struct cg_proc *unused_cg_proc __attribute__((unused));
+const enum cg_flags *unused_cg_flags __attribute__((unused));
+const enum cg_ctl *unused_cg_ctl __attribute__((unused));
+const enum cg_hier *unused_cg_hier __attribute__((unused));
 
 /* The kind of an entry still to be compared with the process's threads. */
 #define W_CANDIDATE 0
@@ -567,7 +573,7 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 		return 0;
 	level = reader_level();
 	tgid = ns_tgid(task, level);
-	if (tgid == self_tgid || (skip_tgid && tgid == skip_tgid))
+	if (tgid == (skip_tgid ? skip_tgid : self_tgid))
 		return 0;
 	if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
 		return 0;
@@ -738,7 +744,8 @@ static __always_inline void open_wait(struct pst_task *r, struct task_struct *t)
 /*
  * task_state reports the threads of the processes the fd walk reported
  * (seen in this walk), with their scheduling state and how long each has
- * not run, and any thread asleep opening a FIFO.
+ * not run, and any thread asleep opening a FIFO; and the cgroups of
+ * those processes (../cgroup.h).
  */
 SEC("iter/task")
 int task_state(struct bpf_iter__task *ctx)
@@ -752,7 +759,7 @@ int task_state(struct bpf_iter__task *ctx)
 		return 0;
 	level = reader_level();
 	tgid = ns_tgid(t, level);
-	if (tgid == self_tgid || (skip_tgid && tgid == skip_tgid))
+	if (tgid == (skip_tgid ? skip_tgid : self_tgid))
 		return 0;
 	if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
 		return 0;
@@ -777,6 +784,13 @@ int task_state(struct bpf_iter__task *ctx)
 	r->state = sched_state(t);
 	r->idle_ns = idle_since(t, now_ns());
 	BPF_CORE_READ_STR_INTO(&r->comm, t, comm);
+	/* Once per reported process, in the walk that visits each task
+	 * once: its thread group leader's record carries its cgroups. */
+	r->cgroup = 0;
+	if (gen && *gen == walk_gen && BPF_CORE_READ(t, group_leader) == t)
+		r->cgroup = cg_read(t, tgid, walk_gen);
 	bpf_seq_write(seq, r, sizeof(*r));
+	if (r->cgroup)
+		cg_write(seq, tgid, walk_gen);
 	return 0;
 }

@@ -129,7 +129,9 @@ struct pst_fd {
 
 /*
  * struct pst_task: one thread of a process the fd walk reported (or any
- * thread asleep in open(2) of a FIFO), with its scheduling state.
+ * thread asleep in open(2) of a FIFO), with its scheduling state. The
+ * thread group leader's of a reported process is followed by the
+ * process's cgroups.
  */
 struct pst_task {
 	__u32 tgid;
@@ -143,6 +145,7 @@ struct pst_task {
 	__u32 open_writers;
 	__s32 open_dfd;		/* the directory fd the path is relative to (AT_FDCWD) */
 	__u32 name_len;		/* of name, the path as given to open(2) */
+	__u32 cgroup;		/* a struct cg_proc (../cgroup.h) follows */
 	char comm[PST_COMM_LEN];
 	char name[PST_PATH_LEN];
 };

@@ -92,7 +92,7 @@ A FILE is read by this process.`,
 					return err
 				}
 			} else {
-				s, err := openSampler(c, "diagnose", true)
+				s, err := openSampler(c, "diagnose", false, true)
 				if err != nil {
 					return err
 				}
@@ -153,11 +153,7 @@ func writeDiagnosis(w io.Writer, rep *diagnose.Report, s *pipemodel.Sample, sett
 					continue
 				}
 				shown[key] = true
-				who := fmt.Sprintf("%s (pid %d)", termsafe.String(t.Comm), t.PID)
-				if t.TID != 0 && t.TID != t.PID {
-					who = fmt.Sprintf("%s (pid %d, thread %d)", termsafe.String(t.Comm), t.PID, t.TID)
-				}
-				fmt.Fprintf(w, "      %s, state %s, wchan %s\n", who, orDash(t.State), termsafe.String(orDash(t.Wchan)))
+				fmt.Fprintf(w, "      %s, state %s, wchan %s\n", taskText(t), orDash(t.State), termsafe.String(orDash(t.Wchan)))
 				for _, frame := range t.Stack {
 					fmt.Fprintf(w, "          %s\n", termsafe.String(frame))
 				}
@@ -189,6 +185,29 @@ func writeDiagnosis(w io.Writer, rep *diagnose.Report, s *pipemodel.Sample, sett
 	}
 	fmt.Fprintf(w, "%s: %s\n", verdict(rep), strings.Join(parts, ", "))
 	return nil
+}
+
+// taskText names a task of a finding as the detail lines do: "sleep
+// (pid 24524/1, thread 24530, container web, pod api-7d9f)".
+func taskText(t diagnose.Task) string {
+	pid := fmt.Sprint(t.PID)
+	if t.NSPID != 0 && t.NSPID != t.PID {
+		pid += fmt.Sprintf("/%d", t.NSPID)
+	}
+	parts := []string{"pid " + pid}
+	if t.TID != 0 && t.TID != t.PID {
+		parts = append(parts, fmt.Sprintf("thread %d", t.TID))
+	}
+	switch {
+	case t.Container != "" && t.Monitor:
+		parts = append(parts, "monitor of container "+t.Container)
+	case t.Container != "":
+		parts = append(parts, "container "+t.Container)
+	}
+	if t.Pod != "" {
+		parts = append(parts, "pod "+t.Pod)
+	}
+	return termsafe.String(fmt.Sprintf("%s (%s)", t.Comm, strings.Join(parts, ", ")))
 }
 
 // verdict is the first words of the last line: "nothing stuck", "1 stall

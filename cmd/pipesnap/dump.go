@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/pipesnap/pipesnap/container"
 	"github.com/pipesnap/pipesnap/diagnose"
 	"github.com/pipesnap/pipesnap/internal/dumpstream"
 	"github.com/pipesnap/pipesnap/internal/termsafe"
@@ -41,6 +42,9 @@ type dumpConfig struct {
 	// allowForeign names the output that may be another user's FIFO or
 	// character device (it must be the -o FILE).
 	allowForeign string
+	// procRoot is where the host's /proc is (--host-proc), for the
+	// processes' containers.
+	procRoot string
 }
 
 func dumpCommand() *cli.Command {
@@ -113,7 +117,7 @@ output rules above are this process's. --method tee never asks it.`,
 					return err
 				}
 			}
-			cfg := dumpConfig{pids: sel.pids, all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force"), freeze: c.Bool("freeze"), method: c.String("method"), allowForeign: c.String("allow-foreign-output"), direct: c.Bool("direct")}
+			cfg := dumpConfig{pids: sel.pids, all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force"), freeze: c.Bool("freeze"), method: c.String("method"), allowForeign: c.String("allow-foreign-output"), procRoot: sel.procRoot, direct: c.Bool("direct")}
 			switch {
 			case cfg.all && len(cfg.pids) > 0:
 				return usagef("dump: --pid and --all exclude each other: give one")
@@ -161,7 +165,7 @@ func runDump(cfg dumpConfig) error {
 		var err error
 		if method == "bpf" && rc != nil {
 			cw := &countingWriter{w: w}
-			res, err := rc.Dump(ctx, cw, resident.Request{PIDs: cfg.pids, All: cfg.all, ExcludeIno: opts.ExcludeIno, Freeze: cfg.freeze})
+			res, err := rc.Dump(ctx, cw, resident.Request{PIDs: cfg.pids, All: cfg.all, ExcludeIno: opts.ExcludeIno, Freeze: cfg.freeze, ProcRoot: cfg.procRoot})
 			if err == nil {
 				for _, w := range res.Warnings {
 					fmt.Fprintf(os.Stderr, "pipesnap: note: %s\n", termsafe.String(w))
@@ -233,11 +237,12 @@ func runDump(cfg dumpConfig) error {
 	return nil
 }
 
-// waitsOf takes a live sample of who waits on what, just before the
-// capture, for the snapshot to record (diagnose FILE reads it): nil, and
-// a note, when the pipe-state walk cannot run.
+// waitsOf takes a live sample of who waits on what, and of the
+// processes' containers, just before the capture, for the snapshot to
+// record (diagnose FILE reads it): nil, and a note, when the pipe-state
+// walk cannot run.
 func waitsOf(ctx context.Context, cfg dumpConfig, kernel *btf.Cache) *dumpstream.Waits {
-	w, err := sampleWaits(ctx, func() (*pipemodel.Sample, error) {
+	w, err := sampleWaits(ctx, cfg.procRoot, func() (*pipemodel.Sample, error) {
 		s, err := pipestate.Open(pipestate.Options{PIDs: cfg.pids, All: cfg.all, BTF: kernel})
 		if err != nil {
 			return nil, err
@@ -251,13 +256,17 @@ func waitsOf(ctx context.Context, cfg dumpConfig, kernel *btf.Cache) *dumpstream
 	return w
 }
 
-// sampleWaits makes the waits of a dump from a sample, or says why they
+// sampleWaits makes the waits of a dump from a sample, with the
+// containers of its processes (procRoot: --host-proc), or says why they
 // are not recorded.
-func sampleWaits(ctx context.Context, sample func() (*pipemodel.Sample, error)) (*dumpstream.Waits, error) {
+func sampleWaits(ctx context.Context, procRoot string, sample func() (*pipemodel.Sample, error)) (*dumpstream.Waits, error) {
 	smp, err := sample()
 	if err != nil {
 		return nil, fmt.Errorf("who waits on what is not recorded: %w", err)
 	}
+	r := newResolver(procRoot)
+	defer r.Close()
+	container.Annotate(ctx, smp, r, procRoot)
 	return &dumpstream.Waits{Sample: smp, Wchan: diagnose.Procfs{}.Wchan}, nil
 }
 

@@ -30,20 +30,24 @@ func inspectCommand() *cli.Command {
 		ArgsUsage: "FILE",
 		Description: `Prints one row per pipe: inode, kind, bytes queued / capacity, number of
 buffers, flags (packet, torn, incomplete), the longest wait of a task
-waiting on it, the holders as pid(comm):fd:end (marked as ls marks them:
-:blocked, :waiting, :polling, :stopped...) and a FIFO's path, then a
-preview of the first bytes (text, or hex when not printable). Then the
-tasks that were blocked opening a FIFO, and one row per process: state,
-how long it had not run, threads, where its main thread slept (wchan).
-Snapshots of revision 1 recorded no states or waiters. FILE - reads
-stdin. The whole stream is checked (checksum included) before anything
+waiting on it, the containers of its holders (pod/container under
+Kubernetes), the holders as pid(comm):fd:end (marked as ls marks them:
+:blocked, :waiting, :polling, :stopped...; pid as 24524/1 when its own
+pid namespace calls it 1) and a FIFO's path, then a preview of the
+first bytes (text, or hex when not printable). Then the tasks that were
+blocked opening a FIFO, and one row per process: state, how long it had
+not run, threads, container, where its main thread slept (wchan).
+Snapshots of revision 1 recorded no states or waiters, of revision 2 no
+containers. FILE - reads stdin. The whole stream is checked (checksum included) before anything
 is printed.
 
---json prints one object: header, tasks (pid, comm, fds), pipes (ino,
+--json prints one object: header, tasks (pid, nspid, comm, container
+[runtime, id, name, pod, namespace, kube_container, monitor], fds), pipes (ino,
 objref, kind, path, capacity, bytes, packet, torn, complete, readers,
 writers, buffers, holders, waiters [queue, kind, pid, tid, comm, state,
 sleeping, events, epoll_fd, wait_ns, outside]), notes, procs (pid, comm,
-state, idle_ns, tasks [tid, state, idle_ns, wchan]) and open_waits (pid,
+state, idle_ns, tasks [tid, state, idle_ns, wchan], nspid, cgroup_id,
+cgroup, container) and open_waits (pid,
 tid, comm, state, end, ino, path, wait_ns).`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object instead of the table"},
@@ -102,25 +106,34 @@ func writeTable(w io.Writer, s *snapshot.Snapshot) error {
 		termsafe.String(h.Release), termsafe.String(h.Machine), h.Time.Format(time.RFC3339), count(len(s.Tasks), "process", "processes"), count(len(s.Pipes), "pipe", "pipes"))
 	smp := s.Sample()
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "INO\tKIND\tBYTES/CAPACITY\tBUFS\tFLAGS\tWAIT\tHOLDERS\tPATH")
+	pods := hasPods(smp)
+	head := "INO\tKIND\tBYTES/CAPACITY\tBUFS\tFLAGS\tWAIT\tCONTAINER\tHOLDERS\tPATH"
+	if pods {
+		head = strings.Replace(head, "CONTAINER", "CONTAINER\tPOD", 1)
+	}
+	fmt.Fprintln(tw, head)
 	for _, p := range s.Pipes {
 		flags := strings.Join(pipeFlags(p), ",")
 		if flags == "" {
 			flags = "-"
 		}
-		holders, wait := "-", "-"
+		holders, wait, conts, podNames := "-", "-", "-", "-"
 		if mp := smp.Find(p.Ino); mp != nil {
-			holders = holdersText(smp, mp)
+			holders, conts, podNames = holdersText(smp, mp), containersText(smp, mp), podsText(smp, mp)
 			if d, ok := mp.LongestWait(); ok {
 				wait = diagnose.Duration(d)
 			}
 		}
 		cols := []string{fmt.Sprint(p.Ino), p.Kind.String(), fmt.Sprintf("%d/%d", p.Bytes, p.Capacity),
-			fmt.Sprint(len(p.Buffers)), flags, wait, holders}
+			fmt.Sprint(len(p.Buffers)), flags, wait, conts}
+		if pods {
+			cols = append(cols, podNames)
+		}
+		cols = append(cols, holders)
 		fmt.Fprintln(tw, strings.Join(withPath(cols, termsafe.String(p.Path)), "\t"))
 		if p.Bytes > 0 {
 			for _, line := range strings.Split(preview(p), "\n") {
-				fmt.Fprintf(tw, "\t\t\t\t\t\t%s\n", line) // under HOLDERS: the last cell sets no width
+				fmt.Fprintf(tw, "%s%s\n", strings.Repeat("\t", len(cols)-1), line) // under HOLDERS: the last cell sets no width
 			}
 		}
 	}
@@ -138,9 +151,16 @@ func writeTable(w io.Writer, s *snapshot.Snapshot) error {
 	if len(s.TaskStates) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "PID\tCOMM\tSTATE\tIDLE\tTHREADS\tWCHAN")
+		if pods {
+			fmt.Fprintln(tw, "PID\tCOMM\tSTATE\tIDLE\tTHREADS\tCONTAINER\tPOD\tWCHAN")
+		} else {
+			fmt.Fprintln(tw, "PID\tCOMM\tSTATE\tIDLE\tTHREADS\tCONTAINER\tWCHAN")
+		}
 		for _, pid := range procOrder(smp) {
 			pr := smp.Procs[pid]
+			if len(pr.Tasks) == 0 {
+				continue // known only from a PS_PROC: no state was recorded
+			}
 			idle, wchan := "-", "-"
 			if pr.IdleKnown {
 				idle = diagnose.Duration(pr.Idle)
@@ -148,7 +168,12 @@ func writeTable(w io.Writer, s *snapshot.Snapshot) error {
 			if len(pr.Tasks) > 0 && pr.Tasks[0].Wchan != "" {
 				wchan = pr.Tasks[0].Wchan
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", pr.PID, termsafe.String(pr.Comm), pr.State.Name(), idle, len(pr.Tasks), termsafe.String(wchan))
+			cont := orDash(termsafe.String(pr.Container.Label()))
+			if pods {
+				cont += "\t" + orDash(termsafe.String(podText(pr.Container)))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", pr.PIDText(), termsafe.String(pr.Comm), pr.State.Name(), idle, len(pr.Tasks),
+				cont, termsafe.String(wchan))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -179,7 +204,7 @@ type jsonSnapshot struct {
 	Tasks     []jsonTask           `json:"tasks"`
 	Pipes     []jsonPipe           `json:"pipes"`
 	Notes     []jsonNote           `json:"notes"`
-	Procs     []pipemodel.Proc     `json:"procs"`      // states and threads (revision 2)
+	Procs     []pipemodel.Proc     `json:"procs"`      // states and threads (revision 2), containers (3)
 	OpenWaits []pipemodel.OpenWait `json:"open_waits"` // tasks blocked opening a FIFO (revision 2)
 }
 
@@ -263,7 +288,11 @@ func writeJSON(w io.Writer, s *snapshot.Snapshot) error {
 	j.key(1, "tasks", false)
 	j.array(1, len(s.Tasks), func(i int) {
 		t := s.Tasks[i]
-		j.head(2, jsonTaskHead{PID: t.PID, TID: t.TID, Comm: t.Comm, UID: t.UID})
+		head := jsonTaskHead{PID: t.PID, TID: t.TID, Comm: t.Comm, UID: t.UID}
+		if pr := smp.Procs[t.PID]; pr != nil {
+			head.NSPID, head.Container = pr.NSPID, pr.Container
+		}
+		j.head(2, head)
 		j.key(3, "fds", false)
 		j.array(3, len(t.FDs), func(i int) {
 			fd := t.FDs[i]
@@ -308,8 +337,8 @@ func writeJSON(w io.Writer, s *snapshot.Snapshot) error {
 	})
 	var procs []*pipemodel.Proc
 	for _, pid := range procOrder(smp) {
-		if len(smp.Procs[pid].Tasks) > 0 {
-			procs = append(procs, smp.Procs[pid])
+		if pr := smp.Procs[pid]; len(pr.Tasks) > 0 || pr.Container != nil || pr.NSPID != 0 || pr.Cgroup != "" {
+			procs = append(procs, pr)
 		}
 	}
 	j.key(1, "procs", false)
@@ -342,10 +371,12 @@ func sampleWithoutFDs(s *snapshot.Snapshot) *pipemodel.Sample {
 
 // jsonTaskHead is jsonTask without its fds, which writeJSON streams.
 type jsonTaskHead struct {
-	PID  uint32 `json:"pid"`
-	TID  uint32 `json:"tid"`
-	Comm string `json:"comm"`
-	UID  uint32 `json:"uid"`
+	PID       uint32               `json:"pid"`
+	TID       uint32               `json:"tid"`
+	Comm      string               `json:"comm"`
+	UID       uint32               `json:"uid"`
+	NSPID     uint32               `json:"nspid,omitempty"`
+	Container *pipemodel.Container `json:"container,omitempty"`
 }
 
 // jsonPipeHead is jsonPipe without its buffers, holders and waiters.

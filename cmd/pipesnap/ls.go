@@ -51,7 +51,10 @@ func lsCommand() *cli.Command {
 write ends (R, W), WAIT: how long the task waiting longest on it has
 waited (since it last ran, from the kernel's scheduler timestamps), STATE:
 the holders' process states (stopped, zombie, uninterruptible, running,
-sleeping), the holders as pid(comm):fd:end, and a FIFO's path last.
+sleeping), CONTAINER: the containers of the holders (and POD,
+namespace/pod, when one runs in a Kubernetes pod), the holders as
+pid(comm):fd:end (pid as 24524/1 when its own pid namespace calls it
+1), and a FIFO's path last.
 
 A holder marked :blocked has a thread asleep in read or write on this
 pipe right now; :waiting, a thread asleep in poll, select or epoll_wait
@@ -86,7 +89,7 @@ outside]), procs (pid, comm, state, threads, idle_ns, idle_known, tasks
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			s, err := openSampler(c, "ls", true)
+			s, err := openSampler(c, "ls", false, true)
 			if err != nil {
 				return err
 			}
@@ -180,7 +183,12 @@ func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
 	if opt.rates != nil {
 		head = append(head, "IN", "OUT")
 	}
-	head = append(head, "R", "W", "WAIT", "STATE", "CONTAINER", "HOLDERS", "PATH")
+	pods := hasPods(s)
+	head = append(head, "R", "W", "WAIT", "STATE", "CONTAINER")
+	if pods {
+		head = append(head, "POD")
+	}
+	head = append(head, "HOLDERS", "PATH")
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	pipes := s.Pipes
 	if opt.order != nil {
@@ -211,7 +219,11 @@ func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
 		if d, ok := p.LongestWait(); ok {
 			wait = diagnose.Duration(d)
 		}
-		cols = append(cols, fmt.Sprint(p.Readers), fmt.Sprint(p.Writers), wait, holderStates(s, p), containersText(s, p), holdersText(s, p))
+		cols = append(cols, fmt.Sprint(p.Readers), fmt.Sprint(p.Writers), wait, holderStates(s, p), containersText(s, p))
+		if pods {
+			cols = append(cols, podsText(s, p))
+		}
+		cols = append(cols, holdersText(s, p))
 		fmt.Fprintln(tw, strings.Join(withPath(cols, termsafe.String(p.Path)), "\t"))
 	}
 	for _, ow := range s.OpenWaits {
@@ -226,8 +238,11 @@ func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
 		if opt.rates != nil {
 			cols = append(cols, "-", "-")
 		}
-		cols = append(cols, fmt.Sprint(ow.Readers), fmt.Sprint(ow.Writers), diagnose.Duration(ow.Wait), ow.State.Name(), "-",
-			fmt.Sprintf("%d(%s):-:%s:opening", ow.PID, termsafe.String(ow.Comm), ow.End))
+		cols = append(cols, fmt.Sprint(ow.Readers), fmt.Sprint(ow.Writers), diagnose.Duration(ow.Wait), ow.State.Name(), "-")
+		if pods {
+			cols = append(cols, "-")
+		}
+		cols = append(cols, fmt.Sprintf("%d(%s):-:%s:opening", ow.PID, termsafe.String(ow.Comm), ow.End))
 		fmt.Fprintln(tw, strings.Join(withPath(cols, termsafe.String(ow.Path)), "\t"))
 	}
 	if err := tw.Flush(); err != nil {
@@ -250,30 +265,6 @@ func withPath(cols []string, path string) []string {
 		return cols
 	}
 	return append(cols, path)
-}
-
-// containersText names the containers of a pipe's holders (a pod's as
-// pod/container), "-" when none is in one.
-func containersText(s *pipemodel.Sample, p *pipemodel.Pipe) string {
-	var out []string
-	for _, h := range p.Holders {
-		pr := s.Procs[h.PID]
-		if pr == nil || pr.Container == nil {
-			continue
-		}
-		c := pr.Container
-		l := c.Label()
-		if c.Pod != "" {
-			l = c.Pod + "/" + l
-		}
-		if l = termsafe.String(l); !slices.Contains(out, l) {
-			out = append(out, l)
-		}
-	}
-	if len(out) == 0 {
-		return "-"
-	}
-	return strings.Join(out, ",")
 }
 
 // holderStates lists the states of the processes holding a pipe, the

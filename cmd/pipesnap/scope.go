@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -36,7 +38,10 @@ func containerFlags() []cli.Flag {
 const scopeHelp = `Without --pid, every process in pipesnap's pid namespace is walked
 (pipesnap itself excepted). --container NAME|ID, --pod NAME, --namespace NS
 and --cgroup PATH select the processes of a container (from their cgroup,
-named by the runtime where its socket answers), combinable with --pid.
+named by the runtime where its socket answers), combinable with --pid;
+watch and serve look for the containers' processes again every 2s, so
+a pipeline started in a container later (or a restarted container) is
+walked too.
 Each process is shown with its container and, when its own pid namespace
 calls it otherwise, its pid there (24524/1). Needs root, or CAP_BPF and
 CAP_PERFMON, and a kernel with BTF. Nothing is read out of the pipes and
@@ -45,14 +50,15 @@ lengths, wait queues), so a walk is cheap enough to repeat every second.`
 
 // selection is what the scope flags ask for.
 type selection struct {
-	pids     []int
+	pids     []int // --pid's, then also the selected containers'
+	explicit []int // --pid's alone
 	all      bool
 	sel      container.Selector
 	procRoot string
 }
 
 func selectionOf(c *cli.Context, what string) (selection, error) {
-	s := selection{pids: pidsOf(c), all: c.Bool("all"), procRoot: c.String("host-proc"),
+	s := selection{pids: pidsOf(c), explicit: pidsOf(c), all: c.Bool("all"), procRoot: c.String("host-proc"),
 		sel: container.Selector{Container: c.String("container"), Pod: c.String("pod"), Namespace: c.String("namespace"), Cgroup: c.String("cgroup")}}
 	if s.all && (len(s.pids) > 0 || !s.sel.Empty()) {
 		return s, usagef("%s: --pid and --all exclude each other (and --all the container selectors): give one", what)
@@ -62,22 +68,44 @@ func selectionOf(c *cli.Context, what string) (selection, error) {
 
 // resolve turns the container selectors into pids, added to --pid's.
 func (s *selection) resolve(ctx context.Context, r *container.Resolver) error {
-	if s.sel.Empty() {
-		return nil
-	}
-	pids, err := container.Select(ctx, s.procRoot, r, s.sel)
+	pids, err := s.selected(ctx, r)
 	if err != nil {
 		return err
 	}
-	s.pids = append(s.pids, pids...)
+	s.pids = pids
 	return nil
 }
+
+// selected are --pid's pids and those of the processes the container
+// selectors pick now, sorted, each once.
+func (s *selection) selected(ctx context.Context, r *container.Resolver) ([]int, error) {
+	if s.sel.Empty() {
+		return s.pids, nil
+	}
+	pids, err := container.Select(ctx, s.procRoot, r, s.sel)
+	if err != nil {
+		return nil, err
+	}
+	pids = append(pids, s.explicit...)
+	slices.Sort(pids)
+	return slices.Compact(pids), nil
+}
+
+// followEvery is how often watch and serve look again for the processes
+// of the containers they were asked for.
+const followEvery = 2 * time.Second
 
 // sampler walks the selected processes and names their containers.
 type sampler struct {
 	walker
 	resolver *container.Resolver
 	procRoot string
+	// With container selectors, a long-running command (watch, serve)
+	// follows the containers: processes started in them later (a
+	// restarted container) are walked too, once they are found.
+	follow   *selection
+	pids     []int
+	selected time.Time
 }
 
 // walker is what walks: a pipe-state program of this process's own
@@ -90,12 +118,37 @@ type walker interface {
 // Sample walks once and annotates the processes with their containers
 // and pids in their own pid namespaces.
 func (s *sampler) Sample(ctx context.Context) (*pipemodel.Sample, error) {
+	if err := s.refollow(ctx); err != nil {
+		return nil, err
+	}
 	smp, err := s.walker.Sample(ctx)
 	if err != nil {
 		return nil, err
 	}
 	container.Annotate(ctx, smp, s.resolver, s.procRoot)
 	return smp, nil
+}
+
+// refollow selects the containers' processes again, at most every
+// followEvery, and walks the new set from now on when it changed. A
+// container with no process left keeps the old set, whose processes
+// the walk reports gone.
+func (s *sampler) refollow(ctx context.Context) error {
+	if s.follow == nil || time.Since(s.selected) < followEvery {
+		return nil
+	}
+	s.selected = time.Now()
+	pids, err := s.follow.selected(ctx, s.resolver)
+	if err != nil || slices.Equal(pids, s.pids) {
+		return nil // ErrNoMatch, or /proc unreadable for a moment: keep walking what was found
+	}
+	next, err := pipestate.Open(pipestate.Options{PIDs: pids})
+	if err != nil {
+		return err
+	}
+	s.walker.Close()
+	s.walker, s.pids = next, pids
+	return nil
 }
 
 func (s *sampler) Close() error {
@@ -161,8 +214,9 @@ func hostRoot(procRoot string) string {
 
 // openSampler loads the pipe-state program for the processes the flags
 // name, or, with useResident and unless --direct, has a resident serve
-// walk them. The caller closes it.
-func openSampler(c *cli.Context, what string, useResident bool) (*sampler, error) {
+// walk them; with follow, it follows the processes of the containers
+// they select (see sampler.refollow). The caller closes it.
+func openSampler(c *cli.Context, what string, follow, useResident bool) (*sampler, error) {
 	sel, err := selectionOf(c, what)
 	if err != nil {
 		return nil, err
@@ -192,5 +246,9 @@ func openSampler(c *cli.Context, what string, useResident bool) (*sampler, error
 		r.Close()
 		return nil, stateError(what, err)
 	}
-	return &sampler{walker: s, resolver: r, procRoot: sel.procRoot}, nil
+	out := &sampler{walker: s, resolver: r, procRoot: sel.procRoot, pids: sel.pids, selected: time.Now()}
+	if follow && !sel.sel.Empty() {
+		out.follow = &sel
+	}
+	return out, nil
 }

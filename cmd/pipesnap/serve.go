@@ -33,7 +33,10 @@ func serveCommand() *cli.Command {
 		ArgsUsage: " ",
 		Description: `Serves http://ADDR/metrics, where every scrape walks the pipes once.
 Per pipe, labelled ino, kind, readers and writers (the commands holding
-each end, sorted, at most 3 names and +N): pipesnap_pipe_queued_bytes,
+each end, sorted, at most 3 names and +N) and namespace, pod and
+container (of its holders: under Kubernetes the pod's namespace, the pod
+and the container's name in it; in a plain container its name; empty in
+none): pipesnap_pipe_queued_bytes,
 _capacity_bytes, _readers and _writers (open ends, the kernel's count),
 _blocked_readers and _blocked_writers (tasks sleeping on the pipe),
 _read_bytes_total and _written_bytes_total (bytes through the pipe since
@@ -52,9 +55,10 @@ not read. Something to alert on:
   - pipesnap_stuck_pipelines: pipelines (chains) with a stall, never
     capped;
   - pipesnap_stuck_pipeline_seconds{culprit_comm, culprit_pid, first_comm,
-    kind}: one series per stuck pipeline, how long it has been stuck (its
-    longest stall), naming the culprit where it stopped (empty when none
-    is seen: a FIFO nobody opens) and the first command of the pipeline;
+    kind, namespace, pod, container}: one series per stuck pipeline, how
+    long it has been stuck (its longest stall), naming the culprit where
+    it stopped (empty when none is seen: a FIFO nobody opens), its
+    container, and the first command of the pipeline;
     at most --max-stuck series (default 10; 0: no bound), the longest
     stuck first;
   - pipesnap_stalls{kind}: stalls by kind (full-reader-idle, unread,
@@ -118,7 +122,7 @@ socket cannot be made, serve says so and serves the metrics alone.
 			if _, _, err := net.SplitHostPort(c.String("listen")); err != nil {
 				return usagef("--listen %q: %v", c.String("listen"), err)
 			}
-			s, err := openSampler(c, "serve", false)
+			s, err := openSampler(c, "serve", true, false)
 			if err != nil {
 				return err
 			}
@@ -299,7 +303,7 @@ func (b *residentBackend) Sample(ctx context.Context, s *resident.Session, req r
 func (b *residentBackend) Dump(ctx context.Context, w io.Writer, s *resident.Session, req resident.Request) (*resident.DumpResult, error) {
 	opts := loader.Options{PIDs: req.PIDs, All: req.All, Freeze: req.Freeze, ExcludeIno: req.ExcludeIno, Skip: uint32(s.Peer.PID)}
 	res := &resident.DumpResult{}
-	waits, err := sampleWaits(ctx, func() (*pipemodel.Sample, error) {
+	waits, err := sampleWaits(ctx, req.ProcRoot, func() (*pipemodel.Sample, error) {
 		scope, err := pipestate.NewScope(pipestate.Options{PIDs: req.PIDs, All: req.All, Skip: opts.Skip})
 		if err != nil {
 			return nil, err

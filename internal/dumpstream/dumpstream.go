@@ -14,6 +14,7 @@ import (
 	"github.com/pipesnap/pipesnap/format"
 	"github.com/pipesnap/pipesnap/freeze"
 	"github.com/pipesnap/pipesnap/internal/host"
+	"github.com/pipesnap/pipesnap/pipemodel"
 )
 
 // Note codes both paths write (format.Note.Code).
@@ -55,6 +56,10 @@ type Report struct {
 	Translation       string        // where the page translation came from
 	Frozen            time.Duration // how long the processes were stopped
 	FrozenHow         string        // with what (freeze.Set.How)
+	// Cgroups are the cgroups of the processes whose tasks were written,
+	// by pid, as the kernel walk read them (a process it could not read
+	// them for is absent).
+	Cgroups map[uint32]pipemodel.Cgroups
 }
 
 // Writer writes one dump's stream. A file or pipe met the first time gets

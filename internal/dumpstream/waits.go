@@ -14,9 +14,12 @@ type Waits struct {
 	Wchan  func(pid, tid uint32) string // "" when running or unreadable
 }
 
-// SetWaits has Finish write w after the last task (format revision 2):
-// the state of every thread of the processes dumped, the waiters of
-// the pipes the stream holds, and the tasks blocked opening a FIFO.
+// SetWaits has Finish write w after the last task (format revisions 2
+// and 3): the state of every thread of the processes dumped, the
+// waiters of the pipes the stream holds, the tasks blocked opening a
+// FIFO, and who the processes are (container, cgroup, pid in their own
+// pid namespace), of the dumped ones and of those outside that hold or
+// wait on their pipes.
 func (s *Writer) SetWaits(w *Waits) { s.waits = w }
 
 func (s *Writer) writeWaits() error {
@@ -71,6 +74,39 @@ func (s *Writer) writeWaits() error {
 		rec := format.OpenWait{PID: ow.PID, TID: ow.TID, End: end, State: stateByte(ow.State), Ino: ow.Ino,
 			Wait: ow.Wait, WaitKnown: true, Comm: ow.Comm, Path: ow.Path}
 		if err := s.enc.WriteOpenWait(rec); err != nil {
+			return wrap(err)
+		}
+	}
+	return s.writeProcs(smp)
+}
+
+// writeProcs writes a PS_PROC for each process of the snapshot and each
+// outside one the sample has (a holder or waiter of its pipes), each
+// container once, before the first process in it.
+func (s *Writer) writeProcs(smp *pipemodel.Sample) error {
+	refs := map[string]uint32{}
+	for _, pid := range sortedPIDs(smp.Procs) {
+		pr := smp.Procs[pid]
+		if !pr.Outside && !s.met[pid] {
+			continue
+		}
+		rec := format.Proc{PID: pid, NSPID: pr.NSPID, CgroupID: pr.CgroupID, Cgroup: pr.Cgroup, Comm: pr.Comm}
+		if len(rec.Comm) > 15 {
+			rec.Comm = rec.Comm[:15]
+		}
+		if c := pr.Container; c != nil && c.ID != "" {
+			ref, ok := refs[c.ID]
+			if !ok {
+				ref = uint32(len(refs) + 1)
+				fc := format.Container{Ref: ref, Runtime: c.Runtime, ID: c.ID, Name: c.Name, Pod: c.Pod, Namespace: c.Namespace, KubeName: c.KubeName}
+				if err := s.enc.WriteContainer(fc); err != nil {
+					return wrap(err)
+				}
+				refs[c.ID] = ref
+			}
+			rec.Container, rec.Monitor = ref, c.Monitor
+		}
+		if err := s.enc.WriteProc(rec); err != nil {
 			return wrap(err)
 		}
 	}

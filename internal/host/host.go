@@ -68,17 +68,24 @@ func StartTicks(tgid uint32) (uint64, bool) {
 	if err != nil {
 		return 0, false
 	}
-	i := bytes.LastIndexByte(b, ')')
+	n, err := ParseStartTicks(b)
+	return n, err == nil
+}
+
+// ParseStartTicks is field 22 of a /proc/PID/stat, the start time in
+// clock ticks, counted after the comm (which may hold spaces and
+// parentheses).
+func ParseStartTicks(stat []byte) (uint64, error) {
+	i := bytes.LastIndexByte(stat, ')')
 	if i < 0 {
-		return 0, false
+		return 0, errors.New("stat: no comm")
 	}
 	// Fields after the comm: state is field 3, starttime field 22.
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) <= 19 {
-		return 0, false
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 20 {
+		return 0, errors.New("stat: too few fields")
 	}
-	n, err := strconv.ParseUint(f[19], 10, 64)
-	return n, err == nil
+	return strconv.ParseUint(f[19], 10, 64)
 }
 
 // StartTimes reads when each process started, to tell pid reuse.

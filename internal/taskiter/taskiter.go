@@ -88,6 +88,15 @@ func Read(ctx context.Context, l *link.Iter, buf []byte, size int, fn func([]byt
 // ReadAgain is Read with again, called before a read is retried after
 // EAGAIN: the program may be waiting for room only the caller can make.
 func ReadAgain(ctx context.Context, l *link.Iter, buf []byte, size int, fn func([]byte) error, again func() error) error {
+	return ReadRecords(ctx, l, buf, size, func([]byte) int { return size }, fn, again)
+}
+
+// ReadRecords is ReadAgain for records of more than one size: each starts
+// with a header of hdr bytes, from which size tells the record's whole
+// size (a fixed-size record, and the one that follows it when its header
+// says so: a program writes both in one visit, and the kernel keeps or
+// drops a visit's output whole).
+func ReadRecords(ctx context.Context, l *link.Iter, buf []byte, hdr int, size func(hdr []byte) int, fn func([]byte) error, again func() error) error {
 	r, err := l.Open()
 	if err != nil {
 		return fmt.Errorf("opening iterator: %w", err)
@@ -106,11 +115,15 @@ func ReadAgain(ctx context.Context, l *link.Iter, buf []byte, size int, fn func(
 			if len(pending) > 0 {
 				data = append(pending, data...)
 			}
-			for len(data) >= size {
-				if err := fn(data[:size]); err != nil {
+			for len(data) >= hdr {
+				n := size(data[:hdr])
+				if len(data) < n {
+					break
+				}
+				if err := fn(data[:n]); err != nil {
 					return err
 				}
-				data = data[size:]
+				data = data[n:]
 			}
 			pending = append(pending[:0], data...)
 		}
