@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/pipesnap/pipesnap/format"
 	"github.com/pipesnap/pipesnap/internal/dumpstream"
@@ -35,6 +36,13 @@ type Options struct {
 	ExcludeIno  uint64 // a pipe left out with a note: the snapshot's own output
 	MaxAttempts int    // copies of a pipe before it is marked torn; 0 means 4
 	Freeze      bool   // stop the processes (SIGSTOP) for the walk: a consistent cut
+	// Skip is the process left out instead of pipesnap itself: the
+	// client a resident serve dumps for, so that the serve is seen as the
+	// client's own walk would see it (0: pipesnap itself).
+	Skip uint32
+	// BTF is the kernel's BTF as another load of this process decoded
+	// it (pipestate's, for the waits); nil: decoded for this dump.
+	BTF *btf.Cache
 	// Waits, when set, are written after the tasks: who waited on what
 	// (a live sample taken just before the walk).
 	Waits *dumpstream.Waits
@@ -54,14 +62,33 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg := newIterConfig(targets, opts.MaxAttempts)
+	cfg.btf = opts.BTF
+	it, err := loadIter(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	if err := it.objs.SkipTgid.Set(opts.Skip); err != nil {
+		return nil, fmt.Errorf("setting the process to leave out: %w", err)
+	}
+	tr, err := it.calibrate(uint32(os.Getpagesize()))
+	if err != nil {
+		return nil, err
+	}
+	return it.dumpTo(ctx, w, opts, targets, tr)
+}
+
+// newIterConfig is what a dump loads the programs with: the tgids to
+// walk (none: every task) and the attempts at a moving pipe (0: 4).
+func newIterConfig(targets []uint32, attempts int) iterConfig {
 	pageSize := uint32(os.Getpagesize())
-	attempts := opts.MaxAttempts
 	if attempts <= 0 {
 		attempts = 4
 	}
 	tries := uint32(min(attempts, 8))
 	slots := scratchSlots(pageSize, tries)
-	it, err := loadIter(iterConfig{
+	return iterConfig{
 		selfTgid:     uint32(os.Getpid()),
 		targets:      targets,
 		pageSize:     pageSize,
@@ -69,16 +96,13 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 		maxAttempts:  tries,
 		ringBytes:    ringBytes(slots, pageSize, tries),
 		copyData:     true,
-	})
-	if err != nil {
-		return nil, err
 	}
-	defer it.Close()
+}
 
-	tr, err := it.calibrate(pageSize)
-	if err != nil {
-		return nil, err
-	}
+// dumpTo runs one dump of targets with the programs loaded and their
+// translation tr verified and set.
+func (it *pipeIter) dumpTo(ctx context.Context, w io.Writer, opts Options, targets []uint32, tr translation) (*Report, error) {
+	pageSize := uint32(os.Getpagesize())
 	s, err := dumpstream.New(w, opts.Freeze, tr.source)
 	if err != nil {
 		return nil, err
@@ -99,6 +123,7 @@ func Dump(ctx context.Context, w io.Writer, opts Options) (*Report, error) {
 		starts:   host.StartTimes(targets),
 	}
 	it.taken = s.HasPipe
+	defer func() { it.taken = nil }()
 	if err := it.newRun(); err != nil {
 		return nil, err
 	}

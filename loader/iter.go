@@ -50,6 +50,7 @@ type iterConfig struct {
 	maxAttempts  uint32
 	ringBytes    uint32 // power of two, a multiple of the page size
 	copyData     bool
+	btf          *btf.Cache // the kernel's BTF, shared with another load; nil: one of its own
 }
 
 // pipeIter owns everything pipesnap puts in the kernel: the programs and
@@ -92,7 +93,10 @@ type recordReader interface {
 }
 
 func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
-	it := &pipeIter{seq: make([]byte, 64<<10), btf: btf.NewCache()}
+	it := &pipeIter{seq: make([]byte, 64<<10), btf: cfg.btf}
+	if it.btf == nil {
+		it.btf = btf.NewCache()
+	}
 	spec := func(f bpfload.Features) (*ebpf.CollectionSpec, map[string]any, error) {
 		c := cfg
 		load := loadPipes
@@ -234,6 +238,19 @@ func (it *pipeIter) dropOrphans() error {
 		if err := it.orphan(ino); err != nil {
 			return err
 		}
+	}
+}
+
+// drain empties the ring and the arena of what an earlier dump left
+// (one that stopped half-way): a new dump starts from an empty ring.
+func (it *pipeIter) drain() error {
+	for {
+		raw, err := it.peekRing()
+		if err != nil || raw == nil {
+			it.arena = it.arena[:0]
+			return err
+		}
+		it.drop()
 	}
 }
 

@@ -45,6 +45,7 @@ const (
 	pipesNoLoopVarRunGen              = "run_gen"
 	pipesNoLoopVarScratchSlots        = "scratch_slots"
 	pipesNoLoopVarSelfTgid            = "self_tgid"
+	pipesNoLoopVarSkipTgid            = "skip_tgid"
 	pipesNoLoopVarUnusedCgCtl         = "unused_cg_ctl"
 	pipesNoLoopVarUnusedCgFlags       = "unused_cg_flags"
 	pipesNoLoopVarUnusedCgHier        = "unused_cg_hier"
@@ -145,6 +146,7 @@ type pipesNoLoopVariableSpecs struct {
 	RunGen              *ebpf.VariableSpec `ebpf:"run_gen"`
 	ScratchSlots        *ebpf.VariableSpec `ebpf:"scratch_slots"`
 	SelfTgid            *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SkipTgid            *ebpf.VariableSpec `ebpf:"skip_tgid"`
 	UnusedCgCtl         *ebpf.VariableSpec `ebpf:"unused_cg_ctl"`
 	UnusedCgFlags       *ebpf.VariableSpec `ebpf:"unused_cg_flags"`
 	UnusedCgHier        *ebpf.VariableSpec `ebpf:"unused_cg_hier"`
@@ -228,6 +230,7 @@ type pipesNoLoopVariables struct {
 	RunGen              *ebpf.Variable `ebpf:"run_gen"`
 	ScratchSlots        *ebpf.Variable `ebpf:"scratch_slots"`
 	SelfTgid            *ebpf.Variable `ebpf:"self_tgid"`
+	SkipTgid            *ebpf.Variable `ebpf:"skip_tgid"`
 	UnusedCgCtl         *ebpf.Variable `ebpf:"unused_cg_ctl"`
 	UnusedCgFlags       *ebpf.Variable `ebpf:"unused_cg_flags"`
 	UnusedCgHier        *ebpf.Variable `ebpf:"unused_cg_hier"`

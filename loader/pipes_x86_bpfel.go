@@ -224,6 +224,7 @@ const (
 	pipesVarRunGen              = "run_gen"
 	pipesVarScratchSlots        = "scratch_slots"
 	pipesVarSelfTgid            = "self_tgid"
+	pipesVarSkipTgid            = "skip_tgid"
 	pipesVarUnusedCgCtl         = "unused_cg_ctl"
 	pipesVarUnusedCgFlags       = "unused_cg_flags"
 	pipesVarUnusedCgHier        = "unused_cg_hier"
@@ -324,6 +325,7 @@ type pipesVariableSpecs struct {
 	RunGen              *ebpf.VariableSpec `ebpf:"run_gen"`
 	ScratchSlots        *ebpf.VariableSpec `ebpf:"scratch_slots"`
 	SelfTgid            *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SkipTgid            *ebpf.VariableSpec `ebpf:"skip_tgid"`
 	UnusedCgCtl         *ebpf.VariableSpec `ebpf:"unused_cg_ctl"`
 	UnusedCgFlags       *ebpf.VariableSpec `ebpf:"unused_cg_flags"`
 	UnusedCgHier        *ebpf.VariableSpec `ebpf:"unused_cg_hier"`
@@ -407,6 +409,7 @@ type pipesVariables struct {
 	RunGen              *ebpf.Variable `ebpf:"run_gen"`
 	ScratchSlots        *ebpf.Variable `ebpf:"scratch_slots"`
 	SelfTgid            *ebpf.Variable `ebpf:"self_tgid"`
+	SkipTgid            *ebpf.Variable `ebpf:"skip_tgid"`
 	UnusedCgCtl         *ebpf.Variable `ebpf:"unused_cg_ctl"`
 	UnusedCgFlags       *ebpf.Variable `ebpf:"unused_cg_flags"`
 	UnusedCgHier        *ebpf.Variable `ebpf:"unused_cg_hier"`

@@ -245,6 +245,7 @@ const (
 	pipestateVarMaxAttempts      = "max_attempts"
 	pipestateVarMaxThreads       = "max_threads"
 	pipestateVarSelfTgid         = "self_tgid"
+	pipestateVarSkipTgid         = "skip_tgid"
 	pipestateVarUnusedCgCtl      = "unused_cg_ctl"
 	pipestateVarUnusedCgFlags    = "unused_cg_flags"
 	pipestateVarUnusedCgHier     = "unused_cg_hier"
@@ -342,6 +343,7 @@ type pipestateVariableSpecs struct {
 	MaxAttempts      *ebpf.VariableSpec `ebpf:"max_attempts"`
 	MaxThreads       *ebpf.VariableSpec `ebpf:"max_threads"`
 	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SkipTgid         *ebpf.VariableSpec `ebpf:"skip_tgid"`
 	UnusedCgCtl      *ebpf.VariableSpec `ebpf:"unused_cg_ctl"`
 	UnusedCgFlags    *ebpf.VariableSpec `ebpf:"unused_cg_flags"`
 	UnusedCgHier     *ebpf.VariableSpec `ebpf:"unused_cg_hier"`
@@ -424,6 +426,7 @@ type pipestateVariables struct {
 	MaxAttempts      *ebpf.Variable `ebpf:"max_attempts"`
 	MaxThreads       *ebpf.Variable `ebpf:"max_threads"`
 	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
+	SkipTgid         *ebpf.Variable `ebpf:"skip_tgid"`
 	UnusedCgCtl      *ebpf.Variable `ebpf:"unused_cg_ctl"`
 	UnusedCgFlags    *ebpf.Variable `ebpf:"unused_cg_flags"`
 	UnusedCgHier     *ebpf.Variable `ebpf:"unused_cg_hier"`

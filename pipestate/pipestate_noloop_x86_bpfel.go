@@ -36,6 +36,7 @@ const (
 	pipestateNoLoopVarMaxAttempts      = "max_attempts"
 	pipestateNoLoopVarMaxThreads       = "max_threads"
 	pipestateNoLoopVarSelfTgid         = "self_tgid"
+	pipestateNoLoopVarSkipTgid         = "skip_tgid"
 	pipestateNoLoopVarUnusedCgCtl      = "unused_cg_ctl"
 	pipestateNoLoopVarUnusedCgFlags    = "unused_cg_flags"
 	pipestateNoLoopVarUnusedCgHier     = "unused_cg_hier"
@@ -133,6 +134,7 @@ type pipestateNoLoopVariableSpecs struct {
 	MaxAttempts      *ebpf.VariableSpec `ebpf:"max_attempts"`
 	MaxThreads       *ebpf.VariableSpec `ebpf:"max_threads"`
 	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SkipTgid         *ebpf.VariableSpec `ebpf:"skip_tgid"`
 	UnusedCgCtl      *ebpf.VariableSpec `ebpf:"unused_cg_ctl"`
 	UnusedCgFlags    *ebpf.VariableSpec `ebpf:"unused_cg_flags"`
 	UnusedCgHier     *ebpf.VariableSpec `ebpf:"unused_cg_hier"`
@@ -215,6 +217,7 @@ type pipestateNoLoopVariables struct {
 	MaxAttempts      *ebpf.Variable `ebpf:"max_attempts"`
 	MaxThreads       *ebpf.Variable `ebpf:"max_threads"`
 	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
+	SkipTgid         *ebpf.Variable `ebpf:"skip_tgid"`
 	UnusedCgCtl      *ebpf.Variable `ebpf:"unused_cg_ctl"`
 	UnusedCgFlags    *ebpf.Variable `ebpf:"unused_cg_flags"`
 	UnusedCgHier     *ebpf.Variable `ebpf:"unused_cg_hier"`

@@ -16,6 +16,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -40,6 +41,31 @@ type Options struct {
 	// MaxThreads bounds the threads of one process compared with a
 	// pipe's waiters; 0 means 4096.
 	MaxThreads int
+	// Skip is the process left out instead of pipesnap itself: the
+	// client a resident serve walks for, so that the serve is seen as the
+	// client's own walk would see it (0: pipesnap itself).
+	Skip uint32
+	// BTF is the kernel's BTF, to share its decoding with another load
+	// of this process (a dump's); nil: decoded for this sampler.
+	BTF *btf.Cache
+}
+
+// Scope is the processes a walk takes, resolved once: their start times
+// tell a requested process from a later one given its pid.
+type Scope struct {
+	targets []uint32
+	starts  map[uint32]uint64
+	skip    uint32
+}
+
+// NewScope checks what a walk of opts needs (Preflight) and resolves its
+// processes.
+func NewScope(opts Options) (Scope, error) {
+	targets, err := Preflight(opts)
+	if err != nil {
+		return Scope{}, err
+	}
+	return Scope{targets: targets, starts: host.StartTimes(targets), skip: opts.Skip}, nil
 }
 
 // Sampler owns what it puts in the kernel: the program, its maps, and
@@ -69,7 +95,7 @@ var recSize = int(unsafe.Sizeof(pipestatePstFd{}))
 
 // Open checks privileges and BTF, loads the program and attaches it.
 func Open(opts Options) (_ *Sampler, err error) {
-	targets, err := Preflight(opts)
+	scope, err := NewScope(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -90,12 +116,10 @@ func Open(opts Options) (_ *Sampler, err error) {
 		}, err
 	}
 	s := &Sampler{
-		targets:  targets,
-		starts:   host.StartTimes(targets),
 		pageSize: uint64(os.Getpagesize()),
 		seq:      make([]byte, 64<<10),
 	}
-	if s.features, err = bpfload.Load(spec, &s.objs, nil); err != nil {
+	if s.features, err = bpfload.Load(spec, &s.objs, opts.BTF); err != nil {
 		return nil, fmt.Errorf("loading BPF program: %w", err)
 	}
 	defer func() {
@@ -103,13 +127,8 @@ func Open(opts Options) (_ *Sampler, err error) {
 			s.Close()
 		}
 	}()
-	for _, tgid := range targets {
-		if err := s.objs.Targets.Put(tgid, uint8(1)); err != nil {
-			return nil, fmt.Errorf("adding pid %d to the target map: %w", tgid, err)
-		}
-	}
-	if err := s.objs.FilterTgids.Set(len(targets) > 0); err != nil {
-		return nil, fmt.Errorf("setting the target filter: %w", err)
+	if err := s.SetScope(scope); err != nil {
+		return nil, err
 	}
 	if s.all, err = link.AttachIter(link.IterOptions{Program: s.objs.PipeState}); err != nil {
 		return nil, fmt.Errorf("attaching iterator: %w", host.ExplainPermission(err))
@@ -118,6 +137,31 @@ func Open(opts Options) (_ *Sampler, err error) {
 		return nil, fmt.Errorf("attaching task iterator: %w", host.ExplainPermission(err))
 	}
 	return s, nil
+}
+
+// SetScope has the following walks take the processes of sc: a resident
+// serve walks for one client after another with one program.
+func (s *Sampler) SetScope(sc Scope) error {
+	for _, tgid := range s.targets {
+		if err := s.objs.Targets.Delete(tgid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("removing pid %d from the target map: %w", tgid, err)
+		}
+	}
+	s.targets, s.starts = nil, nil
+	for _, tgid := range sc.targets {
+		if err := s.objs.Targets.Put(tgid, uint8(1)); err != nil {
+			return fmt.Errorf("adding pid %d to the target map: %w", tgid, err)
+		}
+		s.targets = append(s.targets, tgid)
+	}
+	s.starts = sc.starts
+	if err := s.objs.FilterTgids.Set(len(sc.targets) > 0); err != nil {
+		return fmt.Errorf("setting the target filter: %w", err)
+	}
+	if err := s.objs.SkipTgid.Set(sc.skip); err != nil {
+		return fmt.Errorf("setting the process to leave out: %w", err)
+	}
+	return nil
 }
 
 // Close releases the program, its maps and links.
@@ -151,8 +195,12 @@ func (s *Sampler) Sample(ctx context.Context) (*pipemodel.Sample, error) {
 	if err != nil || s.wake != wakeUnread || !unexplained(out) {
 		return out, err
 	}
-	s.kallsymsReads++
-	w := readWakeFuncs()
+	w, cached := loadWakeCache()
+	if !cached {
+		s.kallsymsReads++
+		w = readWakeFuncs()
+		storeWakeCache(w)
+	}
 	if w == (wakeFuncs{}) {
 		s.wake = wakeUnavailable
 		return out, nil

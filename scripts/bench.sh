@@ -19,6 +19,7 @@
 #                          snapshot the restore cases read are written
 #   BENCH_OUT=FILE         where the results go
 #   BENCH_NO_PIPELINE=1    skip the seq | gzip | sleep case
+#   BENCH_SCALE=100000     empty pipes of the scale case (0: none; quick: 2000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}

@@ -49,7 +49,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Configuration, fixed at load time. */
 const volatile __u32 self_tgid = 0;	/* pipesnap itself: never dumped */
-const volatile bool filter_tgids = false;	/* only tgids in the targets map */
 const volatile __u32 page_size = 4096;
 const volatile __u32 scratch_slots = 256;	/* max buffers copied per pipe */
 const volatile __u32 max_attempts = 4;	/* copies of a pipe before it is torn */
@@ -63,6 +62,16 @@ __u64 vmemmap_start = 0;
 __u64 vmemmap_span = 0;
 __u64 direct_start = 0;
 __u64 direct_span = 0;
+
+/*
+ * Per dump, set from Go before the walk (ordinary globals: a resident
+ * serve loads once and dumps many times): only the tgids in the targets
+ * map; and skip_tgid, the process left out instead of pipesnap itself
+ * (a resident serve's client: the serve is then walked like any other
+ * process, as the client's own walk would; 0: pipesnap itself).
+ */
+bool filter_tgids = false;
+__u32 skip_tgid = 0;
 
 /* Per run: seen[ino] == run_gen marks a pipe already copied this run. */
 __u32 run_gen = 0;
@@ -509,7 +518,7 @@ int dump_pipes(struct bpf_iter__task_file *ctx)
 		if (tgid != self_tgid)
 			return 0;
 	} else {
-		if (tgid == self_tgid)
+		if (tgid == (skip_tgid ? skip_tgid : self_tgid))
 			return 0;
 		if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
 			return 0;

@@ -65,9 +65,13 @@ __u64 wake_ep_autoremove = 0;
  * only the tgids in targets, only the inodes in inos (the walk that finds
  * who holds the other end of a walked pipe), and the walk's number, which
  * the fd walk writes into seen for every process it reports so that the
- * task walk reports those processes' threads and no others.
+ * task walk reports those processes' threads and no others. skip_tgid
+ * is the process left out instead of pipesnap itself (a resident serve's
+ * client: the serve is then walked like any other process, as the
+ * client's own walk would; 0: pipesnap itself).
  */
 bool filter_tgids = false;
+__u32 skip_tgid = 0;
 bool filter_inos = false;
 __u32 walk_gen = 0;
 
@@ -569,7 +573,7 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 		return 0;
 	level = reader_level();
 	tgid = ns_tgid(task, level);
-	if (tgid == self_tgid)
+	if (tgid == (skip_tgid ? skip_tgid : self_tgid))
 		return 0;
 	if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
 		return 0;
@@ -755,7 +759,7 @@ int task_state(struct bpf_iter__task *ctx)
 		return 0;
 	level = reader_level();
 	tgid = ns_tgid(t, level);
-	if (tgid == self_tgid)
+	if (tgid == (skip_tgid ? skip_tgid : self_tgid))
 		return 0;
 	if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
 		return 0;

@@ -63,12 +63,16 @@ summary), findings (kind, category stall/idle/warning, ino, bytes,
 capacity, readers, writers, waiting and other_end and culprits as tasks
 with pid, tid, comm, end, via, epoll_fd, fds, state, wait_ns, wchan,
 stack, threads, blocked_on, outside; for_ns, for, message), moving,
-considered, left_out and min_wait_ns.`,
+considered, left_out and min_wait_ns.
+
+` + residentHelp + `
+A FILE is read by this process.`,
 		Flags: append(scopeFlags(),
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object instead of text"},
 			&cli.DurationFlag{Name: "settle", Value: 500 * time.Millisecond, Usage: "walk again after `DURATION` and leave out what moved (0: one walk)"},
 			&cli.DurationFlag{Name: "min-wait", Value: diagnose.DefaultMinWait, Usage: "a wait is a stall once it has lasted `DURATION`"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "also list the idle waits that are not stalls"},
+			directFlag(),
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -88,7 +92,7 @@ considered, left_out and min_wait_ns.`,
 					return err
 				}
 			} else {
-				s, err := openSampler(c, "diagnose", false)
+				s, err := openSampler(c, "diagnose", false, true)
 				if err != nil {
 					return err
 				}

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
@@ -23,7 +24,9 @@ import (
 	"github.com/pipesnap/pipesnap/internal/termsafe"
 	"github.com/pipesnap/pipesnap/loader"
 	"github.com/pipesnap/pipesnap/output"
+	"github.com/pipesnap/pipesnap/pipemodel"
 	"github.com/pipesnap/pipesnap/pipestate"
+	"github.com/pipesnap/pipesnap/resident"
 	"github.com/pipesnap/pipesnap/teecap"
 )
 
@@ -35,6 +38,7 @@ type dumpConfig struct {
 	force  bool
 	freeze bool
 	method string
+	direct bool // never ask a resident serve
 	// allowForeign names the output that may be another user's FIFO or
 	// character device (it must be the -o FILE).
 	allowForeign string
@@ -79,7 +83,12 @@ user's would hand that user the snapshot, so it is refused, with status
 1 and nothing written, unless --allow-foreign-output names it (the same
 path as -o). A block device, a socket or a directory is refused, and so
 is a symbolic link to anything but a character device or FIFO.
-With --freeze, a process to stop must not read the output pipe or FIFO.`,
+With --freeze, a process to stop must not read the output pipe or FIFO.
+
+` + residentHelp + `
+
+Through the serve, it writes the stream and this process the file: the
+output rules above are this process's. --method tee never asks it.`,
 		Flags: append([]cli.Flag{
 			pidFlag("dump the pipes of process `PID` (repeat, or list them: 1,2 or \"1 2\")"),
 			&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "dump every process's pipes (except pipesnap's own)"},
@@ -88,6 +97,7 @@ With --freeze, a process to stop must not read the output pipe or FIFO.`,
 			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "replace FILE if it is an existing regular file"},
 			&cli.StringFlag{Name: "method", Value: "auto", Usage: "`METHOD` of capture: bpf (kernel iterator), tee (user space: pidfd_getfd + tee(2); sees no buffer offsets, ring or counts), or auto (bpf, falling back to tee when BPF is unavailable)"},
 			&cli.BoolFlag{Name: "freeze", Usage: "stop the processes during the kernel walk for a consistent cut (cgroup freezer, or SIGSTOP); they are resumed before the output is written, and on every way out, even if pipesnap is killed"},
+			directFlag(),
 			&cli.StringFlag{Name: "allow-foreign-output", Usage: "let the snapshot go to `FILE`, the -o FILE, even though it is a FIFO or character device (or a link to one) owned by a user other than root or the one running pipesnap"},
 		}, containerFlags()...),
 		OnUsageError: onUsageError,
@@ -107,7 +117,7 @@ With --freeze, a process to stop must not read the output pipe or FIFO.`,
 					return err
 				}
 			}
-			cfg := dumpConfig{pids: sel.pids, all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force"), freeze: c.Bool("freeze"), method: c.String("method"), allowForeign: c.String("allow-foreign-output"), procRoot: sel.procRoot}
+			cfg := dumpConfig{pids: sel.pids, all: c.Bool("all"), output: c.String("output"), strict: c.Bool("strict"), force: c.Bool("force"), freeze: c.Bool("freeze"), method: c.String("method"), allowForeign: c.String("allow-foreign-output"), procRoot: sel.procRoot, direct: c.Bool("direct")}
 			switch {
 			case cfg.all && len(cfg.pids) > 0:
 				return usagef("dump: --pid and --all exclude each other: give one")
@@ -137,10 +147,41 @@ func runDump(cfg dumpConfig) error {
 	if err != nil {
 		return dumpError(err)
 	}
-	opts.Waits = waitsOf(ctx, cfg)
+	// A resident serve has the programs loaded: it writes the same
+	// stream without a load of this process's own.
+	var rc *resident.Client
+	if method == "bpf" && !cfg.direct {
+		rc = dialResident()
+	}
+	if rc != nil {
+		defer rc.Close()
+	} else {
+		// One decoding of the kernel's BTF for both loads.
+		opts.BTF = btf.NewCache()
+		opts.Waits = waitsOf(ctx, cfg, opts.BTF)
+	}
 	var report *loader.Report
 	write := func(w io.Writer) error {
 		var err error
+		if method == "bpf" && rc != nil {
+			cw := &countingWriter{w: w}
+			res, err := rc.Dump(ctx, cw, resident.Request{PIDs: cfg.pids, All: cfg.all, ExcludeIno: opts.ExcludeIno, Freeze: cfg.freeze, ProcRoot: cfg.procRoot})
+			if err == nil {
+				for _, w := range res.Warnings {
+					fmt.Fprintf(os.Stderr, "pipesnap: note: %s\n", termsafe.String(w))
+				}
+				report = res.Report
+				return nil
+			}
+			if cw.n > 0 || ctx.Err() != nil || errors.Is(err, loader.ErrNoProcess) {
+				return err
+			}
+			// Nothing written (the serve could not start the dump): the
+			// direct path may still take it.
+			rc = nil
+			opts.BTF = btf.NewCache()
+			opts.Waits = waitsOf(ctx, cfg, opts.BTF)
+		}
 		if method == "bpf" {
 			cw := &countingWriter{w: w}
 			report, err = loader.Dump(ctx, cw, opts)
@@ -200,22 +241,33 @@ func runDump(cfg dumpConfig) error {
 // processes' containers, just before the capture, for the snapshot to
 // record (diagnose FILE reads it): nil, and a note, when the pipe-state
 // walk cannot run.
-func waitsOf(ctx context.Context, cfg dumpConfig) *dumpstream.Waits {
-	s, err := pipestate.Open(pipestate.Options{PIDs: cfg.pids, All: cfg.all})
+func waitsOf(ctx context.Context, cfg dumpConfig, kernel *btf.Cache) *dumpstream.Waits {
+	w, err := sampleWaits(ctx, cfg.procRoot, func() (*pipemodel.Sample, error) {
+		s, err := pipestate.Open(pipestate.Options{PIDs: cfg.pids, All: cfg.all, BTF: kernel})
+		if err != nil {
+			return nil, err
+		}
+		defer s.Close()
+		return s.Sample(ctx)
+	})
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "pipesnap: note: who waits on what is not recorded: %v\n", err)
-		return nil
+		fmt.Fprintf(os.Stderr, "pipesnap: note: %v\n", err)
 	}
-	defer s.Close()
-	smp, err := s.Sample(ctx)
+	return w
+}
+
+// sampleWaits makes the waits of a dump from a sample, with the
+// containers of its processes (procRoot: --host-proc), or says why they
+// are not recorded.
+func sampleWaits(ctx context.Context, procRoot string, sample func() (*pipemodel.Sample, error)) (*dumpstream.Waits, error) {
+	smp, err := sample()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "pipesnap: note: who waits on what is not recorded: %v\n", err)
-		return nil
+		return nil, fmt.Errorf("who waits on what is not recorded: %w", err)
 	}
-	r := newResolver(cfg.procRoot)
+	r := newResolver(procRoot)
 	defer r.Close()
-	container.Annotate(ctx, smp, r, cfg.procRoot)
-	return &dumpstream.Waits{Sample: smp, Wchan: diagnose.Procfs{}.Wchan}
+	container.Annotate(ctx, smp, r, procRoot)
+	return &dumpstream.Waits{Sample: smp, Wchan: diagnose.Procfs{}.Wchan}, nil
 }
 
 // chooseMethod checks what the method needs and, for auto, picks bpf

@@ -80,13 +80,16 @@ wait_ns, outside], waiters [queue, kind (blocked, poll, epoll, other),
 pid, tid, comm, state, sleeping, events, epoll_fd, target_fd, wait_ns,
 outside]), procs (pid, comm, state, threads, idle_ns, idle_known, tasks
 [tid, state, idle_ns]), gone (requested pids that exited) and open_waits
-(pid, tid, comm, state, end, ino, path, wait_ns, readers, writers).`,
+(pid, tid, comm, state, end, ino, path, wait_ns, readers, writers).
+
+` + residentHelp,
 		Flags: append(scopeFlags(),
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object instead of the table"},
+			directFlag(),
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			s, err := openSampler(c, "ls", false)
+			s, err := openSampler(c, "ls", false, true)
 			if err != nil {
 				return err
 			}

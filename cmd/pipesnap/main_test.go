@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pipesnap/pipesnap/internal/pipetest"
+	"github.com/pipesnap/pipesnap/resident"
 )
 
 var pipesnapBin string
@@ -33,6 +34,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	pipesnapBin = filepath.Join(dir, "pipesnap")
+	// No test meets a resident serve it did not start (another test's, or
+	// one running on the machine): the ones that want it name theirs.
+	os.Setenv(resident.EnvSocket, resident.Off)
 	out, err := exec.Command("go", "build", "-o", pipesnapBin, ".").CombinedOutput()
 	if err != nil {
 		os.Stderr.Write(out)

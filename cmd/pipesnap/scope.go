@@ -12,6 +12,7 @@ import (
 	"github.com/pipesnap/pipesnap/container"
 	"github.com/pipesnap/pipesnap/pipemodel"
 	"github.com/pipesnap/pipesnap/pipestate"
+	"github.com/pipesnap/pipesnap/resident"
 )
 
 // scopeFlags choose the processes of ls, diagnose, watch and serve.
@@ -96,7 +97,7 @@ const followEvery = 2 * time.Second
 
 // sampler walks the selected processes and names their containers.
 type sampler struct {
-	*pipestate.Sampler
+	walker
 	resolver *container.Resolver
 	procRoot string
 	// With container selectors, a long-running command (watch, serve)
@@ -107,13 +108,20 @@ type sampler struct {
 	selected time.Time
 }
 
+// walker is what walks: a pipe-state program of this process's own
+// (*pipestate.Sampler) or a resident serve's (remoteWalker).
+type walker interface {
+	Sample(ctx context.Context) (*pipemodel.Sample, error)
+	Close() error
+}
+
 // Sample walks once and annotates the processes with their containers
 // and pids in their own pid namespaces.
 func (s *sampler) Sample(ctx context.Context) (*pipemodel.Sample, error) {
 	if err := s.refollow(ctx); err != nil {
 		return nil, err
 	}
-	smp, err := s.Sampler.Sample(ctx)
+	smp, err := s.walker.Sample(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -138,13 +146,55 @@ func (s *sampler) refollow(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.Sampler.Close()
-	s.Sampler, s.pids = next, pids
+	s.walker.Close()
+	s.walker, s.pids = next, pids
 	return nil
 }
 
 func (s *sampler) Close() error {
-	return errors.Join(s.Sampler.Close(), s.resolver.Close())
+	return errors.Join(s.walker.Close(), s.resolver.Close())
+}
+
+// remoteWalker walks with a resident serve's loaded program.
+type remoteWalker struct {
+	c   *resident.Client
+	req resident.Request
+}
+
+func (r *remoteWalker) Sample(ctx context.Context) (*pipemodel.Sample, error) {
+	return r.c.Sample(ctx, r.req)
+}
+
+func (r *remoteWalker) Close() error { return r.c.Close() }
+
+// directFlag makes ls, diagnose and dump take the direct path.
+func directFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "direct", Usage: "load the BPF programs in this process even when a resident pipesnap serve could answer (as " + resident.EnvSocket + "=" + resident.Off + " does)"}
+}
+
+// residentHelp says when ls, diagnose and dump use a resident serve.
+const residentHelp = `When a pipesnap serve runs on this machine it answers on a unix socket
+(` + resident.DefaultSocket + `, or $` + resident.EnvSocket + `), and this command asks
+it first: it has the BPF programs loaded, so the call skips the load,
+most of its time. The answer is the same; the serve answers only a
+caller that could take the direct path itself (in its user, pid and
+mount namespaces, with CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON) on
+Linux 6.5 or later. No socket, a stale one, a serve that declines, or
+--direct (or ` + resident.EnvSocket + `=` + resident.Off + `): the command loads the programs
+itself.`
+
+// dialResident connects to a resident serve; nil: there is none to use,
+// take the direct path.
+func dialResident() *resident.Client {
+	path := resident.SocketPath()
+	if path == "" {
+		return nil
+	}
+	c, err := resident.Dial(path)
+	if err != nil {
+		return nil
+	}
+	return c
 }
 
 func newResolver(procRoot string) *container.Resolver {
@@ -163,9 +213,10 @@ func hostRoot(procRoot string) string {
 }
 
 // openSampler loads the pipe-state program for the processes the flags
-// name; with follow, it follows the processes of the containers they
-// select (see sampler.refollow). The caller closes it.
-func openSampler(c *cli.Context, what string, follow bool) (*sampler, error) {
+// name, or, with useResident and unless --direct, has a resident serve
+// walk them; with follow, it follows the processes of the containers
+// they select (see sampler.refollow). The caller closes it.
+func openSampler(c *cli.Context, what string, follow, useResident bool) (*sampler, error) {
 	sel, err := selectionOf(c, what)
 	if err != nil {
 		return nil, err
@@ -178,12 +229,24 @@ func openSampler(c *cli.Context, what string, follow bool) (*sampler, error) {
 		r.Close()
 		return nil, err
 	}
-	s, err := pipestate.Open(pipestate.Options{PIDs: sel.pids, All: len(sel.pids) == 0})
+	opts := pipestate.Options{PIDs: sel.pids, All: len(sel.pids) == 0}
+	if useResident && !c.Bool("direct") {
+		// What the direct path would refuse is refused here first.
+		if _, err := pipestate.Preflight(opts); err != nil {
+			r.Close()
+			return nil, stateError(what, err)
+		}
+		if rc := dialResident(); rc != nil {
+			w := &remoteWalker{c: rc, req: resident.Request{PIDs: opts.PIDs, All: opts.All}}
+			return &sampler{walker: w, resolver: r, procRoot: sel.procRoot}, nil
+		}
+	}
+	s, err := pipestate.Open(opts)
 	if err != nil {
 		r.Close()
 		return nil, stateError(what, err)
 	}
-	out := &sampler{Sampler: s, resolver: r, procRoot: sel.procRoot, pids: sel.pids, selected: time.Now()}
+	out := &sampler{walker: s, resolver: r, procRoot: sel.procRoot, pids: sel.pids, selected: time.Now()}
 	if follow && !sel.sel.Empty() {
 		out.follow = &sel
 	}

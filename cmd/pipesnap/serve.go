@@ -4,15 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/pipesnap/pipesnap/diagnose"
+	"github.com/pipesnap/pipesnap/loader"
 	"github.com/pipesnap/pipesnap/pipemodel"
+	"github.com/pipesnap/pipesnap/pipestate"
+	"github.com/pipesnap/pipesnap/resident"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -79,6 +84,17 @@ The listening address is printed on stderr once the server is up
 pipe topology: it listens on the loopback only unless told otherwise.
 SIGINT or SIGTERM stops it.
 
+It also answers ls, diagnose and dump of the CLI on this machine on the
+unix socket --socket (default ` + resident.DefaultSocket + `, or $` + resident.EnvSocket + `;
+` + resident.Off + `: none), in a directory of its own user's, mode 0700, the
+socket 0600: with its BPF programs loaded once, those calls skip the
+load. A caller must be able to take the direct path itself: in serve's
+user, pid and mount namespaces, with CAP_SYS_ADMIN, or CAP_BPF and
+CAP_PERFMON, in its effective set (SO_PEERCRED and SO_PEERPIDFD, Linux
+6.5); others are declined, logged, and load the programs themselves. A
+stale socket is replaced; when another serve answers on it, or the
+socket cannot be made, serve says so and serves the metrics alone.
+
 ` + scopeHelp,
 		Flags: append(scopeFlags(),
 			&cli.StringFlag{Name: "listen", Aliases: []string{"l"}, Value: "127.0.0.1:9464", Usage: "serve on `ADDR` (host:port)"},
@@ -86,6 +102,7 @@ SIGINT or SIGTERM stops it.
 			&cli.DurationFlag{Name: "min-wait", Value: diagnose.DefaultMinWait, Usage: "a wait is a stall once it has lasted `DURATION`"},
 			&cli.IntFlag{Name: "max-stuck", Value: 10, Usage: "export pipesnap_stuck_pipeline_seconds for at most `N` stuck pipelines (0: all)"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log as `FORMAT`: text (key=value lines) or json (one object a line), on stderr"},
+			&cli.StringFlag{Name: "socket", Value: resident.DefaultSocket, EnvVars: []string{resident.EnvSocket}, Usage: "answer ls, diagnose and dump of the CLI on the unix socket `PATH` (" + resident.Off + ": none)"},
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -105,13 +122,20 @@ SIGINT or SIGTERM stops it.
 			if _, _, err := net.SplitHostPort(c.String("listen")); err != nil {
 				return usagef("--listen %q: %v", c.String("listen"), err)
 			}
-			s, err := openSampler(c, "serve", true)
+			s, err := openSampler(c, "serve", true, false)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
 			b := readBuildInfo()
-			return runServe(s, c.String("listen"), c.Duration("min-wait"), log,
+			ctx, stop := signalContext()
+			defer stop()
+			if path := c.String("socket"); path != "" && path != resident.Off {
+				done := startResident(ctx, path, log)
+				defer func() { <-done }()
+				defer stop()
+			}
+			return runServe(ctx, s, c.String("listen"), c.Duration("min-wait"), log,
 				metrics.Options{MaxPipes: c.Int("max-pipes"), MaxStuck: c.Int("max-stuck"), Log: log,
 					Build: &metrics.BuildInfo{Version: b.Version, Revision: b.Revision, GoVersion: b.GoVersion}})
 		},
@@ -129,9 +153,7 @@ func newLogger(format string) (*slog.Logger, error) {
 	return nil, usagef("--log-format %q: want text or json", format)
 }
 
-func runServe(s *sampler, addr string, minWait time.Duration, log *slog.Logger, opts metrics.Options) error {
-	ctx, stop := signalContext()
-	defer stop()
+func runServe(ctx context.Context, s *sampler, addr string, minWait time.Duration, log *slog.Logger, opts metrics.Options) error {
 	// Collect is serialized by the collector; the sampler is used by
 	// nothing else.
 	var mu sync.Mutex
@@ -181,4 +203,121 @@ func runServe(s *sampler, addr string, minWait time.Duration, log *slog.Logger, 
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// startResident loads the programs the CLI's calls need and answers them
+// on the socket at path until ctx ends; the channel closes when it has
+// stopped. What fails is logged: the metrics are served regardless.
+func startResident(ctx context.Context, path string, log *slog.Logger) <-chan struct{} {
+	done := make(chan struct{})
+	ln, err := resident.Listen(path)
+	if err != nil {
+		log.Warn("not answering the CLI on a socket", "socket", path, "err", err)
+		close(done)
+		return done
+	}
+	be, err := newResidentBackend()
+	if err != nil {
+		ln.Close()
+		log.Warn("not answering the CLI on a socket", "socket", path, "err", err)
+		close(done)
+		return done
+	}
+	log.Info("answering the CLI", "socket", path)
+	srv := &resident.Server{Backend: be, Log: log}
+	go func() {
+		defer close(done)
+		defer be.Close()
+		if err := srv.Serve(ctx, ln); err != nil {
+			log.Warn("stopped answering the CLI", "socket", path, "err", err)
+		}
+	}()
+	return done
+}
+
+// residentBackend is what serve answers the CLI with: the dump programs
+// and a pipe-state program of its own (the metrics' sampler keeps its
+// scope), each loaded once and used by one call at a time.
+type residentBackend struct {
+	dumps *loader.Resident
+	mu    sync.Mutex // smp
+	smp   *pipestate.Sampler
+}
+
+func newResidentBackend() (*residentBackend, error) {
+	dumps, err := loader.OpenResident()
+	if err != nil {
+		return nil, err
+	}
+	smp, err := pipestate.Open(pipestate.Options{All: true})
+	if err != nil {
+		dumps.Close()
+		return nil, err
+	}
+	return &residentBackend{dumps: dumps, smp: smp}, nil
+}
+
+func (b *residentBackend) Close() error {
+	return errors.Join(b.dumps.Close(), b.smp.Close())
+}
+
+// sessionScope is the processes of a session's samples, resolved at its
+// first (a diagnose walks twice: a pid given out again in between is
+// told from the process it asked for, as in the direct path).
+type sessionScope struct {
+	pids  []int
+	all   bool
+	scope pipestate.Scope
+}
+
+func (b *residentBackend) scope(s *resident.Session, req resident.Request) (pipestate.Scope, error) {
+	if sc, ok := s.Data.(*sessionScope); ok && sc.all == req.All && slices.Equal(sc.pids, req.PIDs) {
+		return sc.scope, nil
+	}
+	scope, err := pipestate.NewScope(pipestate.Options{PIDs: req.PIDs, All: req.All, Skip: uint32(s.Peer.PID)})
+	if err != nil {
+		return scope, err
+	}
+	s.Data = &sessionScope{pids: slices.Clone(req.PIDs), all: req.All, scope: scope}
+	return scope, nil
+}
+
+func (b *residentBackend) sample(ctx context.Context, scope pipestate.Scope) (*pipemodel.Sample, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.smp.SetScope(scope); err != nil {
+		return nil, err
+	}
+	return b.smp.Sample(ctx)
+}
+
+func (b *residentBackend) Sample(ctx context.Context, s *resident.Session, req resident.Request) (*pipemodel.Sample, error) {
+	scope, err := b.scope(s, req)
+	if err != nil {
+		return nil, err
+	}
+	return b.sample(ctx, scope)
+}
+
+// Dump is runDump's dump: the waits first (a live sample), then the copy.
+func (b *residentBackend) Dump(ctx context.Context, w io.Writer, s *resident.Session, req resident.Request) (*resident.DumpResult, error) {
+	opts := loader.Options{PIDs: req.PIDs, All: req.All, Freeze: req.Freeze, ExcludeIno: req.ExcludeIno, Skip: uint32(s.Peer.PID)}
+	res := &resident.DumpResult{}
+	waits, err := sampleWaits(ctx, req.ProcRoot, func() (*pipemodel.Sample, error) {
+		scope, err := pipestate.NewScope(pipestate.Options{PIDs: req.PIDs, All: req.All, Skip: opts.Skip})
+		if err != nil {
+			return nil, err
+		}
+		return b.sample(ctx, scope)
+	})
+	if err != nil {
+		res.Warnings = append(res.Warnings, err.Error())
+	}
+	opts.Waits = waits
+	rep, err := b.dumps.Dump(ctx, w, opts)
+	if err != nil {
+		return nil, err // the client words it, as runDump does
+	}
+	res.Report = rep
+	return res, nil
 }

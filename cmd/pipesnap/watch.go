@@ -55,7 +55,7 @@ out_bytes_per_sec and rate_exact (false: an estimate).
 			if n < 0 {
 				return usagef("--iterations must not be negative")
 			}
-			s, err := openSampler(c, "watch", true)
+			s, err := openSampler(c, "watch", true, false)
 			if err != nil {
 				return err
 			}

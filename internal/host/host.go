@@ -108,7 +108,14 @@ func CanLoadBPF() bool {
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
 		return true
 	}
-	has := func(c int) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	return BPFCaps(uint64(data[1].Effective)<<32 | uint64(data[0].Effective))
+}
+
+// BPFCaps tells whether an effective capability set (CapEff of
+// /proc/PID/status) is what loading pipesnap's programs needs:
+// CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON.
+func BPFCaps(eff uint64) bool {
+	has := func(c int) bool { return eff&(1<<c) != 0 }
 	return has(unix.CAP_SYS_ADMIN) || has(unix.CAP_BPF) && has(unix.CAP_PERFMON)
 }
 

@@ -1,0 +1,162 @@
+package resident
+
+import (
+	"bytes"
+	"context"
+	"encoding/gob"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/pipesnap/pipesnap/pipemodel"
+)
+
+// Client is a session with a resident serve.
+type Client struct {
+	c   *net.UnixConn
+	buf []byte
+}
+
+// handshakeTimeout bounds the wait for the server's yes or no: it comes
+// before any work, so only a server that hangs takes that long.
+const handshakeTimeout = 2 * time.Second
+
+// Dial connects to the server at path and waits for it to take the
+// client. Any error means: take the direct path (a missing or stale
+// socket, a server the client must not trust, a server that declined).
+func Dial(path string) (*Client, error) {
+	// A missing socket costs one failed stat, a stale one a refused
+	// connect: neither waits.
+	if _, err := os.Lstat(path); err != nil {
+		return nil, err
+	}
+	conn, err := net.DialTimeout("unix", path, handshakeTimeout)
+	if err != nil {
+		return nil, err
+	}
+	c := conn.(*net.UnixConn)
+	if err := checkServer(c, path); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%w: %w", ErrDeclined, err)
+	}
+	c.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	typ, payload, err := readFrame(c, nil, maxReq)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%w: reading its answer: %w", ErrDeclined, err)
+	}
+	c.SetReadDeadline(time.Time{})
+	switch typ {
+	case frameAccept:
+		return &Client{c: c}, nil
+	case frameError:
+		c.Close()
+		return nil, fmt.Errorf("%w: %w", ErrDeclined, decodeError(payload))
+	}
+	c.Close()
+	return nil, fmt.Errorf("%w: frame %q where a yes or no was due", ErrDeclined, typ)
+}
+
+// Close ends the session.
+func (c *Client) Close() error { return c.c.Close() }
+
+// send writes a request, with ctx able to end the exchange that follows.
+func (c *Client) send(ctx context.Context, req Request) (stop func() bool, err error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	// A cancelled ctx wakes a blocked read or write.
+	stop = context.AfterFunc(ctx, func() { c.c.SetDeadline(time.Unix(1, 0)) })
+	if err := writeFrame(c.c, frameRequest, b); err != nil {
+		stop()
+		return nil, c.ioError(ctx, err)
+	}
+	return stop, nil
+}
+
+func (c *Client) ioError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("talking to the resident serve: %w", err)
+}
+
+// Dump has the server dump and writes the stream to w as it comes: the
+// bytes the direct path would write. On an error, part of the stream may
+// have been written.
+func (c *Client) Dump(ctx context.Context, w io.Writer, req Request) (*DumpResult, error) {
+	req.Op = OpDump
+	stop, err := c.send(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	for {
+		typ, payload, err := readFrame(c.c, c.buf, maxFrame)
+		if err != nil {
+			return nil, c.ioError(ctx, err)
+		}
+		c.buf = payload[:0]
+		switch typ {
+		case frameData:
+			if _, err := w.Write(payload); err != nil {
+				return nil, err
+			}
+		case frameResult:
+			var res DumpResult
+			if err := json.Unmarshal(payload, &res); err != nil {
+				return nil, fmt.Errorf("reading the dump's report: %w", err)
+			}
+			if res.Report == nil {
+				return nil, errors.New("the resident serve sent no report")
+			}
+			return &res, nil
+		case frameError:
+			return nil, decodeError(payload)
+		default:
+			return nil, fmt.Errorf("frame %q in a dump", typ)
+		}
+	}
+}
+
+// Sample has the server walk the pipes once.
+func (c *Client) Sample(ctx context.Context, req Request) (*pipemodel.Sample, error) {
+	req.Op = OpSample
+	stop, err := c.send(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	typ, payload, err := readFrame(c.c, c.buf, maxFrame)
+	if err != nil {
+		return nil, c.ioError(ctx, err)
+	}
+	c.buf = payload[:0]
+	switch typ {
+	case frameSample:
+		var smp pipemodel.Sample
+		if err := gob.NewDecoder(bytes.NewReader(payload)).Decode(&smp); err != nil {
+			return nil, fmt.Errorf("reading the sample: %w", err)
+		}
+		if smp.Procs == nil { // gob leaves an empty map out
+			smp.Procs = map[uint32]*pipemodel.Proc{}
+		}
+		return &smp, nil
+	case frameError:
+		return nil, decodeError(payload)
+	}
+	return nil, fmt.Errorf("frame %q where a sample was due", typ)
+}
+
+func decodeError(payload []byte) error {
+	var e Error
+	if err := json.Unmarshal(payload, &e); err != nil {
+		return fmt.Errorf("an error the resident serve sent, unreadable: %w", err)
+	}
+	return &e
+}
