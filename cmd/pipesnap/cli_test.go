@@ -57,6 +57,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"ls", "--pid", "1,x"}, 2, `"x" is not a process id`},
 		{[]string{"diagnose", "--settle", "abc"}, 2, `--settle "abc": not a duration: want a number with a unit, e.g. 500ms, 2s or 1m`},
 		{[]string{"watch", "--iterations", "x"}, 2, `--iterations "x": not a whole number`},
+		{[]string{"ls", "--host-proc", "/tmp"}, 2, `--host-proc /tmp is not a proc filesystem`},
+		{[]string{"dump", "--host-proc", "/etc", "--all", "-o", "/dev/null"}, 2, `--host-proc /etc is not a proc filesystem`},
 		{[]string{"ls", "--all", "--pid", "1"}, 2, "--pid and --all exclude each other"},
 		{[]string{"restore", "A.snap", "wc", "-c"}, 2, "if it is CMD's, put CMD after --"},
 		{[]string{"ls", "--nope"}, 2, "pipesnap ls has no flag -nope"},

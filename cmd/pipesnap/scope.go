@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pipesnap/pipesnap/container"
+	"github.com/pipesnap/pipesnap/internal/host"
 	"github.com/pipesnap/pipesnap/pipemodel"
 	"github.com/pipesnap/pipesnap/pipestate"
 	"github.com/pipesnap/pipesnap/resident"
@@ -62,6 +63,9 @@ func selectionOf(c *cli.Context, what string) (selection, error) {
 		sel: container.Selector{Container: c.String("container"), Pod: c.String("pod"), Namespace: c.String("namespace"), Cgroup: c.String("cgroup")}}
 	if s.all && (len(s.pids) > 0 || !s.sel.Empty()) {
 		return s, usagef("%s: --pid and --all exclude each other (and --all the container selectors): give one", what)
+	}
+	if s.procRoot != "" && !host.IsProcfs(s.procRoot) {
+		return s, usagef("--host-proc %s is not a proc filesystem: give the host's /proc as mounted here (e.g. /host/proc)", s.procRoot)
 	}
 	return s, nil
 }

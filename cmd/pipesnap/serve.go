@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pipesnap/pipesnap/diagnose"
+	"github.com/pipesnap/pipesnap/internal/host"
 	"github.com/pipesnap/pipesnap/loader"
 	"github.com/pipesnap/pipesnap/pipemodel"
 	"github.com/pipesnap/pipesnap/pipestate"
@@ -302,6 +303,11 @@ func (b *residentBackend) Sample(ctx context.Context, s *resident.Session, req r
 // Dump is runDump's dump: the waits first (a live sample), then the copy.
 func (b *residentBackend) Dump(ctx context.Context, w io.Writer, s *resident.Session, req resident.Request) (*resident.DumpResult, error) {
 	opts := loader.Options{PIDs: req.PIDs, All: req.All, Freeze: req.Freeze, ExcludeIno: req.ExcludeIno, Skip: uint32(s.Peer.PID)}
+	if req.ProcRoot != "" && !host.IsProcfs(req.ProcRoot) {
+		// The serve reads it as root: only a proc filesystem, never a
+		// directory of the client's making.
+		return nil, fmt.Errorf("%s is not a proc filesystem", req.ProcRoot)
+	}
 	res := &resident.DumpResult{}
 	waits, err := sampleWaits(ctx, req.ProcRoot, func() (*pipemodel.Sample, error) {
 		scope, err := pipestate.NewScope(pipestate.Options{PIDs: req.PIDs, All: req.All, Skip: opts.Skip})

@@ -88,6 +88,14 @@ func ParseStartTicks(stat []byte) (uint64, error) {
 	return strconv.ParseUint(f[19], 10, 64)
 }
 
+// IsProcfs tells whether dir is the root of a proc filesystem (a
+// host's /proc mounted elsewhere is one; a directory made to look like
+// one is not).
+func IsProcfs(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == unix.PROC_SUPER_MAGIC
+}
+
 // StartTimes reads when each process started, to tell pid reuse.
 func StartTimes(tgids []uint32) map[uint32]uint64 {
 	out := map[uint32]uint64{}
