@@ -23,8 +23,8 @@ import (
 // Sentinels for what stops a dump before it starts.
 var (
 	ErrNoProcess    = host.ErrNoProcess
-	ErrNoBTF        = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux")
-	ErrPermission   = errors.New("dump needs root, or CAP_BPF and CAP_PERFMON")
+	ErrNoBTF        = host.ErrNoBTF
+	ErrPermission   = host.ErrPermission
 	ErrFreezeAll    = errors.New("freezing every process would stop the machine: freeze takes pids")
 	ErrNotSupported = ebpf.ErrNotSupported
 )
@@ -151,11 +151,8 @@ func Preflight(opts Options) ([]uint32, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !host.CanLoadBPF() {
-		return nil, fmt.Errorf("%w: run it as root (sudo)", ErrPermission)
-	}
-	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		return nil, fmt.Errorf("%w (pipesnap needs a kernel built with CONFIG_DEBUG_INFO_BTF)", ErrNoBTF)
+	if err := host.CheckBPF(); err != nil {
+		return nil, err
 	}
 	if pageSize := os.Getpagesize(); !layoutKnown(runtime.GOARCH, pageSize) {
 		return nil, fmt.Errorf("page translation for %s with %d-byte pages: %w", runtime.GOARCH, pageSize, ErrNotSupported)

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pipesnap/pipesnap/internal/host"
 	"github.com/pipesnap/pipesnap/pipemodel"
 )
 
@@ -41,7 +42,7 @@ func newBuilder(pageSize uint64, starts map[uint32]uint64) *builder {
 // pid now names another process.
 func (b *builder) reused(tgid uint32, startNs uint64) bool {
 	want, ok := b.starts[tgid]
-	return ok && want != 0 && startNs/(1e9/clockTicks) != want
+	return ok && want != 0 && startNs/(1e9/host.ClockTicks) != want
 }
 
 func (b *builder) add(r *pipestatePstFd) error {

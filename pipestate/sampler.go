@@ -30,8 +30,8 @@ import (
 // Sentinels for what stops a sampler before it starts.
 var (
 	ErrNoProcess  = host.ErrNoProcess
-	ErrNoBTF      = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux")
-	ErrPermission = errors.New("reading pipe state needs root, or CAP_BPF and CAP_PERFMON")
+	ErrNoBTF      = host.ErrNoBTF
+	ErrPermission = host.ErrPermission
 )
 
 // Options says which processes to walk.
@@ -460,17 +460,11 @@ func Preflight(opts Options) ([]uint32, error) {
 			return nil, err
 		}
 	}
-	if !host.CanLoadBPF() {
-		return nil, fmt.Errorf("%w: run it as root (sudo)", ErrPermission)
-	}
-	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		return nil, fmt.Errorf("%w (pipesnap needs a kernel built with CONFIG_DEBUG_INFO_BTF)", ErrNoBTF)
+	if err := host.CheckBPF(); err != nil {
+		return nil, err
 	}
 	return targets, nil
 }
-
-// clockTicks is USER_HZ, the unit of start times in /proc/PID/stat.
-const clockTicks = 100
 
 // processAlive tells whether tgid still names the process that started
 // at start (clock ticks; 0: unknown, any process will do).

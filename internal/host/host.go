@@ -107,6 +107,25 @@ func StartTimes(tgids []uint32) map[uint32]uint64 {
 	return out
 }
 
+// What keeps pipesnap's BPF programs from loading, for every component
+// that loads one (loader, pipestate).
+var (
+	ErrNoBTF      = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux")
+	ErrPermission = errors.New("pipesnap's BPF programs need root, or CAP_BPF and CAP_PERFMON")
+)
+
+// CheckBPF checks, before anything is loaded, the privileges and the
+// kernel BTF the BPF programs need.
+func CheckBPF() error {
+	if !CanLoadBPF() {
+		return fmt.Errorf("%w: run it as root (sudo)", ErrPermission)
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return fmt.Errorf("%w (pipesnap needs a kernel built with CONFIG_DEBUG_INFO_BTF)", ErrNoBTF)
+	}
+	return nil
+}
+
 // CanLoadBPF reports whether this process may load pipesnap's programs:
 // CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON. If it cannot tell, it says
 // yes and lets the load say no.
