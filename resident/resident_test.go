@@ -147,6 +147,20 @@ func (s *server) answered(op string) int {
 	return strings.Count(s.logText(), "msg=answered op="+op+" ")
 }
 
+// answeredBy is answered once it reaches want, or after 5 s: the serve
+// logs a request after its last frame went out, so its client may have
+// exited before the line is written.
+func (s *server) answeredBy(op string, want int) int {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := s.answered(op)
+		if n >= want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // run runs pipesnap with PIPESNAP_SOCKET=sock (off: the direct path).
 func run(t *testing.T, sock string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
@@ -240,7 +254,7 @@ func TestDumpSameAsDirect(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("resident dump: status %d, %s", code, errOut)
 	}
-	if n := s.answered("dump"); n != 1 {
+	if n := s.answeredBy("dump", 1); n != 1 {
 		t.Fatalf("serve answered %d dumps, want 1: %s", n, s.logText())
 	}
 	_, directErr, code := run(t, resident.Off, "dump", "--pid", pids, "-o", direct)
@@ -296,7 +310,7 @@ func TestDumpSameAsDirect(t *testing.T) {
 	if _, err := format.NewDecoder(bytes.NewReader(stream.Bytes())); err != nil || stream.Len() < 1000 {
 		t.Errorf("dump -o - through serve: %d bytes, %v", stream.Len(), err)
 	}
-	if n := s.answered("dump"); n != 2 {
+	if n := s.answeredBy("dump", 2); n != 2 {
 		t.Errorf("serve answered %d dumps, want 2 (the refused one never reached it)", n)
 	}
 }
@@ -326,7 +340,7 @@ func TestLsSameAsDirect(t *testing.T) {
 	if a, b := norm(res), norm(direct); !reflect.DeepEqual(a, b) {
 		t.Errorf("ls --json differs:\nresident %s\ndirect   %s", res, direct)
 	}
-	if n := s.answered("sample"); n != 1 {
+	if n := s.answeredBy("sample", 1); n != 1 {
 		t.Fatalf("serve answered %d samples, want 1", n)
 	}
 	// The table, likewise, but for the WAIT column.
@@ -340,12 +354,12 @@ func TestLsSameAsDirect(t *testing.T) {
 	if codeR != codeD || codeR != 1 || waitless(resD) != waitless(dirD) {
 		t.Errorf("diagnose differs: status %d vs %d\nresident\n%s\ndirect\n%s", codeR, codeD, resD, dirD)
 	}
-	if n := s.answered("sample"); n != 4 {
+	if n := s.answeredBy("sample", 4); n != 4 {
 		t.Errorf("serve answered %d samples, want 4 (diagnose walks twice)", n)
 	}
 	// --direct never asks.
 	run(t, s.sock, "ls", "--direct", "--pid", pids)
-	if n := s.answered("sample"); n != 4 {
+	if n := s.answeredBy("sample", 5); n != 4 {
 		t.Errorf("ls --direct went to serve")
 	}
 }
@@ -473,7 +487,7 @@ func TestStaleSocket(t *testing.T) {
 	t.Logf("dump past a stale socket: %v", time.Since(start))
 
 	s := startServe(t, sock)
-	if _, errOut, code = run(t, sock, "ls", "--pid", pidList(full.PIDs())); code != 0 || s.answered("sample") != 1 {
+	if _, errOut, code = run(t, sock, "ls", "--pid", pidList(full.PIDs())); code != 0 || s.answeredBy("sample", 1) != 1 {
 		t.Errorf("ls after serve replaced the stale socket: %d, %s; log %s", code, errOut, s.logText())
 	}
 	// A second serve finds the socket answered and serves metrics alone.
