@@ -218,11 +218,8 @@ type jsonHeader struct {
 }
 
 type jsonTask struct {
-	PID  uint32   `json:"pid"`
-	TID  uint32   `json:"tid"`
-	Comm string   `json:"comm"`
-	UID  uint32   `json:"uid"`
-	FDs  []jsonFD `json:"fds"`
+	jsonTaskHead
+	FDs []jsonFD `json:"fds"`
 }
 
 type jsonFD struct {
@@ -234,21 +231,10 @@ type jsonFD struct {
 }
 
 type jsonPipe struct {
-	Ino      uint64             `json:"ino"`
-	Objref   int32              `json:"objref"`
-	Kind     string             `json:"kind"`
-	Path     string             `json:"path"`
-	Capacity uint32             `json:"capacity"`
-	Bytes    uint64             `json:"bytes"`
-	Packet   bool               `json:"packet"`
-	Torn     bool               `json:"torn"`
-	Complete bool               `json:"complete"`
-	Reason   string             `json:"reason,omitempty"`
-	Readers  uint32             `json:"readers"`
-	Writers  uint32             `json:"writers"`
-	Buffers  []jsonBuffer       `json:"buffers"`
-	Holders  []jsonHolder       `json:"holders"`
-	Waiters  []pipemodel.Waiter `json:"waiters"`
+	jsonPipeHead
+	Buffers []jsonBuffer       `json:"buffers"`
+	Holders []jsonHolder       `json:"holders"`
+	Waiters []pipemodel.Waiter `json:"waiters"`
 }
 
 type jsonBuffer struct {

@@ -230,13 +230,16 @@ func referenceJSON(t *testing.T, s *snapshot.Snapshot) []byte {
 	}
 	smp := s.Sample()
 	for _, pid := range procOrder(smp) {
-		if len(smp.Procs[pid].Tasks) > 0 {
-			out.Procs = append(out.Procs, *smp.Procs[pid])
+		if pr := smp.Procs[pid]; len(pr.Tasks) > 0 || pr.Container != nil || pr.NSPID != 0 || pr.Cgroup != "" {
+			out.Procs = append(out.Procs, *pr)
 		}
 	}
 	out.OpenWaits = append(out.OpenWaits, smp.OpenWaits...)
 	for _, t := range s.Tasks {
-		jt := jsonTask{PID: t.PID, TID: t.TID, Comm: t.Comm, UID: t.UID, FDs: []jsonFD{}}
+		jt := jsonTask{jsonTaskHead: jsonTaskHead{PID: t.PID, TID: t.TID, Comm: t.Comm, UID: t.UID}, FDs: []jsonFD{}}
+		if pr := smp.Procs[t.PID]; pr != nil {
+			jt.NSPID, jt.Container = pr.NSPID, pr.Container
+		}
 		for _, fd := range t.FDs {
 			jt.FDs = append(jt.FDs, jsonFD{FD: fd.FD, Ino: fd.Ino, End: fd.End, Cloexec: fd.Cloexec, Flags: fd.Flags})
 		}
@@ -244,9 +247,12 @@ func referenceJSON(t *testing.T, s *snapshot.Snapshot) []byte {
 	}
 	for _, p := range s.Pipes {
 		jp := jsonPipe{
-			Ino: p.Ino, Objref: p.Ref, Kind: p.Kind.String(), Path: p.Path, Capacity: p.Capacity, Bytes: p.Bytes,
-			Packet: p.Status&format.StatusPacket != 0, Torn: p.Status&format.StatusTorn != 0, Complete: p.Complete(),
-			Readers: p.Readers, Writers: p.Writers, Buffers: []jsonBuffer{}, Holders: []jsonHolder{}, Waiters: []pipemodel.Waiter{},
+			jsonPipeHead: jsonPipeHead{
+				Ino: p.Ino, Objref: p.Ref, Kind: p.Kind.String(), Path: p.Path, Capacity: p.Capacity, Bytes: p.Bytes,
+				Packet: p.Status&format.StatusPacket != 0, Torn: p.Status&format.StatusTorn != 0, Complete: p.Complete(),
+				Readers: p.Readers, Writers: p.Writers,
+			},
+			Buffers: []jsonBuffer{}, Holders: []jsonHolder{}, Waiters: []pipemodel.Waiter{},
 		}
 		if mp := smp.Find(p.Ino); mp != nil {
 			jp.Waiters = append(jp.Waiters, mp.Waiters...)
