@@ -3,6 +3,7 @@ package container
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -20,11 +23,15 @@ import (
 type fakeCRI struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	containers []*runtimeapi.Container
+	err        error // answered instead, when set
 	calls      atomic.Int32
 }
 
 func (f *fakeCRI) ListContainers(context.Context, *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
 	f.calls.Add(1)
+	if f.err != nil {
+		return nil, f.err
+	}
 	return &runtimeapi.ListContainersResponse{Containers: f.containers}, nil
 }
 
@@ -148,6 +155,69 @@ func TestResolveCRI(t *testing.T) {
 	r.Resolve(context.Background(), unknown)
 	if n := cri.calls.Load(); n != 2 {
 		t.Errorf("ListContainers called %d times, want 2", n)
+	}
+}
+
+// TestResolveCRIWire: the hand-made client against grpc's own server, with
+// every field of a Container set (the ones not read are skipped), many
+// containers, and statuses other than OK.
+func TestResolveCRIWire(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "containerd.sock")
+	var cs []*runtimeapi.Container
+	for i := range 2000 {
+		id := fmt.Sprintf("%064x", i+1)
+		cs = append(cs, &runtimeapi.Container{
+			Id:           id,
+			PodSandboxId: strings.Repeat("f", 64),
+			Metadata:     &runtimeapi.ContainerMetadata{Name: fmt.Sprintf("c%d", i), Attempt: 3},
+			Image:        &runtimeapi.ImageSpec{Image: "docker.io/library/busybox:latest", Annotations: map[string]string{"a": "b"}},
+			ImageRef:     "sha256:" + strings.Repeat("e", 64),
+			State:        runtimeapi.ContainerState_CONTAINER_RUNNING,
+			CreatedAt:    -1,
+			Labels:       map[string]string{labelPod: fmt.Sprintf("web-%d", i), labelNamespace: "shop", labelContainer: "app", "x": strings.Repeat("y", 300)},
+			Annotations:  map[string]string{"io.kubernetes.container.hash": "1234", labelPod: "not-this-one"},
+		})
+	}
+	cri := &fakeCRI{containers: cs}
+	serveCRI(t, sock, cri)
+	r := NewResolver(Options{CRISockets: []string{sock}, DockerSockets: none, PodmanSockets: none, Storage: none})
+	defer r.Close()
+	want := Names{Name: "c1999", Pod: "web-1999", Namespace: "shop", Container: "app", Source: "cri " + sock}
+	if got := r.Resolve(context.Background(), Identity{ContainerID: fmt.Sprintf("%064x", 2000)}); got != want {
+		t.Fatalf("Resolve = %+v, want %+v", got, want)
+	}
+
+	for _, tc := range []struct {
+		err  error
+		note string
+	}{
+		{status.Error(codes.PermissionDenied, "not for you"), ": PermissionDenied: not for you"},
+		{status.Error(codes.Unavailable, "shutting down"), ": not reachable: shutting down"},
+		{status.Error(codes.Unimplemented, "no such method"), ": Unimplemented: no such method"},
+	} {
+		sock := filepath.Join(t.TempDir(), "crio.sock")
+		tc.note = "cri " + sock + tc.note
+		serveCRI(t, sock, &fakeCRI{err: tc.err})
+		r := NewResolver(Options{CRISockets: []string{sock}, DockerSockets: none, PodmanSockets: none, Storage: none})
+		n := r.Resolve(context.Background(), Identity{ContainerID: id1})
+		r.Close()
+		if n.Known() || !strings.Contains(n.Note, tc.note) {
+			t.Errorf("%v: note %q, want %q", tc.err, n.Note, tc.note)
+		}
+	}
+}
+
+func TestDecodeListContainersMalformed(t *testing.T) {
+	for _, b := range [][]byte{
+		{0x0a},                   // a length missing
+		{0x0a, 0x05, 0x01},       // longer than the message
+		{0x0b},                   // wire type 3 (groups)
+		{0x0a, 0x02, 0x42, 0x7f}, // a label entry longer than its container
+	} {
+		if _, err := decodeListContainers(b); err == nil {
+			t.Errorf("%x: no error", b)
+		}
 	}
 }
 

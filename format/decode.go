@@ -774,8 +774,8 @@ func (d *Decoder) read(h recHead, p []byte) error {
 }
 
 func (d *Decoder) consumed(h recHead, p []byte) {
-	d.crc = crc32.Update(d.crc, castagnoli, h.raw[:])
-	d.crc = crc32.Update(d.crc, castagnoli, p)
+	d.crc = crc32.Update(d.crc, castagnoli(), h.raw[:])
+	d.crc = crc32.Update(d.crc, castagnoli(), p)
 	d.off += int64(h.len)
 	d.records++
 }

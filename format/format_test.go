@@ -724,7 +724,7 @@ func TestStrings(t *testing.T) {
 			t.Errorf("Reason(%d) = %q, want %q", uint32(r), r.String(), want)
 		}
 	}
-	if c := crc32.Checksum([]byte("123456789"), castagnoli); c != 0xe3069283 {
+	if c := crc32.Checksum([]byte("123456789"), castagnoli()); c != 0xe3069283 {
 		t.Errorf("CRC-32C check value %#x", c)
 	}
 	if KindPipe.String() != "pipe" || KindFIFO.String() != "fifo" || Kind(7).String() != "kind 7" {

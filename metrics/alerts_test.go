@@ -8,8 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The example alerting rules, deploy/prometheus/pipesnap-alerts.yml, and
@@ -49,20 +47,9 @@ func TestAlertRules(t *testing.T) {
 // described are the metrics a Collector exports, with their labels.
 func described(t *testing.T) map[string][]string {
 	t.Helper()
-	ch := make(chan *prometheus.Desc, 100)
-	New(nil, Options{}).Describe(ch)
-	close(ch)
-	re := regexp.MustCompile(`fqName: "([^"]+)".*variableLabels: \{([^}]*)\}`)
 	out := map[string][]string{}
-	for d := range ch {
-		m := re.FindStringSubmatch(d.String())
-		if m == nil {
-			t.Fatalf("cannot read %s", d)
-		}
-		out[m[1]] = nil
-		if m[2] != "" {
-			out[m[1]] = strings.Split(m[2], ",")
-		}
+	for _, d := range New(nil, Options{}).Descs() {
+		out[d.Name] = d.Labels
 	}
 	return out
 }

@@ -11,8 +11,6 @@ import (
 
 	"github.com/pipesnap/pipesnap/diagnose"
 	"github.com/pipesnap/pipesnap/pipemodel"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The diagnosis of one scrape: what did not move since the previous walk
@@ -127,33 +125,31 @@ var LeftOutReasons = map[string]string{
 var StuckLabels = []string{"culprit_comm", "culprit_pid", "first_comm", "kind", "namespace", "pod", "container"}
 
 type diagDescs struct {
-	stuck, stalls, stuckSeconds, longest, considered, leftOut *prometheus.Desc
+	stuck, stalls, stuckSeconds, longest, considered, leftOut *Desc
 }
 
 func newDiagDescs() diagDescs {
 	return diagDescs{
-		stuck: prometheus.NewDesc("pipesnap_stuck_pipelines",
-			"Pipelines (chains of processes connected by pipes) with a stall: a pipe that did not move since the previous walk while a wait on it lasted --min-wait (see pipesnap diagnose). Never capped.", nil, nil),
-		stalls: prometheus.NewDesc("pipesnap_stalls",
-			"Stalls found by the diagnosis, by kind (every stall kind is exported, 0 when none).", []string{"kind"}, nil),
-		stuckSeconds: prometheus.NewDesc("pipesnap_stuck_pipeline_seconds",
-			"How long each stuck pipeline has been stuck (its longest stall, from the kernel's timestamps), labelled with its culprit; at most --max-stuck series, the longest first.", StuckLabels, nil),
-		longest: prometheus.NewDesc("pipesnap_longest_wait_seconds",
-			"Longest wait of a task waiting on a pipe end: read (waiting for data), write (waiting for room), open (blocked opening a FIFO); 0 when none waits.", []string{"end"}, nil),
-		considered: prometheus.NewDesc("pipesnap_waits_considered",
-			"Waits the diagnosis looked at: tasks waiting on a pipe or opening a FIFO, and pipes with data nobody waits for.", nil, nil),
-		leftOut: prometheus.NewDesc("pipesnap_waits_left_out",
-			"Waits the diagnosis did not count as stalls, by reason: idle (waiting for input), moving (the pipe moved), young (shorter than --min-wait), new (the pipe is new since the previous walk).", []string{"reason"}, nil),
+		stuck: gaugeDesc("pipesnap_stuck_pipelines",
+			"Pipelines (chains of processes connected by pipes) with a stall: a pipe that did not move since the previous walk while a wait on it lasted --min-wait (see pipesnap diagnose). Never capped."),
+		stalls: gaugeDesc("pipesnap_stalls",
+			"Stalls found by the diagnosis, by kind (every stall kind is exported, 0 when none).", "kind"),
+		stuckSeconds: gaugeDesc("pipesnap_stuck_pipeline_seconds",
+			"How long each stuck pipeline has been stuck (its longest stall, from the kernel's timestamps), labelled with its culprit; at most --max-stuck series, the longest first.", StuckLabels...),
+		longest: gaugeDesc("pipesnap_longest_wait_seconds",
+			"Longest wait of a task waiting on a pipe end: read (waiting for data), write (waiting for room), open (blocked opening a FIFO); 0 when none waits.", "end"),
+		considered: gaugeDesc("pipesnap_waits_considered",
+			"Waits the diagnosis looked at: tasks waiting on a pipe or opening a FIFO, and pipes with data nobody waits for."),
+		leftOut: gaugeDesc("pipesnap_waits_left_out",
+			"Waits the diagnosis did not count as stalls, by reason: idle (waiting for input), moving (the pipe moved), young (shorter than --min-wait), new (the pipe is new since the previous walk).", "reason"),
 	}
 }
 
-func (d diagDescs) describe(ch chan<- *prometheus.Desc) {
-	for _, x := range []*prometheus.Desc{d.stuck, d.stalls, d.stuckSeconds, d.longest, d.considered, d.leftOut} {
-		ch <- x
-	}
+func (d diagDescs) descs() []*Desc {
+	return []*Desc{d.stuck, d.stalls, d.stuckSeconds, d.longest, d.considered, d.leftOut}
 }
 
-type gaugeFunc func(d *prometheus.Desc, v float64, labels ...string)
+type gaugeFunc func(d *Desc, v float64, labels ...string)
 
 // collect sends the longest waits and, when the look has a report, the
 // stall metrics.

@@ -11,25 +11,14 @@ import (
 
 	"github.com/pipesnap/pipesnap/diagnose"
 	"github.com/pipesnap/pipesnap/pipemodel"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
-// series scrapes c once through a pedantic registry (which refuses
-// invalid label values and duplicate series): metric name -> its series
-// as `label=value,...` (sorted by label name) -> value.
-func series(t *testing.T, c prometheus.Collector) map[string]map[string]float64 {
+// series scrapes c once: metric name -> its series as `label=value,...`
+// (sorted by label name) -> value.
+func series(t *testing.T, c *Collector) map[string]map[string]float64 {
 	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	if err := reg.Register(c); err != nil {
-		t.Fatal(err)
-	}
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]map[string]float64{}
-	for _, f := range fams {
+	for _, f := range scrapeText(t, c) {
 		out[f.GetName()] = map[string]float64{}
 		for _, m := range f.GetMetric() {
 			var ls []string

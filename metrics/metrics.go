@@ -20,8 +20,6 @@ import (
 
 	"github.com/pipesnap/pipesnap/diagnose"
 	"github.com/pipesnap/pipesnap/pipemodel"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Sampler takes one sample of the pipes (pipestate.Sampler.Sample).
@@ -79,8 +77,8 @@ func (o Options) log() *slog.Logger {
 	return o.Log
 }
 
-// Collector is a prometheus.Collector over a Source. Scrapes are
-// serialized: one walk at a time.
+// Collector exports a Source's looks: each scrape (ServeHTTP) walks
+// once. Scrapes are serialized: one walk at a time.
 type Collector struct {
 	mu     sync.Mutex
 	source Source
@@ -89,12 +87,12 @@ type Collector struct {
 	totals map[uint64]*totals
 	errors float64
 
-	queued, capacity, readers, writers      *prometheus.Desc
-	blockedReaders, blockedWriters          *prometheus.Desc
-	readBytes, writtenBytes, writtenBuffers *prometheus.Desc
-	pipes, exported, blocked, full, badRing *prometheus.Desc
-	buildInfo                               *prometheus.Desc
-	up, walkSeconds, scrapeSeconds, errs    *prometheus.Desc
+	queued, capacity, readers, writers      *Desc
+	blockedReaders, blockedWriters          *Desc
+	readBytes, writtenBytes, writtenBuffers *Desc
+	pipes, exported, blocked, full, badRing *Desc
+	buildInfo                               *Desc
+	up, walkSeconds, scrapeSeconds, errs    *Desc
 	diag                                    diagDescs
 }
 
@@ -112,8 +110,11 @@ const maxComms = 3
 
 // New returns a collector of source's looks, bounded by opts.
 func New(source Source, opts Options) *Collector {
-	pipe := func(name, help string) *prometheus.Desc {
-		return prometheus.NewDesc("pipesnap_pipe_"+name, help, PipeLabels, nil)
+	pipe := func(name, help string) *Desc {
+		return gaugeDesc("pipesnap_pipe_"+name, help, PipeLabels...)
+	}
+	counter := func(name, help string) *Desc {
+		return counterDesc("pipesnap_pipe_"+name, help, PipeLabels...)
 	}
 	return &Collector{
 		source: source,
@@ -128,46 +129,44 @@ func New(source Source, opts Options) *Collector {
 		writers:        pipe("writers", "Open files of the write end (the kernel's count)."),
 		blockedReaders: pipe("blocked_readers", "Tasks sleeping in read on the pipe (its rd_wait queue)."),
 		blockedWriters: pipe("blocked_writers", "Tasks sleeping in write on the pipe (its wr_wait queue)."),
-		readBytes:      pipe("read_bytes_total", "Bytes read out of the pipe since pipesnap first saw it (from tail advances and buffer lengths; buffers that came and went between scrapes count at the mean fill)."),
-		writtenBytes:   pipe("written_bytes_total", "Bytes written into the pipe since pipesnap first saw it (bytes read plus growth of the queue)."),
-		writtenBuffers: pipe("written_buffers_total", "Buffers started in the pipe (head advances) since pipesnap first saw it."),
+		readBytes:      counter("read_bytes_total", "Bytes read out of the pipe since pipesnap first saw it (from tail advances and buffer lengths; buffers that came and went between scrapes count at the mean fill)."),
+		writtenBytes:   counter("written_bytes_total", "Bytes written into the pipe since pipesnap first saw it (bytes read plus growth of the queue)."),
+		writtenBuffers: counter("written_buffers_total", "Buffers started in the pipe (head advances) since pipesnap first saw it."),
 
-		pipes:         prometheus.NewDesc("pipesnap_pipes", "Pipes and FIFOs the walked processes hold.", nil, nil),
-		exported:      prometheus.NewDesc("pipesnap_pipes_exported", "Pipes exported with per-pipe series (at most --max-pipes).", nil, nil),
-		blocked:       prometheus.NewDesc("pipesnap_blocked_tasks", "Tasks blocked on a pipe, over every pipe.", []string{"end"}, nil),
-		full:          prometheus.NewDesc("pipesnap_full_pipes", "Pipes that are full.", nil, nil),
-		badRing:       prometheus.NewDesc("pipesnap_unreadable_pipes", "Pipes whose ring pipesnap could not read (head, tail or ring size not a ring it knows): their fill is unknown and no queued_bytes series is exported for them.", nil, nil),
-		up:            prometheus.NewDesc("pipesnap_up", "1 when the last walk succeeded.", nil, nil),
-		walkSeconds:   prometheus.NewDesc("pipesnap_walk_duration_seconds", "Duration of the kernel walk of this scrape.", nil, nil),
-		scrapeSeconds: prometheus.NewDesc("pipesnap_scrape_duration_seconds", "Duration of this scrape: walk and metrics.", nil, nil),
-		errs:          prometheus.NewDesc("pipesnap_walk_errors_total", "Walks that failed.", nil, nil),
-		buildInfo:     prometheus.NewDesc("pipesnap_build_info", "1, labelled with the version, VCS revision and Go version of the running pipesnap.", []string{"version", "revision", "goversion"}, nil),
+		pipes:         gaugeDesc("pipesnap_pipes", "Pipes and FIFOs the walked processes hold."),
+		exported:      gaugeDesc("pipesnap_pipes_exported", "Pipes exported with per-pipe series (at most --max-pipes)."),
+		blocked:       gaugeDesc("pipesnap_blocked_tasks", "Tasks blocked on a pipe, over every pipe.", "end"),
+		full:          gaugeDesc("pipesnap_full_pipes", "Pipes that are full."),
+		badRing:       gaugeDesc("pipesnap_unreadable_pipes", "Pipes whose ring pipesnap could not read (head, tail or ring size not a ring it knows): their fill is unknown and no queued_bytes series is exported for them."),
+		up:            gaugeDesc("pipesnap_up", "1 when the last walk succeeded."),
+		walkSeconds:   gaugeDesc("pipesnap_walk_duration_seconds", "Duration of the kernel walk of this scrape."),
+		scrapeSeconds: gaugeDesc("pipesnap_scrape_duration_seconds", "Duration of this scrape: walk and metrics."),
+		errs:          counterDesc("pipesnap_walk_errors_total", "Walks that failed."),
+		buildInfo:     gaugeDesc("pipesnap_build_info", "1, labelled with the version, VCS revision and Go version of the running pipesnap.", "version", "revision", "goversion"),
 	}
 }
 
-// Describe sends every metric's description.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{
+// Descs are the metrics a Collector exports.
+func (c *Collector) Descs() []*Desc {
+	return append([]*Desc{
 		c.queued, c.capacity, c.readers, c.writers, c.blockedReaders, c.blockedWriters,
 		c.readBytes, c.writtenBytes, c.writtenBuffers,
 		c.pipes, c.exported, c.blocked, c.full, c.badRing, c.up, c.walkSeconds, c.scrapeSeconds, c.errs, c.buildInfo,
-	} {
-		ch <- d
-	}
-	c.diag.describe(ch)
+	}, c.diag.descs()...)
 }
 
-// Collect walks the pipes and sends the metrics.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+// scrape walks the pipes and gathers the metrics.
+func (c *Collector) scrape() *scrape {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	sc := newScrape(c.opts.log())
+	c.collect(sc)
+	return sc
+}
+
+func (c *Collector) collect(sc *scrape) {
 	start := time.Now()
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		send(ch, c.opts.log(), d, prometheus.GaugeValue, v, labels...)
-	}
-	counter := func(d *prometheus.Desc, v float64, labels ...string) {
-		send(ch, c.opts.log(), d, prometheus.CounterValue, v, labels...)
-	}
+	gauge, counter := sc.add, sc.add
 	defer func() {
 		gauge(c.scrapeSeconds, time.Since(start).Seconds())
 		counter(c.errs, c.errors)
@@ -231,22 +230,6 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.writtenBytes, float64(t.written), l...)
 		counter(c.writtenBuffers, float64(t.bufs), l...)
 	}
-}
-
-// send sends one metric. Label values are made valid UTF-8 first
-// (LabelValue): a command name is bytes, and client_golang refuses
-// invalid UTF-8. A metric that still cannot be made is left out and
-// logged; the rest of the scrape goes on.
-func send(ch chan<- prometheus.Metric, log *slog.Logger, d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
-	for i, l := range labels {
-		labels[i] = LabelValue(l)
-	}
-	m, err := prometheus.NewConstMetric(d, t, v, labels...)
-	if err != nil {
-		log.Warn("metric left out", "err", err)
-		return
-	}
-	ch <- m
 }
 
 // LabelValue makes s valid UTF-8 for a label value: each byte that is

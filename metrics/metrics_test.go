@@ -3,12 +3,16 @@ package metrics
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/pipesnap/pipesnap/pipemodel"
 
-	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 func pipe(ino uint64, bytes uint64, head, tail uint32, holders ...pipemodel.Holder) *pipemodel.Pipe {
@@ -29,19 +33,46 @@ func pipe(ino uint64, bytes uint64, head, tail uint32, holders ...pipemodel.Hold
 	return p
 }
 
+// scrapeText scrapes c once and parses the exposition with Prometheus'
+// own parser, failing on what a strict registry refuses (a series left
+// out, one given twice, invalid UTF-8).
+func scrapeText(t *testing.T, c *Collector) map[string]*dto.MetricFamily {
+	t.Helper()
+	sc := c.scrape()
+	if sc.dropped != 0 {
+		t.Errorf("%d series left out", sc.dropped)
+	}
+	var b strings.Builder
+	if err := sc.writeText(&b); err != nil {
+		t.Fatal(err)
+	}
+	text := b.String()
+	if !utf8.ValidString(text) {
+		t.Errorf("exposition is not UTF-8:\n%s", text)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("parsing the exposition: %v\n%s", err, text)
+	}
+	for name, f := range fams {
+		seen := map[string]bool{}
+		for _, m := range f.GetMetric() {
+			key := fmt.Sprint(m.GetLabel())
+			if seen[key] {
+				t.Errorf("%s: series %s twice", name, key)
+			}
+			seen[key] = true
+		}
+	}
+	return fams
+}
+
 // gather scrapes c once: metric name -> label "ino" -> value.
 func gather(t *testing.T, c *Collector) map[string]map[string]float64 {
 	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	if err := reg.Register(c); err != nil {
-		t.Fatal(err)
-	}
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]map[string]float64{}
-	for _, f := range fams {
+	for _, f := range scrapeText(t, c) {
 		out[f.GetName()] = map[string]float64{}
 		for _, m := range f.GetMetric() {
 			key := ""

@@ -1,9 +1,7 @@
 package resident
 
 import (
-	"bytes"
 	"context"
-	"encoding/gob"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,6 +50,12 @@ func Dial(path string) (*Client, error) {
 	c.SetReadDeadline(time.Time{})
 	switch typ {
 	case frameAccept:
+		var a accept
+		if len(payload) == 0 || json.Unmarshal(payload, &a) != nil || a.Protocol != Protocol {
+			// A serve of another pipesnap version: the direct path.
+			c.Close()
+			return nil, fmt.Errorf("%w: it speaks protocol %d, this pipesnap %d", ErrDeclined, a.Protocol, Protocol)
+		}
 		return &Client{c: c}, nil
 	case frameError:
 		c.Close()
@@ -66,6 +70,7 @@ func (c *Client) Close() error { return c.c.Close() }
 
 // send writes a request, with ctx able to end the exchange that follows.
 func (c *Client) send(ctx context.Context, req Request) (stop func() bool, err error) {
+	req.Protocol = Protocol
 	b, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -139,14 +144,11 @@ func (c *Client) Sample(ctx context.Context, req Request) (*pipemodel.Sample, er
 	c.buf = payload[:0]
 	switch typ {
 	case frameSample:
-		var smp pipemodel.Sample
-		if err := gob.NewDecoder(bytes.NewReader(payload)).Decode(&smp); err != nil {
+		smp, err := decodeSample(payload)
+		if err != nil {
 			return nil, fmt.Errorf("reading the sample: %w", err)
 		}
-		if smp.Procs == nil { // gob leaves an empty map out
-			smp.Procs = map[uint32]*pipemodel.Proc{}
-		}
-		return &smp, nil
+		return smp, nil
 	case frameError:
 		return nil, decodeError(payload)
 	}

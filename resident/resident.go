@@ -15,10 +15,14 @@
 // not, then the client sends requests and reads each answer in turn.
 // Every frame is a type byte, a big-endian uint32 length and the payload:
 //
-//	server: 'A' yes (empty) | 'E' error (JSON Error)
-//	client: 'Q' request (JSON Request)
+//	server: 'A' yes (JSON {"protocol": Protocol}) | 'E' error (JSON Error)
+//	client: 'Q' request (JSON Request, its Protocol set)
 //	server, for a dump: 'D' stream bytes ... then 'R' (JSON DumpResult) or 'E'
-//	server, for a sample: 'S' (gob pipemodel.Sample) or 'E'
+//	server, for a sample: 'S' (pipemodel.Sample, wire.go) or 'E'
+//
+// Both ends must speak the same Protocol: a client meeting a serve of
+// another version takes the direct path; a serve refuses the requests of
+// a client of another version (one that sends none is older).
 //
 // The dump's bytes are the stream the direct path writes, byte for byte;
 // the client writes them to its output itself (package output's rules
@@ -32,6 +36,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 
 	"github.com/pipesnap/pipesnap/loader"
 )
@@ -58,11 +63,25 @@ func SocketPath() string {
 	return v
 }
 
+// Protocol is the version of the frames and of the sample's encoding:
+// 2 since the sample left encoding/gob.
+const Protocol = 2
+
+// accept is the server's yes.
+type accept struct {
+	Protocol int `json:"protocol"`
+}
+
+// acceptPayload is accept{Protocol} as JSON, written out: a json.Marshal
+// in a package init costs every pipesnap run.
+var acceptPayload = []byte(`{"protocol":` + strconv.Itoa(Protocol) + `}`)
+
 // Request is what a client asks for.
 type Request struct {
-	Op   string `json:"op"` // OpDump or OpSample
-	PIDs []int  `json:"pids,omitempty"`
-	All  bool   `json:"all,omitempty"`
+	Protocol int    `json:"protocol"`
+	Op       string `json:"op"` // OpDump or OpSample
+	PIDs     []int  `json:"pids,omitempty"`
+	All      bool   `json:"all,omitempty"`
 	// A dump's: the pipe left out (the client's output), --freeze.
 	ExcludeIno uint64 `json:"exclude_ino,omitempty"`
 	Freeze     bool   `json:"freeze,omitempty"`

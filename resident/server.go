@@ -1,9 +1,7 @@
 package resident
 
 import (
-	"bytes"
 	"context"
-	"encoding/gob"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -133,7 +131,7 @@ func (s *Server) session(ctx context.Context, c *net.UnixConn) {
 		writeError(c, refusal)
 		return
 	}
-	if err := writeFrame(c, frameAccept, nil); err != nil {
+	if err := writeFrame(c, frameAccept, acceptPayload); err != nil {
 		return
 	}
 	sess := &Session{Peer: peer}
@@ -167,17 +165,18 @@ var errClientGone = errors.New("client gone")
 
 // answer runs one request; errors of the request go to the client.
 func (s *Server) answer(ctx context.Context, c *net.UnixConn, sess *Session, req Request) error {
+	if req.Protocol != Protocol {
+		// A client of another version (one before versions were sent
+		// sends none).
+		return s.fail(c, &Error{Code: CodeUsage, Msg: fmt.Sprintf("the resident pipesnap serve speaks protocol %d, this pipesnap %d: run the same pipesnap version as the serve, or --direct", Protocol, req.Protocol)})
+	}
 	switch req.Op {
 	case OpSample:
 		smp, err := s.Backend.Sample(ctx, sess, req)
 		if err != nil {
 			return s.fail(c, err)
 		}
-		var b bytes.Buffer
-		if err := gob.NewEncoder(&b).Encode(smp); err != nil {
-			return s.fail(c, fmt.Errorf("encoding the sample: %w", err))
-		}
-		if err := writeFrame(c, frameSample, b.Bytes()); err != nil {
+		if err := writeFrame(c, frameSample, encodeSample(nil, smp)); err != nil {
 			return errClientGone
 		}
 		return nil

@@ -20,8 +20,6 @@ import (
 	"github.com/pipesnap/pipesnap/pipestate"
 	"github.com/pipesnap/pipesnap/resident"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 
 	"github.com/pipesnap/pipesnap/metrics"
@@ -168,12 +166,8 @@ func runServe(ctx context.Context, s *sampler, addr string, minWait time.Duratio
 	d := &metrics.Diagnoser{Sample: sample, Options: diagnose.Options{
 		Ignore: ownPipes(), MinWait: minWait, Kernel: metrics.NoKernel{},
 	}}
-	reg := prometheus.NewRegistry()
-	if err := reg.Register(metrics.New(d.Look, opts)); err != nil {
-		return err
-	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.Handle("/metrics", metrics.New(d.Look, opts))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
