@@ -10,11 +10,12 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 
 	"github.com/pipesnap/pipesnap/diagnose"
+	"github.com/pipesnap/pipesnap/internal/table"
 	"github.com/pipesnap/pipesnap/internal/termsafe"
 	"github.com/pipesnap/pipesnap/pipemodel"
 
@@ -175,7 +176,7 @@ type tableOptions struct {
 
 func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
 	bw := bufio.NewWriter(w)
-	tw := tabwriter.NewWriter(bw, 0, 4, 2, ' ', 0)
+	var tb table.Table
 	head := []string{"INO", "KIND", "BYTES/CAPACITY"}
 	if opt.bar {
 		head = append(head, "FILL")
@@ -189,22 +190,24 @@ func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
 		head = append(head, "POD")
 	}
 	head = append(head, "HOLDERS", "PATH")
-	fmt.Fprintln(tw, strings.Join(head, "\t"))
+	tb.Add(head...)
 	pipes := s.Pipes
 	if opt.order != nil {
 		pipes = opt.order(pipes)
 	}
 	shown := 0
+	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
 	for _, p := range pipes {
 		if opt.rows > 0 && shown == opt.rows {
 			break
 		}
 		shown++
-		fill := fmt.Sprintf("%d/%d", p.Bytes, p.Capacity)
+		fill := u(p.Bytes) + "/" + u(p.Capacity)
 		if p.BadRing {
-			fill = fmt.Sprintf("?/%d (ring unreadable)", p.Capacity)
+			fill = "?/" + u(p.Capacity) + " (ring unreadable)"
 		}
-		cols := []string{fmt.Sprint(p.Ino), p.Kind, fill}
+		cols := make([]string, 0, len(head))
+		cols = append(cols, u(p.Ino), p.Kind, fill)
 		if opt.bar {
 			cols = append(cols, fillBar(p.Bytes, p.Capacity, 10))
 		}
@@ -219,33 +222,33 @@ func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
 		if d, ok := p.LongestWait(); ok {
 			wait = diagnose.Duration(d)
 		}
-		cols = append(cols, fmt.Sprint(p.Readers), fmt.Sprint(p.Writers), wait, holderStates(s, p), containersText(s, p))
+		cols = append(cols, u(uint64(p.Readers)), u(uint64(p.Writers)), wait, holderStates(s, p), containersText(s, p))
 		if pods {
 			cols = append(cols, podsText(s, p))
 		}
 		cols = append(cols, holdersText(s, p))
-		fmt.Fprintln(tw, strings.Join(withPath(cols, termsafe.String(p.Path)), "\t"))
+		tb.Add(withPath(cols, termsafe.String(p.Path))...)
 	}
 	for _, ow := range s.OpenWaits {
 		if opt.rows > 0 && shown == opt.rows {
 			break
 		}
 		shown++
-		cols := []string{fmt.Sprint(ow.Ino), "fifo", "-"}
+		cols := []string{u(ow.Ino), "fifo", "-"}
 		if opt.bar {
 			cols = append(cols, "")
 		}
 		if opt.rates != nil {
 			cols = append(cols, "-", "-")
 		}
-		cols = append(cols, fmt.Sprint(ow.Readers), fmt.Sprint(ow.Writers), diagnose.Duration(ow.Wait), ow.State.Name(), "-")
+		cols = append(cols, u(uint64(ow.Readers)), u(uint64(ow.Writers)), diagnose.Duration(ow.Wait), ow.State.Name(), "-")
 		if pods {
 			cols = append(cols, "-")
 		}
 		cols = append(cols, fmt.Sprintf("%d(%s):-:%s:opening", ow.PID, termsafe.String(ow.Comm), ow.End))
-		fmt.Fprintln(tw, strings.Join(withPath(cols, termsafe.String(ow.Path)), "\t"))
+		tb.Add(withPath(cols, termsafe.String(ow.Path))...)
 	}
-	if err := tw.Flush(); err != nil {
+	if _, err := tb.WriteTo(bw); err != nil {
 		return err
 	}
 	if left := len(pipes) + len(s.OpenWaits) - shown; left > 0 {
@@ -270,24 +273,32 @@ func withPath(cols []string, path string) []string {
 // holderStates lists the states of the processes holding a pipe, the
 // ones that stop a pipeline first: "stopped,sleeping".
 func holderStates(s *pipemodel.Sample, p *pipemodel.Pipe) string {
-	order := []pipemodel.State{"T", "t", "D", "Z", "X", "R", "S", "I", "P"}
-	seen := map[pipemodel.State]bool{}
+	var seen [len(stateOrder)]bool
+	found := false
 	for _, h := range p.Holders {
 		if pr := s.Procs[h.PID]; pr != nil {
-			seen[pr.State] = true
+			if i := slices.Index(stateOrder[:], pr.State); i >= 0 {
+				seen[i], found = true, true
+			}
 		}
 	}
-	var out []string
-	for _, st := range order {
-		if seen[st] {
-			out = append(out, st.Name())
-		}
-	}
-	if len(out) == 0 {
+	if !found {
 		return "-"
 	}
-	return strings.Join(out, ",")
+	out := ""
+	for i, st := range stateOrder {
+		if seen[i] {
+			if out != "" {
+				out += ","
+			}
+			out += st.Name()
+		}
+	}
+	return out
 }
+
+// stateOrder is holderStates': the states that stop a pipeline first.
+var stateOrder = [...]pipemodel.State{"T", "t", "D", "Z", "X", "R", "S", "I", "P"}
 
 // holdersText shows each holder as pid(comm):fd:end, with :blocked
 // (asleep in read or write on the pipe), :waiting (in poll, select or
@@ -297,11 +308,14 @@ func holderStates(s *pipemodel.Sample, p *pipemodel.Pipe) string {
 func holdersText(s *pipemodel.Sample, p *pipemodel.Pipe) string {
 	var parts []string
 	for _, h := range p.Holders {
-		pid := fmt.Sprint(h.PID)
-		if pr := s.Procs[h.PID]; pr != nil {
+		pr := s.Procs[h.PID]
+		pid := ""
+		if pr != nil {
 			pid = pr.PIDText()
+		} else {
+			pid = strconv.FormatUint(uint64(h.PID), 10)
 		}
-		str := fmt.Sprintf("%s(%s):%d:%s", pid, termsafe.String(h.Comm), h.FD, h.End)
+		str := pid + "(" + termsafe.String(h.Comm) + "):" + strconv.FormatInt(int64(h.FD), 10) + ":" + string(h.End)
 		switch {
 		case h.Blocked != "":
 			str += ":blocked"
@@ -316,7 +330,7 @@ func holdersText(s *pipemodel.Sample, p *pipemodel.Pipe) string {
 		case h.Polling:
 			str += ":polling"
 		}
-		if pr := s.Procs[h.PID]; pr != nil {
+		if pr != nil {
 			switch pr.State {
 			case "T", "t":
 				str += ":stopped"
