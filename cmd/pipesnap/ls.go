@@ -139,31 +139,76 @@ func stateJSON(s *pipemodel.Sample) jsonState {
 	out := jsonState{Pipes: []jsonStatePipe{}, Procs: []pipemodel.Proc{}, Gone: []uint32{}, TookUS: s.Took.Microseconds(),
 		OpenWaits: append([]pipemodel.OpenWait{}, s.OpenWaits...)}
 	for _, p := range s.Pipes {
-		jp := jsonStatePipe{
-			Ino: p.Ino, Kind: p.Kind, Path: p.Path, Bytes: p.Bytes, Capacity: p.Capacity, Bufs: p.Bufs,
-			Readers: p.Readers, Writers: p.Writers, UnseenReaders: p.UnseenReaders, UnseenWriters: p.UnseenWriters,
-			Moving: p.Moving, BadRing: p.BadRing, Holders: p.Holders, Waiters: p.Waiters,
-		}
-		if jp.Holders == nil {
-			jp.Holders = []pipemodel.Holder{}
-		}
-		if jp.Waiters == nil {
-			jp.Waiters = []pipemodel.Waiter{}
-		}
-		out.Pipes = append(out.Pipes, jp)
+		out.Pipes = append(out.Pipes, statePipeJSON(p))
 	}
-	for _, pr := range s.Procs {
+	for _, pr := range sortedProcs(s) {
 		out.Procs = append(out.Procs, *pr)
 	}
-	slices.SortFunc(out.Procs, func(a, b pipemodel.Proc) int { return int(a.PID) - int(b.PID) })
 	out.Gone = append(out.Gone, s.Gone...)
 	return out
 }
 
+func statePipeJSON(p *pipemodel.Pipe) jsonStatePipe {
+	jp := jsonStatePipe{
+		Ino: p.Ino, Kind: p.Kind, Path: p.Path, Bytes: p.Bytes, Capacity: p.Capacity, Bufs: p.Bufs,
+		Readers: p.Readers, Writers: p.Writers, UnseenReaders: p.UnseenReaders, UnseenWriters: p.UnseenWriters,
+		Moving: p.Moving, BadRing: p.BadRing, Holders: p.Holders, Waiters: p.Waiters,
+	}
+	if jp.Holders == nil {
+		jp.Holders = []pipemodel.Holder{}
+	}
+	if jp.Waiters == nil {
+		jp.Waiters = []pipemodel.Waiter{}
+	}
+	return jp
+}
+
+func sortedProcs(s *pipemodel.Sample) []*pipemodel.Proc {
+	procs := make([]*pipemodel.Proc, 0, len(s.Procs))
+	for _, pr := range s.Procs {
+		procs = append(procs, pr)
+	}
+	slices.SortFunc(procs, func(a, b *pipemodel.Proc) int { return int(a.PID) - int(b.PID) })
+	return procs
+}
+
+// writeStateJSON writes jsonState indented by two spaces, as
+// json.Encoder with SetIndent("", "  ") would, one element at a time: the
+// document of 100,000 pipes is never held in memory whole.
 func writeStateJSON(w io.Writer, s *pipemodel.Sample) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(stateJSON(s))
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.WriteString("{")
+	procs := sortedProcs(s)
+	arrays := []struct {
+		key  string
+		n    int
+		elem func(i int) any
+	}{
+		{"pipes", len(s.Pipes), func(i int) any { return statePipeJSON(s.Pipes[i]) }},
+		{"procs", len(procs), func(i int) any { return procs[i] }},
+		{"gone", len(s.Gone), func(i int) any { return s.Gone[i] }},
+		{"open_waits", len(s.OpenWaits), func(i int) any { return &s.OpenWaits[i] }},
+	}
+	for _, a := range arrays {
+		bw.WriteString("\n  \"" + a.key + "\": [")
+		for i := range a.n {
+			b, err := json.MarshalIndent(a.elem(i), "    ", "  ")
+			if err != nil {
+				return err
+			}
+			if i > 0 {
+				bw.WriteByte(',')
+			}
+			bw.WriteString("\n    ")
+			bw.Write(b)
+		}
+		if a.n > 0 {
+			bw.WriteString("\n  ")
+		}
+		bw.WriteString("],")
+	}
+	bw.WriteString("\n  \"took_us\": " + strconv.FormatInt(s.Took.Microseconds(), 10) + "\n}\n")
+	return bw.Flush()
 }
 
 type tableOptions struct {
