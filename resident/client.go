@@ -131,28 +131,63 @@ func (c *Client) Dump(ctx context.Context, w io.Writer, req Request) (*DumpResul
 
 // Sample has the server walk the pipes once.
 func (c *Client) Sample(ctx context.Context, req Request) (*pipemodel.Sample, error) {
+	var smp *pipemodel.Sample
+	err := c.SampleEach(ctx, req, func(s *pipemodel.Sample) error {
+		smp = s
+		return nil
+	}, func(p *pipemodel.Pipe) error {
+		smp.Pipes = append(smp.Pipes, p)
+		return nil
+	})
+	return smp, err
+}
+
+// SampleEach has the server walk the pipes once and gives the sample as
+// it comes: head gets it without its pipes, then pipe each of them in
+// order (by inode). An error of either ends the exchange; the session
+// then cannot be used again.
+func (c *Client) SampleEach(ctx context.Context, req Request, head func(*pipemodel.Sample) error, pipe func(*pipemodel.Pipe) error) error {
 	req.Op = OpSample
 	stop, err := c.send(ctx, req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer stop()
-	typ, payload, err := readFrame(c.c, c.buf, maxFrame)
-	if err != nil {
-		return nil, c.ioError(ctx, err)
-	}
-	c.buf = payload[:0]
-	switch typ {
-	case frameSample:
-		smp, err := decodeSample(payload)
+	d := newDecoder()
+	var batch []*pipemodel.Pipe
+	for seen := false; ; seen = true {
+		typ, payload, err := readFrame(c.c, c.buf, maxFrame)
 		if err != nil {
-			return nil, fmt.Errorf("reading the sample: %w", err)
+			return c.ioError(ctx, err)
 		}
-		return smp, nil
-	case frameError:
-		return nil, decodeError(payload)
+		c.buf = payload[:0]
+		switch {
+		case typ == frameError:
+			return decodeError(payload)
+		case typ == frameSample && !seen:
+			smp, err := d.head(payload)
+			if err != nil {
+				return fmt.Errorf("reading the sample: %w", err)
+			}
+			if err := head(smp); err != nil {
+				return err
+			}
+		case typ == framePipes && seen:
+			if batch, err = d.pipes(payload, batch[:0]); err != nil {
+				return fmt.Errorf("reading the sample: %w", err)
+			}
+			for _, p := range batch {
+				if err := pipe(p); err != nil {
+					return err
+				}
+			}
+			clear(batch)
+		case typ == frameEnd && seen:
+			return nil
+		default:
+			return fmt.Errorf("frame %q where a sample was due", typ)
+		}
 	}
-	return nil, fmt.Errorf("frame %q where a sample was due", typ)
 }
 
 func decodeError(payload []byte) error {

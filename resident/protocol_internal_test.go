@@ -9,20 +9,98 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/pipesnap/pipesnap/pipemodel"
 )
 
-type fakeBackend struct{}
+type fakeBackend struct{ smp *pipemodel.Sample }
 
 func (fakeBackend) Dump(context.Context, io.Writer, *Session, Request) (*DumpResult, error) {
 	return nil, errors.New("not here")
 }
 
-func (fakeBackend) Sample(context.Context, *Session, Request) (*pipemodel.Sample, error) {
+func (f fakeBackend) Sample(context.Context, *Session, Request) (*pipemodel.Sample, error) {
+	if f.smp != nil {
+		return f.smp, nil
+	}
 	return &pipemodel.Sample{PageSize: 4096, Procs: map[uint32]*pipemodel.Proc{}}, nil
+}
+
+// TestSampleStreamed: a sample of many pipes crosses in several frames,
+// arrives whole and in order through Sample, and head first, then each
+// pipe, through SampleEach.
+func TestSampleStreamed(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the server answers only peers that could take the direct path")
+	}
+	smp := fullSample()
+	one := smp.Pipes[0]
+	smp.Pipes = nil
+	for i := range 2500 {
+		p := *one
+		p.Ino = uint64(i)
+		p.Path = strings.Repeat("p", i%700) // some batches over dataChunk at 1,000 pipes
+		smp.Pipes = append(smp.Pipes, &p)
+	}
+	var frames int
+	var b strings.Builder
+	writeSample(countingFrames{&b, &frames}, smp)
+	if frames < 5 {
+		t.Errorf("%d frames for 2,500 pipes", frames)
+	}
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- (&Server{Backend: fakeBackend{smp: smp}, Log: slog.New(slog.DiscardHandler)}).Serve(ctx, ln)
+	}()
+	defer func() { cancel(); <-done }()
+	c, err := Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := c.Sample(ctx, Request{})
+	if err != nil || !reflect.DeepEqual(got, smp) {
+		t.Fatalf("Sample: %v (equal %v)", err, reflect.DeepEqual(got, smp))
+	}
+	var order []uint64
+	headFirst := false
+	err = c.SampleEach(ctx, Request{}, func(h *pipemodel.Sample) error {
+		headFirst = len(order) == 0 && h.Pipes == nil && len(h.Procs) == len(smp.Procs)
+		return nil
+	}, func(p *pipemodel.Pipe) error {
+		order = append(order, p.Ino)
+		return nil
+	})
+	if err != nil || !headFirst || len(order) != 2500 || !slices.IsSorted(order) {
+		t.Errorf("SampleEach: %v, head first %v, %d pipes", err, headFirst, len(order))
+	}
+	// The session goes on.
+	if _, err := c.Sample(ctx, Request{}); err != nil {
+		t.Errorf("a third sample: %v", err)
+	}
+}
+
+// countingFrames counts the frames written through it.
+type countingFrames struct {
+	w io.Writer
+	n *int
+}
+
+func (c countingFrames) Write(p []byte) (int, error) {
+	if len(p) == 5 {
+		*c.n++ // a header: writeFrame writes the header and payload apart
+	}
+	return c.w.Write(p)
 }
 
 // TestProtocolVersions: a client of this version is answered; a request

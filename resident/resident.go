@@ -18,7 +18,8 @@
 //	server: 'A' yes (JSON {"protocol": Protocol}) | 'E' error (JSON Error)
 //	client: 'Q' request (JSON Request, its Protocol set)
 //	server, for a dump: 'D' stream bytes ... then 'R' (JSON DumpResult) or 'E'
-//	server, for a sample: 'S' (pipemodel.Sample, wire.go) or 'E'
+//	server, for a sample: 'S' (the sample but its pipes, wire.go), 'P' (a
+//	  batch of its pipes) ..., then 'Z' (empty); or 'E'
 //
 // Both ends must speak the same Protocol: a client meeting a serve of
 // another version takes the direct path; a serve refuses the requests of
@@ -140,6 +141,8 @@ const (
 	frameData    = 'D'
 	frameResult  = 'R'
 	frameSample  = 'S'
+	framePipes   = 'P'
+	frameEnd     = 'Z'
 )
 
 // maxFrame bounds what a reader accepts in one frame (a sample of 100,000

@@ -176,7 +176,7 @@ func (s *Server) answer(ctx context.Context, c *net.UnixConn, sess *Session, req
 		if err != nil {
 			return s.fail(c, err)
 		}
-		if err := writeFrame(c, frameSample, encodeSample(nil, smp)); err != nil {
+		if err := writeSample(c, smp); err != nil {
 			return errClientGone
 		}
 		return nil
@@ -199,6 +199,29 @@ func (s *Server) answer(ctx context.Context, c *net.UnixConn, sess *Session, req
 		return nil
 	}
 	return s.fail(c, &Error{Code: CodeUsage, Msg: fmt.Sprintf("unknown request %q", req.Op)})
+}
+
+// writeSample sends a sample: its head, its pipes in frames of about
+// dataChunk, the end.
+func writeSample(w io.Writer, smp *pipemodel.Sample) error {
+	b := encodeHead(nil, smp)
+	if err := writeFrame(w, frameSample, b); err != nil {
+		return err
+	}
+	for pipes := smp.Pipes; len(pipes) > 0; {
+		// A batch of up to 1,000 pipes, or fewer when they are big.
+		n := min(len(pipes), 1000)
+		b = encodePipes(b[:0], pipes[:n])
+		for n > 1 && len(b) > dataChunk {
+			n /= 2
+			b = encodePipes(b[:0], pipes[:n])
+		}
+		if err := writeFrame(w, framePipes, b); err != nil {
+			return err
+		}
+		pipes = pipes[n:]
+	}
+	return writeFrame(w, frameEnd, nil)
 }
 
 // fail sends err to the client and returns it.

@@ -41,8 +41,12 @@ func (e *wenc) u32s(v []uint32) {
 	}
 }
 
-// encodeSample appends s's encoding to b.
-func encodeSample(b []byte, s *pipemodel.Sample) []byte {
+// A sample crosses as its head (every field but the pipes) and then its
+// pipes in batches, so that a client can lay them out as they come
+// (ls) without holding them all.
+
+// encodeHead appends the encoding of s without its pipes to b.
+func encodeHead(b []byte, s *pipemodel.Sample) []byte {
 	e := &wenc{b: b}
 	e.bool(!s.Time.IsZero())
 	if !s.Time.IsZero() {
@@ -50,10 +54,6 @@ func encodeSample(b []byte, s *pipemodel.Sample) []byte {
 	}
 	e.d(s.Took)
 	e.u(s.PageSize)
-	e.u(uint64(len(s.Pipes)))
-	for _, p := range s.Pipes {
-		e.pipe(p)
-	}
 	e.u(uint64(len(s.Procs)))
 	for _, p := range s.Procs {
 		e.proc(p)
@@ -74,6 +74,16 @@ func encodeSample(b []byte, s *pipemodel.Sample) []byte {
 	}
 	e.bool(s.Scoped)
 	e.bool(s.Offline)
+	return e.b
+}
+
+// encodePipes appends a batch of pipes to b.
+func encodePipes(b []byte, pipes []*pipemodel.Pipe) []byte {
+	e := &wenc{b: b}
+	e.u(uint64(len(pipes)))
+	for _, p := range pipes {
+		e.pipe(p)
+	}
 	return e.b
 }
 
@@ -279,21 +289,17 @@ func (d *wdec) u32s() []uint32 {
 	return v
 }
 
-// decodeSample decodes a sample encodeSample wrote.
-func decodeSample(b []byte) (*pipemodel.Sample, error) {
-	d := &wdec{b: b, strs: map[string]string{}}
+func newDecoder() *wdec { return &wdec{strs: map[string]string{}} }
+
+// head decodes what encodeHead wrote.
+func (d *wdec) head(b []byte) (*pipemodel.Sample, error) {
+	d.b, d.err = b, nil
 	s := &pipemodel.Sample{}
 	if d.bool() {
 		s.Time = time.Unix(0, d.i())
 	}
 	s.Took = d.d()
 	s.PageSize = d.u()
-	if n := d.count(20); n > 0 {
-		s.Pipes = make([]*pipemodel.Pipe, n)
-		for i := range s.Pipes {
-			s.Pipes[i] = d.pipe()
-		}
-	}
 	n := d.count(14)
 	s.Procs = make(map[uint32]*pipemodel.Proc, n)
 	for range n {
@@ -313,13 +319,25 @@ func decodeSample(b []byte) (*pipemodel.Sample, error) {
 	}
 	s.Scoped = d.bool()
 	s.Offline = d.bool()
+	return s, d.end()
+}
+
+// pipes decodes a batch encodePipes wrote, appended to into.
+func (d *wdec) pipes(b []byte, into []*pipemodel.Pipe) ([]*pipemodel.Pipe, error) {
+	d.b, d.err = b, nil
+	n := d.count(20)
+	for range n {
+		into = append(into, d.pipe())
+	}
+	return into, d.end()
+}
+
+// end: all of the payload read, and well.
+func (d *wdec) end() error {
 	if d.err == nil && len(d.b) != 0 {
 		d.fail()
 	}
-	if d.err != nil {
-		return nil, d.err
-	}
-	return s, nil
+	return d.err
 }
 
 func (d *wdec) pipe() *pipemodel.Pipe {

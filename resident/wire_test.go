@@ -1,6 +1,7 @@
 package resident
 
 import (
+	"encoding/binary"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -63,6 +64,27 @@ func fullSample() *pipemodel.Sample {
 	}
 	s.Procs = procs
 	return s
+}
+
+// encodeSample and decodeSample are a sample as one head and one batch.
+func encodeSample(b []byte, s *pipemodel.Sample) []byte {
+	h := encodeHead(nil, s)
+	b = binary.AppendUvarint(b, uint64(len(h)))
+	return encodePipes(append(b, h...), s.Pipes)
+}
+
+func decodeSample(b []byte) (*pipemodel.Sample, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)-k) {
+		return nil, errWire
+	}
+	d := newDecoder()
+	s, err := d.head(b[k : k+int(n)])
+	if err != nil {
+		return nil, err
+	}
+	s.Pipes, err = d.pipes(b[k+int(n):], nil)
+	return s, err
 }
 
 // TestWireRoundTrip: every field of the model crosses the wire. A field

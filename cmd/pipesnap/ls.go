@@ -97,14 +97,31 @@ outside]), procs (pid, comm, state, threads, idle_ns, idle_known, tasks
 			defer s.Close()
 			ctx, stop := signalContext()
 			defer stop()
-			smp, err := s.Sample(ctx)
+			// Laid out as the pipes come: a resident serve's sample is
+			// never held whole.
+			var j *stateJSONWriter
+			var t *stateTable
+			err = s.SampleEach(ctx, func(head *pipemodel.Sample) error {
+				if c.Bool("json") {
+					j = newStateJSON(os.Stdout, head)
+				} else {
+					t = newStateTable(head, tableOptions{bar: isTerminal(os.Stdout)})
+				}
+				return nil
+			}, func(p *pipemodel.Pipe) error {
+				if j != nil {
+					return j.pipe(p)
+				}
+				t.pipe(p)
+				return nil
+			})
 			if err != nil {
 				return stateError("ls", err)
 			}
-			if c.Bool("json") {
-				return writeStateJSON(os.Stdout, smp)
+			if j != nil {
+				return j.finish()
 			}
-			return writeStateTable(os.Stdout, smp, tableOptions{bar: isTerminal(os.Stdout)})
+			return t.write(os.Stdout)
 		},
 	}
 }
@@ -176,39 +193,79 @@ func sortedProcs(s *pipemodel.Sample) []*pipemodel.Proc {
 // json.Encoder with SetIndent("", "  ") would, one element at a time: the
 // document of 100,000 pipes is never held in memory whole.
 func writeStateJSON(w io.Writer, s *pipemodel.Sample) error {
-	bw := bufio.NewWriterSize(w, 64<<10)
-	bw.WriteString("{")
+	j := newStateJSON(w, s)
+	for _, p := range s.Pipes {
+		if err := j.pipe(p); err != nil {
+			return err
+		}
+	}
+	return j.finish()
+}
+
+// stateJSONWriter writes ls --json a pipe at a time: given the sample's head
+// (its processes, gone pids and open waits), then each pipe.
+type stateJSONWriter struct {
+	bw    *bufio.Writer
+	s     *pipemodel.Sample
+	pipes int
+}
+
+func newStateJSON(w io.Writer, head *pipemodel.Sample) *stateJSONWriter {
+	j := &stateJSONWriter{bw: bufio.NewWriterSize(w, 64<<10), s: head}
+	j.bw.WriteString("{\n  \"pipes\": [")
+	return j
+}
+
+func (j *stateJSONWriter) elem(i int, v any) error {
+	b, err := json.MarshalIndent(v, "    ", "  ")
+	if err != nil {
+		return err
+	}
+	if i > 0 {
+		j.bw.WriteByte(',')
+	}
+	j.bw.WriteString("\n    ")
+	_, err = j.bw.Write(b)
+	return err
+}
+
+func (j *stateJSONWriter) pipe(p *pipemodel.Pipe) error {
+	j.pipes++
+	return j.elem(j.pipes-1, statePipeJSON(p))
+}
+
+// closeArray ends an array of n elements.
+func (j *stateJSONWriter) closeArray(n int) {
+	if n > 0 {
+		j.bw.WriteString("\n  ")
+	}
+	j.bw.WriteString("],")
+}
+
+func (j *stateJSONWriter) finish() error {
+	s := j.s
+	j.closeArray(j.pipes)
 	procs := sortedProcs(s)
 	arrays := []struct {
 		key  string
 		n    int
 		elem func(i int) any
 	}{
-		{"pipes", len(s.Pipes), func(i int) any { return statePipeJSON(s.Pipes[i]) }},
 		{"procs", len(procs), func(i int) any { return procs[i] }},
 		{"gone", len(s.Gone), func(i int) any { return s.Gone[i] }},
 		{"open_waits", len(s.OpenWaits), func(i int) any { return &s.OpenWaits[i] }},
 	}
 	for _, a := range arrays {
-		bw.WriteString("\n  \"" + a.key + "\": [")
+		j.bw.WriteString("\n  \"" + a.key + "\": [")
 		for i := range a.n {
-			b, err := json.MarshalIndent(a.elem(i), "    ", "  ")
-			if err != nil {
+			if err := j.elem(i, a.elem(i)); err != nil {
 				return err
 			}
-			if i > 0 {
-				bw.WriteByte(',')
-			}
-			bw.WriteString("\n    ")
-			bw.Write(b)
 		}
-		if a.n > 0 {
-			bw.WriteString("\n  ")
-		}
-		bw.WriteString("],")
+		j.closeArray(a.n)
 	}
-	bw.WriteString("\n  \"took_us\": " + strconv.FormatInt(s.Took.Microseconds(), 10) + "\n}\n")
-	return bw.Flush()
+	j.bw.WriteString("\n  \"took_us\": " + strconv.FormatInt(s.Took.Microseconds(), 10) + "\n}\n")
+	return j.bw.Flush()
 }
 
 type tableOptions struct {
@@ -219,9 +276,35 @@ type tableOptions struct {
 	rows  int                                       // at most this many rows; 0: all
 }
 
+// writeStateTable writes the table of a whole sample (watch's order and
+// row bound apply).
 func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
-	bw := bufio.NewWriter(w)
-	var tb table.Table
+	t := newStateTable(s, opt)
+	pipes := s.Pipes
+	if opt.order != nil {
+		pipes = opt.order(pipes)
+	}
+	for _, p := range pipes {
+		t.pipe(p)
+	}
+	return t.write(w)
+}
+
+// stateTable is ls's and watch's table, a row at a time: given the
+// sample's head (its processes, open waits and gone pids), then each
+// pipe, so that a streamed sample is laid out without being held.
+type stateTable struct {
+	s     *pipemodel.Sample
+	opt   tableOptions
+	pods  bool
+	tb    table.Table
+	width int
+	shown int // rows added
+	left  int // rows left out by opt.rows
+}
+
+func newStateTable(s *pipemodel.Sample, opt tableOptions) *stateTable {
+	t := &stateTable{s: s, opt: opt, pods: hasPods(s)}
 	head := []string{"INO", "KIND", "BYTES/CAPACITY"}
 	if opt.bar {
 		head = append(head, "FILL")
@@ -229,75 +312,89 @@ func writeStateTable(w io.Writer, s *pipemodel.Sample, opt tableOptions) error {
 	if opt.rates != nil {
 		head = append(head, "IN", "OUT")
 	}
-	pods := hasPods(s)
 	head = append(head, "R", "W", "WAIT", "STATE", "CONTAINER")
-	if pods {
+	if t.pods {
 		head = append(head, "POD")
 	}
 	head = append(head, "HOLDERS", "PATH")
-	tb.Add(head...)
-	pipes := s.Pipes
-	if opt.order != nil {
-		pipes = opt.order(pipes)
+	t.width = len(head)
+	t.tb.Add(head...)
+	return t
+}
+
+// room tells whether another row fits opt.rows, counting it out if not.
+func (t *stateTable) room() bool {
+	if t.opt.rows > 0 && t.shown == t.opt.rows {
+		t.left++
+		return false
 	}
-	shown := 0
-	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
-	for _, p := range pipes {
-		if opt.rows > 0 && shown == opt.rows {
-			break
-		}
-		shown++
-		fill := u(p.Bytes) + "/" + u(p.Capacity)
-		if p.BadRing {
-			fill = "?/" + u(p.Capacity) + " (ring unreadable)"
-		}
-		cols := make([]string, 0, len(head))
-		cols = append(cols, u(p.Ino), p.Kind, fill)
-		if opt.bar {
-			cols = append(cols, fillBar(p.Bytes, p.Capacity, 10))
-		}
-		if opt.rates != nil {
-			in, out := "-", "-"
-			if f, ok := opt.rates[p.Ino]; ok && opt.dt > 0 {
-				in, out = rate(float64(f.Written)/opt.dt, f.Exact), rate(float64(f.Read)/opt.dt, f.Exact)
-			}
-			cols = append(cols, in, out)
-		}
-		wait := "-"
-		if d, ok := p.LongestWait(); ok {
-			wait = diagnose.Duration(d)
-		}
-		cols = append(cols, u(uint64(p.Readers)), u(uint64(p.Writers)), wait, holderStates(s, p), containersText(s, p))
-		if pods {
-			cols = append(cols, podsText(s, p))
-		}
-		cols = append(cols, holdersText(s, p))
-		tb.Add(withPath(cols, termsafe.String(p.Path))...)
+	t.shown++
+	return true
+}
+
+func u10(v uint64) string { return strconv.FormatUint(v, 10) }
+
+// pipe adds a pipe's row.
+func (t *stateTable) pipe(p *pipemodel.Pipe) {
+	if !t.room() {
+		return
 	}
+	s, opt := t.s, t.opt
+	fill := u10(p.Bytes) + "/" + u10(p.Capacity)
+	if p.BadRing {
+		fill = "?/" + u10(p.Capacity) + " (ring unreadable)"
+	}
+	cols := make([]string, 0, t.width)
+	cols = append(cols, u10(p.Ino), p.Kind, fill)
+	if opt.bar {
+		cols = append(cols, fillBar(p.Bytes, p.Capacity, 10))
+	}
+	if opt.rates != nil {
+		in, out := "-", "-"
+		if f, ok := opt.rates[p.Ino]; ok && opt.dt > 0 {
+			in, out = rate(float64(f.Written)/opt.dt, f.Exact), rate(float64(f.Read)/opt.dt, f.Exact)
+		}
+		cols = append(cols, in, out)
+	}
+	wait := "-"
+	if d, ok := p.LongestWait(); ok {
+		wait = diagnose.Duration(d)
+	}
+	cols = append(cols, u10(uint64(p.Readers)), u10(uint64(p.Writers)), wait, holderStates(s, p), containersText(s, p))
+	if t.pods {
+		cols = append(cols, podsText(s, p))
+	}
+	cols = append(cols, holdersText(s, p))
+	t.tb.Add(withPath(cols, termsafe.String(p.Path))...)
+}
+
+// write adds the open waits' rows and writes the table and its notes.
+func (t *stateTable) write(w io.Writer) error {
+	s, opt := t.s, t.opt
 	for _, ow := range s.OpenWaits {
-		if opt.rows > 0 && shown == opt.rows {
-			break
+		if !t.room() {
+			continue
 		}
-		shown++
-		cols := []string{u(ow.Ino), "fifo", "-"}
+		cols := []string{u10(ow.Ino), "fifo", "-"}
 		if opt.bar {
 			cols = append(cols, "")
 		}
 		if opt.rates != nil {
 			cols = append(cols, "-", "-")
 		}
-		cols = append(cols, u(uint64(ow.Readers)), u(uint64(ow.Writers)), diagnose.Duration(ow.Wait), ow.State.Name(), "-")
-		if pods {
+		cols = append(cols, u10(uint64(ow.Readers)), u10(uint64(ow.Writers)), diagnose.Duration(ow.Wait), ow.State.Name(), "-")
+		if t.pods {
 			cols = append(cols, "-")
 		}
 		cols = append(cols, fmt.Sprintf("%d(%s):-:%s:opening", ow.PID, termsafe.String(ow.Comm), ow.End))
-		tb.Add(withPath(cols, termsafe.String(ow.Path))...)
+		t.tb.Add(withPath(cols, termsafe.String(ow.Path))...)
 	}
-	if _, err := tb.WriteTo(bw); err != nil {
+	bw := bufio.NewWriter(w)
+	if _, err := t.tb.WriteTo(bw); err != nil {
 		return err
 	}
-	if left := len(pipes) + len(s.OpenWaits) - shown; left > 0 {
-		fmt.Fprintf(bw, "... %s more\n", count(left, "pipe", "pipes"))
+	if t.left > 0 {
+		fmt.Fprintf(bw, "... %s more\n", count(t.left, "pipe", "pipes"))
 	}
 	for _, pid := range s.Gone {
 		fmt.Fprintf(bw, "note: pid %d exited\n", pid)

@@ -133,6 +133,33 @@ func (s *sampler) Sample(ctx context.Context) (*pipemodel.Sample, error) {
 	return smp, nil
 }
 
+// SampleEach walks once as Sample does and gives the sample as it comes:
+// head gets it without its pipes, then pipe each pipe in order. A
+// resident serve's pipes are never held here all at once.
+func (s *sampler) SampleEach(ctx context.Context, head func(*pipemodel.Sample) error, pipe func(*pipemodel.Pipe) error) error {
+	if r, ok := s.walker.(*remoteWalker); ok && s.follow == nil {
+		return r.c.SampleEach(ctx, r.req, func(h *pipemodel.Sample) error {
+			container.Annotate(ctx, h, s.resolver, s.procRoot)
+			return head(h)
+		}, pipe)
+	}
+	smp, err := s.Sample(ctx)
+	if err != nil {
+		return err
+	}
+	h := *smp
+	h.Pipes = nil
+	if err := head(&h); err != nil {
+		return err
+	}
+	for _, p := range smp.Pipes {
+		if err := pipe(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // refollow selects the containers' processes again, at most every
 // followEvery, and walks the new set from now on when it changed. A
 // container with no process left keeps the old set, whose processes
