@@ -37,7 +37,8 @@ if ! command -v seq >/dev/null || ! command -v gzip >/dev/null; then
 fi
 [ -x /usr/bin/time ] || echo "bench: /usr/bin/time missing (apt-get install time): peak RSS not measured" >&2
 mkdir -p bin
-"$GO" build -o bin/pipesnap ./cmd/pipesnap
+# As make builds it: without urfave/cli's man page generator (Makefile).
+"$GO" build -tags=urfave_cli_no_docs -o bin/pipesnap ./cmd/pipesnap
 "$GO" build -o bin/pipesnap-tee ./cmd/pipesnap-tee
 "$GO" build -o bin/pipesnap-bench ./bench/cmd/pipesnap-bench
 exec bin/pipesnap-bench run

@@ -257,6 +257,13 @@ func (c *config) lsServe() *method {
 	}}
 }
 
+// withArgs is m with more arguments, named after them.
+func withArgs(m method, args ...string) method {
+	return method{m.name + " " + strings.Join(args, " "), func(w *bench.Workload) []string {
+		return append(m.argv(w), args...)
+	}}
+}
+
 // findM is the shell's way: `find /proc/PID/fd -lname 'pipe:*'`.
 func findM() method {
 	return method{"`find -lname 'pipe:*'`", func(w *bench.Workload) []string {
@@ -732,10 +739,13 @@ func run() error {
 		}
 		p("## 7. Scale: %d empty pipes\n\n", c.scale)
 		p("%d pipes (%d fds) over %d processes, dumped whole (`-o -` to a file on tmpfs), %d runs each after a warm-up, interleaved; "+
-			"the stream is read back once and every pipe checked.\n\n", c.scale, 2*c.scale, (c.scale+c.perProc-1)/c.perProc, min(c.reps, 3))
+			"the stream is read back once and every pipe checked. Then listed (`ls`, `ls --json`, to /dev/null) the same way.\n\n",
+			c.scale, 2*c.scale, (c.scale+c.perProc-1)/c.perProc, min(c.reps, 3))
 		p("| method | ms | CPU ms | peak RSS MiB |\n|---|---|---|---|\n%s\n", row)
 		for _, t := range ts {
-			targets = append(targets, t.target)
+			if t.what != "" {
+				targets = append(targets, t.target)
+			}
 			noteRSS(t.stats, t.where)
 		}
 	}
@@ -864,6 +874,23 @@ func scaleCase(c *config) (string, []scaleTarget, error) {
 		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s |", m.name, ms(st[i]), cpu(st[i]), mib(st[i].MaxRSS)))
 		ts = append(ts, scaleTarget{target{fmt.Sprintf("%d pipes dumped byte-exact in under 1 s (%s, to tmpfs)", c.scale, m.name),
 			fmt.Sprintf("%s ms", num(st[i].Median)), st[i].Median < 1000}, st[i], fmt.Sprintf("%d empty pipes, %s", c.scale, m.name)})
+	}
+	// ls of the same pipes, table and JSON, for the peak RSS target
+	// (output to /dev/null).
+	var lm []method
+	if m := c.ls(); m != nil {
+		lm = append(lm, *m, withArgs(*m, "--json"))
+	}
+	if m := c.lsServe(); m != nil {
+		lm = append(lm, *m, withArgs(*m, "--json"))
+	}
+	lst, err := measure(&cc, w, lm, false)
+	if err != nil {
+		return "", nil, err
+	}
+	for i, m := range lm {
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s |", m.name, ms(lst[i]), cpu(lst[i]), mib(lst[i].MaxRSS)))
+		ts = append(ts, scaleTarget{stats: lst[i], where: fmt.Sprintf("%d empty pipes, %s", c.scale, m.name)})
 	}
 	return strings.Join(rows, "\n"), ts, nil
 }
