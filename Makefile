@@ -73,6 +73,7 @@ check-generated: deps
 # and bpf_d_path in iterators (bpf/compat.h), on this kernel.
 test: deps check-generated
 	$(GO) vet ./...
+	GOFLAGS= $(GO) vet ./cmd/pipesnap
 	$(GO) test -count=1 ./...
 	PIPESNAP_BPF_WITHOUT=all $(GO) test -count=1 ./loader ./pipestate
 
