@@ -30,6 +30,23 @@ func (f fakeBackend) Sample(context.Context, *Session, Request) (*pipemodel.Samp
 	return &pipemodel.Sample{PageSize: 4096, Procs: map[uint32]*pipemodel.Proc{}}, nil
 }
 
+// serveFake serves b on a socket of the test's until it ends.
+func serveFake(t *testing.T, b Backend) (string, context.Context) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- (&Server{Backend: b, Log: slog.New(slog.DiscardHandler)}).Serve(ctx, ln)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return sock, ctx
+}
+
 // TestSampleStreamed: a sample of many pipes crosses in several frames,
 // arrives whole and in order through Sample, and head first, then each
 // pipe, through SampleEach.
@@ -52,17 +69,7 @@ func TestSampleStreamed(t *testing.T) {
 	if frames < 5 {
 		t.Errorf("%d frames for 2,500 pipes", frames)
 	}
-	sock := filepath.Join(t.TempDir(), "s.sock")
-	ln, err := Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() {
-		done <- (&Server{Backend: fakeBackend{smp: smp}, Log: slog.New(slog.DiscardHandler)}).Serve(ctx, ln)
-	}()
-	defer func() { cancel(); <-done }()
+	sock, ctx := serveFake(t, fakeBackend{smp: smp})
 	c, err := Dial(sock)
 	if err != nil {
 		t.Fatal(err)
@@ -111,17 +118,7 @@ func TestProtocolVersions(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the server answers only peers that could take the direct path")
 	}
-	sock := filepath.Join(t.TempDir(), "s.sock")
-	ln, err := Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() {
-		done <- (&Server{Backend: fakeBackend{}, Log: slog.New(slog.DiscardHandler)}).Serve(ctx, ln)
-	}()
-	defer func() { cancel(); <-done }()
+	sock, ctx := serveFake(t, fakeBackend{})
 
 	c, err := Dial(sock)
 	if err != nil {

@@ -87,6 +87,22 @@ make install puts all three in place.`,
 	}
 }
 
+func manCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "man",
+		Usage:  "print the manual page (roff), made from the commands' own help",
+		Hidden: true,
+		Action: func(c *cli.Context) error {
+			s, err := manPage(c.App)
+			if err != nil {
+				return fmt.Errorf("making the manual page: %w", err)
+			}
+			_, err = fmt.Fprint(os.Stdout, s)
+			return err
+		},
+	}
+}
+
 // commandNames lists the commands people type.
 func commandNames(app *cli.App) string {
 	var names []string

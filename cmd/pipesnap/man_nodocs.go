@@ -8,15 +8,8 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// manCommand of a build without urfave/cli's page generator (the tag
-// keeps go-md2man and its inits out of every run): make man has it.
-func manCommand() *cli.Command {
-	return &cli.Command{
-		Name:   "man",
-		Usage:  "print the manual page (roff), made from the commands' own help",
-		Hidden: true,
-		Action: func(c *cli.Context) error {
-			return errors.New("this pipesnap is built without the manual page generator (tag urfave_cli_no_docs): run make man")
-		},
-	}
+// manPage, in a build without urfave/cli's page generator (the tag keeps
+// go-md2man and its inits out of every run): make man has it.
+func manPage(*cli.App) (string, error) {
+	return "", errors.New("this pipesnap is built without the manual page generator (tag urfave_cli_no_docs): run make man")
 }
