@@ -2,8 +2,8 @@ package diagnose
 
 import (
 	"cmp"
-	"strings"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/pipesnap/pipesnap/pipemodel"

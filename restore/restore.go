@@ -156,9 +156,9 @@ type Set struct {
 	dropped   []int // close-on-exec fds not handed over
 	keptStdio []int // fds 0-2 left as the command's own (KeepStdio)
 	keepWrite bool  // KeepWriter: every pipe has a writer
-	owned   fdSet // every fd the restorer holds (all close-on-exec)
-	keep    fdSet // held until the command exits (KeepWriter)
-	started bool
+	owned     fdSet // every fd the restorer holds (all close-on-exec)
+	keep      fdSet // held until the command exits (KeepWriter)
+	started   bool
 }
 
 // FDs returns the fds the command gets, in the order the snapshot has
