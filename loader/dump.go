@@ -46,6 +46,10 @@ type Options struct {
 	// Waits, when set, are written after the tasks: who waited on what
 	// (a live sample taken just before the walk).
 	Waits *dumpstream.Waits
+	// AwaitWaits, when set, gives Waits instead: called once the programs
+	// are loaded and calibrated, just before the walk, so that a sample
+	// taken meanwhile (on another core) still comes before the walk.
+	AwaitWaits func() *dumpstream.Waits
 }
 
 // Report sums up a dump; Problem is a pipe that was not fully and
@@ -109,6 +113,9 @@ func (it *pipeIter) dumpTo(ctx context.Context, w io.Writer, opts Options, targe
 	}
 	if err := s.WriteNote(variantNote(it.features)); err != nil {
 		return nil, err
+	}
+	if opts.AwaitWaits != nil {
+		opts.Waits = opts.AwaitWaits()
 	}
 	s.SetWaits(opts.Waits)
 	d := &dumper{
