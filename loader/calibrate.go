@@ -287,6 +287,7 @@ func (it *pipeIter) verifyProbe(pr *probe) (bool, error) {
 		got = p
 		return err
 	})
+	defer it.ring.release()
 	if err != nil || got == nil {
 		return false, err
 	}

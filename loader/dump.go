@@ -269,6 +269,9 @@ func (d *dumper) writePipe(r *pipesPsFd, ref int32, comm string) error {
 	if err != nil {
 		return err
 	}
+	// The buffers are written from the ring itself: it gets them back
+	// once they are in the output.
+	defer d.it.ring.release()
 	p := format.Pipe{Ref: ref, Ino: r.Ino, Kind: format.Kind(r.Kind), PageSize: d.pageSize}
 	var bufs []capturedBuf
 	switch {
