@@ -46,9 +46,9 @@ type Options struct {
 	// Waits, when set, are written after the tasks: who waited on what
 	// (a live sample taken just before the walk).
 	Waits *dumpstream.Waits
-	// AwaitWaits, when set, gives Waits instead: called once the programs
-	// are loaded and calibrated, just before the walk, so that a sample
-	// taken meanwhile (on another core) still comes before the walk.
+	// AwaitWaits, when set, gives Waits instead, from a sample taken on
+	// another core meanwhile: called after the walk, or for a frozen
+	// dump before it (the processes' states are those they run in).
 	AwaitWaits func() *dumpstream.Waits
 }
 
@@ -114,10 +114,16 @@ func (it *pipeIter) dumpTo(ctx context.Context, w io.Writer, opts Options, targe
 	if err := s.WriteNote(variantNote(it.features)); err != nil {
 		return nil, err
 	}
-	if opts.AwaitWaits != nil {
-		opts.Waits = opts.AwaitWaits()
-	}
 	s.SetWaits(opts.Waits)
+	await := func() {
+		if opts.AwaitWaits != nil {
+			s.SetWaits(opts.AwaitWaits())
+			opts.AwaitWaits = nil
+		}
+	}
+	if opts.Freeze {
+		await()
+	}
 	d := &dumper{
 		ctx:      ctx,
 		it:       it,
@@ -137,6 +143,7 @@ func (it *pipeIter) dumpTo(ctx context.Context, w io.Writer, opts Options, targe
 	if err := s.Walk(targets, func() error { return it.walk(targets, d.onFD) }); err != nil {
 		return nil, err
 	}
+	await()
 	rep, err := s.Finish(targets)
 	if rep != nil {
 		rep.Cgroups = d.written
@@ -193,6 +200,8 @@ type dumper struct {
 	starts  map[uint32]uint64            // requested tgid -> start time in clock ticks
 	skip    uint32                       // tgid of a task section being left out
 	task    [2]uint32                    // tgid, tid of the open task section
+	comm    string                       // the comm of task commOf
+	commOf  [2]uint32
 }
 
 func (d *dumper) onFD(b []byte) error {
@@ -210,7 +219,11 @@ func (d *dumper) onFD(b []byte) error {
 		}
 		d.cgroups[r.Tgid] = cg
 	}
-	comm := cString(r.Comm[:])
+	// One string per task, not per fd.
+	if d.commOf != [2]uint32{r.Tgid, r.Tid} {
+		d.comm, d.commOf = cString(r.Comm[:]), [2]uint32{r.Tgid, r.Tid}
+	}
+	comm := d.comm
 	if d.task != [2]uint32{r.Tgid, r.Tid} && d.reused(&r) {
 		d.task = [2]uint32{r.Tgid, r.Tid}
 		d.skip = r.Tgid

@@ -241,9 +241,9 @@ func runDump(cfg dumpConfig) error {
 	return nil
 }
 
-// startWaits runs waitsOf on another goroutine, while the dump loads
-// and calibrates its own programs (most of a small dump's time, and on
-// another core): the dump takes the result just before its walk.
+// startWaits runs waitsOf on another goroutine, on another core while
+// the dump loads, calibrates and walks (the two walks cost about the
+// same): the dump takes the result after its walk, or, frozen, before.
 func startWaits(ctx context.Context, cfg dumpConfig, kernel *btf.Cache) func() *dumpstream.Waits {
 	type result struct {
 		w   *dumpstream.Waits
