@@ -44,7 +44,7 @@ type Options struct {
 	// it (pipestate's, for the waits); nil: decoded for this dump.
 	BTF *btf.Cache
 	// Waits, when set, are written after the tasks: who waited on what
-	// (a live sample taken just before the walk).
+	// (a live sample taken just before the walk, or alongside it).
 	Waits *dumpstream.Waits
 	// AwaitWaits, when set, gives Waits instead, from a sample taken on
 	// another core meanwhile: called after the walk, or for a frozen

@@ -264,7 +264,7 @@ func startWaits(ctx context.Context, cfg dumpConfig, kernel *btf.Cache) func() *
 }
 
 // waitsOf takes a live sample of who waits on what, and of the
-// processes' containers, just before the capture, for the snapshot to
+// processes' containers, alongside the capture, for the snapshot to
 // record (diagnose FILE reads it): nil, and why, when the pipe-state
 // walk cannot run.
 func waitsOf(ctx context.Context, cfg dumpConfig, kernel *btf.Cache) (*dumpstream.Waits, error) {
