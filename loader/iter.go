@@ -241,13 +241,13 @@ func (it *pipeIter) dropOrphans() error {
 // drain empties the ring of what an earlier dump left (one that stopped
 // half-way): a new dump starts from an empty ring.
 func (it *pipeIter) drain() error {
-	defer it.ring.release()
 	for {
 		raw, err := it.ring.peek()
 		if err != nil || raw == nil {
 			return err
 		}
 		it.ring.take()
+		it.ring.release()
 	}
 }
 
