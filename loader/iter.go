@@ -80,11 +80,16 @@ type pipeIter struct {
 // recordRing is where the program's ring records come from: the mapped
 // ring (ringView), or records of a test's making. peek returns the next
 // record not taken (nil: none), take moves past it, and release lets the
-// kernel reuse what was taken: until then its slices stay valid.
+// kernel reuse what was taken. A record's slice stays valid until then,
+// or until gen changes (a later peek moved the mapping): at gives it
+// again from its position (pos, when it was peeked).
 type recordRing interface {
 	peek() ([]byte, error)
 	take()
 	release()
+	pos() uint64
+	gen() uint64
+	at(pos uint64, n int) ([]byte, error)
 	Close() error
 }
 
@@ -294,6 +299,7 @@ type capturedPipe struct {
 type capturedBuf struct {
 	index, offset, flags, attempt uint32
 	data                          []byte
+	pos                           uint64 // of data in the ring
 }
 
 // takePipe reads pipe ino's records from the ring: the ps_buf records of
@@ -310,6 +316,7 @@ func (it *pipeIter) takePipe(ino uint64, first bool, taken func(uint64) bool) (*
 	*p = capturedPipe{bufs: p.bufs[:0]}
 	it.ring.release()
 	attempt := uint32(0) // of the buffers in p.bufs
+	var gen uint64       // of the ring's mapping when p.bufs[0] was kept
 	// skip moves past a record not kept, handing it back at once when
 	// nothing before it is kept: what is held stays one attempt's copy.
 	skip := func() {
@@ -362,6 +369,10 @@ func (it *pipeIter) takePipe(ino uint64, first bool, taken func(uint64) bool) (*
 			if err != nil {
 				return nil, err
 			}
+			if len(p.bufs) == 0 {
+				gen = it.ring.gen()
+			}
+			b.pos = it.ring.pos() + uint64(bufHdrSize)
 			it.ring.take()
 			p.bufs = append(p.bufs, b)
 			continue
@@ -379,6 +390,15 @@ func (it *pipeIter) takePipe(ino uint64, first bool, taken func(uint64) bool) (*
 		if uint32(len(p.bufs)) != p.hdr.Nbufs {
 			p.lost = true
 			p.bufs = p.bufs[:min(uint32(len(p.bufs)), p.hdr.Nbufs)]
+		}
+		if len(p.bufs) > 0 && it.ring.gen() != gen {
+			// The mapping moved since: the buffers are in the new one.
+			for i := range p.bufs {
+				b := &p.bufs[i]
+				if b.data, err = it.ring.at(b.pos, len(b.data)); err != nil {
+					return nil, err
+				}
+			}
 		}
 		return p, nil
 	}

@@ -24,10 +24,11 @@ const (
 // from the ring to the output without a copy of their own. Only a window
 // of the data is mapped, not the whole ring twice as cilium/ebpf's
 // reader does: the kernel populates a ring mapping whole, so every
-// mapped page counts in the RSS, touched or not. The window moves with
-// the oldest record held (the kernel maps the data pages twice in a row,
-// so any span of the ring is contiguous there); a window left behind
-// stays mapped until release, for the records still held in it.
+// mapped page counts in the RSS, touched or not. The window moves to
+// the oldest record held when a record lies past it (the kernel maps
+// the data pages twice in a row, so any span of the ring is contiguous
+// there): the old one is unmapped first, so only one is ever mapped,
+// and gen tells the holder of slices to take them again (at).
 type ringView struct {
 	fd     int
 	page   uint64
@@ -37,7 +38,7 @@ type ringView struct {
 	prod   []byte // the producer position's page
 	win    []byte // the mapped window
 	base   uint64 // the ring position of win[0]
-	old    [][]byte
+	moves  uint64 // windows mapped so far
 	rd     uint64 // position of the next record not taken
 	cur    []byte // the record at rd, once peeked
 	next   uint64 // the position after cur
@@ -118,17 +119,25 @@ func (r *ringView) take() {
 }
 
 // release hands the records taken back to the kernel: the program can
-// write over them, and their slices are no longer valid. A record
-// peeked and not taken is kept.
-func (r *ringView) release() {
-	atomic.StoreUint64(r.consPos(), r.rd)
-	if len(r.old) > 0 {
-		for _, w := range r.old {
-			unix.Munmap(w)
-		}
-		r.old = r.old[:0]
-		r.cur = nil // it may have been in a window just unmapped
+// write over them. A record peeked and not taken is kept.
+func (r *ringView) release() { atomic.StoreUint64(r.consPos(), r.rd) }
+
+// pos is the ring position of the record peek returned.
+func (r *ringView) pos() uint64 { return r.rd + ringHdr }
+
+// gen changes when the window moves: slices taken before are gone, and
+// at gives them again.
+func (r *ringView) gen() uint64 { return r.moves }
+
+// at is n bytes at ring position pos of a record taken and not
+// released.
+func (r *ringView) at(pos uint64, n int) ([]byte, error) {
+	moves := r.moves
+	b, err := r.view(pos, uint64(n))
+	if err == nil && r.moves != moves {
+		err = errors.New("ring window moved while a pipe's records were taken again")
 	}
+	return b, err
 }
 
 // view is n bytes of the ring at position pos (not before the consumer
@@ -147,12 +156,15 @@ func (r *ringView) view(pos, n uint64) ([]byte, error) {
 	start := cons & (r.size - 1) &^ (r.page - 1)
 	base := cons - (cons&(r.size-1) - start)
 	length := min(max(r.window, (pos+n-base+r.page-1)&^(r.page-1)), 2*r.size-start)
+	// Unmapped first: the two would count in the RSS at once.
+	if r.win != nil {
+		unix.Munmap(r.win)
+		r.win = nil
+	}
+	r.moves++
 	w, err := unix.Mmap(r.fd, int64(2*r.page+start), int(length), unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("mapping the ring buffer: %w", err)
-	}
-	if r.win != nil {
-		r.old = append(r.old, r.win)
 	}
 	r.win, r.base = w, base
 	return r.win[pos-base : pos-base+n : pos-base+n], nil
@@ -161,11 +173,11 @@ func (r *ringView) view(pos, n uint64) ([]byte, error) {
 // Close unmaps the ring.
 func (r *ringView) Close() error {
 	var errs []error
-	for _, w := range append(r.old, r.win, r.prod, r.cons) {
+	for _, w := range [][]byte{r.win, r.prod, r.cons} {
 		if w != nil {
 			errs = append(errs, unix.Munmap(w))
 		}
 	}
-	r.old, r.win, r.prod, r.cons, r.cur = nil, nil, nil, nil, nil
+	r.win, r.prod, r.cons, r.cur = nil, nil, nil, nil
 	return errors.Join(errs...)
 }

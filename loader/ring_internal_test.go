@@ -2,6 +2,7 @@ package loader
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"testing"
 	"unsafe"
@@ -36,6 +37,13 @@ func (f *fakeRing) release() {
 	}
 	f.recs = f.recs[f.taken:]
 	f.taken = 0
+}
+
+func (f *fakeRing) pos() uint64 { return uint64(f.taken) }
+func (f *fakeRing) gen() uint64 { return 0 } // never moves
+
+func (f *fakeRing) at(uint64, int) ([]byte, error) {
+	return nil, errors.New("the fake ring never moves")
 }
 
 func (f *fakeRing) Close() error { return nil }

@@ -121,9 +121,10 @@ func BenchmarkDumpThousandPipes(b *testing.B) {
 	}
 }
 
-// TestDumpBulk: 20 pipes of 1 MiB, full: their copies go through the
-// ring several times over (it holds 8 MiB), read in place through a
-// window that moves with the reader, and every byte arrives.
+// TestDumpBulk: 20 pipes of 1 MiB, most of them full: their copies go
+// through the ring several times over (it holds 8 MiB), read in place
+// through a window that moves with the reader, also in the middle of a
+// pipe's copy, and every byte arrives.
 func TestDumpBulk(t *testing.T) {
 	pipetest.RequireBPF(t)
 	const pipes = 20
