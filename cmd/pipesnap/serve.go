@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/pipesnap/pipesnap/diagnose"
-	"github.com/pipesnap/pipesnap/internal/host"
 	"github.com/pipesnap/pipesnap/internal/dumpstream"
+	"github.com/pipesnap/pipesnap/internal/host"
 	"github.com/pipesnap/pipesnap/loader"
 	"github.com/pipesnap/pipesnap/pipemodel"
 	"github.com/pipesnap/pipesnap/pipestate"
