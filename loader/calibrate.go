@@ -14,6 +14,8 @@ import (
 
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
+
+	"github.com/pipesnap/pipesnap/internal/taskiter"
 )
 
 // ErrCalibration means no page-to-address translation could be verified:
@@ -129,7 +131,7 @@ func (it *pipeIter) candidates(pr *probe) ([]pipesPsCalib, error) {
 		if err := it.objs.CalibFirst.Set(first); err != nil {
 			return nil, err
 		}
-		err := it.read(it.calib, calibRecSize, func(b []byte) error {
+		err := it.readCalib(func(b []byte) error {
 			var c pipesPsCalib
 			if err := decodeRec(b, &c); err != nil {
 				return err
@@ -152,6 +154,25 @@ func (it *pipeIter) candidates(pr *probe) ([]pipesPsCalib, error) {
 			return cands, err
 		}
 	}
+}
+
+// readCalib runs the calibration program over pipesnap's own files
+// where the kernel can scope the walk (the probe is one of them): the
+// cost then does not grow with the machine's fds.
+func (it *pipeIter) readCalib(fn func([]byte) error) error {
+	if it.unscoped {
+		return it.read(it.calib, calibRecSize, fn)
+	}
+	l, err := taskiter.AttachProcess(it.objs.Calibrate, uint32(os.Getpid()))
+	if errors.Is(err, taskiter.ErrNoScope) {
+		it.unscoped = true
+		return it.read(it.calib, calibRecSize, fn)
+	}
+	if err != nil {
+		return fmt.Errorf("attaching calibration iterator: %w", err)
+	}
+	defer l.Close()
+	return it.read(l, calibRecSize, fn)
 }
 
 // maxSearched is how many of the search's candidates are kept, as the
@@ -266,6 +287,7 @@ func (it *pipeIter) verifyProbe(pr *probe) (bool, error) {
 		got = p
 		return err
 	})
+	defer it.ring.release()
 	if err != nil || got == nil {
 		return false, err
 	}

@@ -44,8 +44,12 @@ type Options struct {
 	// it (pipestate's, for the waits); nil: decoded for this dump.
 	BTF *btf.Cache
 	// Waits, when set, are written after the tasks: who waited on what
-	// (a live sample taken just before the walk).
+	// (a live sample taken just before the walk, or alongside it).
 	Waits *dumpstream.Waits
+	// AwaitWaits, when set, gives Waits instead, from a sample taken on
+	// another core meanwhile: called after the walk, or for a frozen
+	// dump before it (the processes' states are those they run in).
+	AwaitWaits func() *dumpstream.Waits
 }
 
 // Report sums up a dump; Problem is a pipe that was not fully and
@@ -111,6 +115,15 @@ func (it *pipeIter) dumpTo(ctx context.Context, w io.Writer, opts Options, targe
 		return nil, err
 	}
 	s.SetWaits(opts.Waits)
+	await := func() {
+		if opts.AwaitWaits != nil {
+			s.SetWaits(opts.AwaitWaits())
+			opts.AwaitWaits = nil
+		}
+	}
+	if opts.Freeze {
+		await()
+	}
 	d := &dumper{
 		ctx:      ctx,
 		it:       it,
@@ -130,6 +143,7 @@ func (it *pipeIter) dumpTo(ctx context.Context, w io.Writer, opts Options, targe
 	if err := s.Walk(targets, func() error { return it.walk(targets, d.onFD) }); err != nil {
 		return nil, err
 	}
+	await()
 	rep, err := s.Finish(targets)
 	if rep != nil {
 		rep.Cgroups = d.written
@@ -186,6 +200,8 @@ type dumper struct {
 	starts  map[uint32]uint64            // requested tgid -> start time in clock ticks
 	skip    uint32                       // tgid of a task section being left out
 	task    [2]uint32                    // tgid, tid of the open task section
+	comm    string                       // the comm of task commOf
+	commOf  [2]uint32
 }
 
 func (d *dumper) onFD(b []byte) error {
@@ -203,7 +219,11 @@ func (d *dumper) onFD(b []byte) error {
 		}
 		d.cgroups[r.Tgid] = cg
 	}
-	comm := cString(r.Comm[:])
+	// One string per task, not per fd.
+	if d.commOf != [2]uint32{r.Tgid, r.Tid} {
+		d.comm, d.commOf = cString(r.Comm[:]), [2]uint32{r.Tgid, r.Tid}
+	}
+	comm := d.comm
 	if d.task != [2]uint32{r.Tgid, r.Tid} && d.reused(&r) {
 		d.task = [2]uint32{r.Tgid, r.Tid}
 		d.skip = r.Tgid
@@ -262,6 +282,9 @@ func (d *dumper) writePipe(r *pipesPsFd, ref int32, comm string) error {
 	if err != nil {
 		return err
 	}
+	// The buffers are written from the ring itself: it gets them back
+	// once they are in the output.
+	defer d.it.ring.release()
 	p := format.Pipe{Ref: ref, Ino: r.Ino, Kind: format.Kind(r.Kind), PageSize: d.pageSize}
 	var bufs []capturedBuf
 	switch {

@@ -5,14 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/pipesnap/pipesnap/internal/bpfload"
 	"github.com/pipesnap/pipesnap/internal/host"
@@ -60,8 +57,7 @@ type pipeIter struct {
 	objs  pipesObjects
 	dump  *link.Iter
 	calib *link.Iter
-	ring  recordReader
-	rec   ringbuf.Record
+	ring  recordRing
 	seq   []byte
 	gen   uint32
 
@@ -69,13 +65,9 @@ type pipeIter struct {
 	// features are what the loaded programs use of the kernel: which
 	// variant of bpf/compat.h runs.
 	features bpfload.Features
+	// cur is the pipe takePipe returned: its buffers are slices of the
+	// mapped ring, valid until the ring's release.
 	cur      capturedPipe
-	// arena holds the ring records of cur: the ring reader copies each
-	// record straight into it, and cur's buffers are slices of it, so a
-	// byte is copied once on its way from the ring to the encoder. unread
-	// is a record looked at but not kept: always arena[len(arena):].
-	arena    []byte
-	unread   []byte
 	unscoped bool // the kernel cannot scope iterators to a process
 
 	// taken tells which pipes the dump has written (nil: none), and
@@ -85,10 +77,19 @@ type pipeIter struct {
 	forget func(ino uint64) error
 }
 
-// recordReader is the ring buffer's reader (a *ringbuf.Reader; tests feed
-// records of their own).
-type recordReader interface {
-	ReadInto(*ringbuf.Record) error
+// recordRing is where the program's ring records come from: the mapped
+// ring (ringView), or records of a test's making. peek returns the next
+// record not taken (nil: none), take moves past it, and release lets the
+// kernel reuse what was taken. A record's slice stays valid until then,
+// or until gen changes (a later peek moved the mapping): at gives it
+// again from its position (pos, when it was peeked).
+type recordRing interface {
+	peek() ([]byte, error)
+	take()
+	release()
+	pos() uint64
+	gen() uint64
+	at(pos uint64, n int) ([]byte, error)
 	Close() error
 }
 
@@ -150,14 +151,14 @@ func loadIter(cfg iterConfig) (_ *pipeIter, err error) {
 	if it.calib, err = link.AttachIter(link.IterOptions{Program: it.objs.Calibrate}); err != nil {
 		return nil, fmt.Errorf("attaching calibration iterator: %w", host.ExplainPermission(err))
 	}
-	rd, err := ringbuf.NewReader(it.objs.Ring)
-	if err != nil {
-		return nil, fmt.Errorf("opening ring buffer: %w", err)
-	}
 	// The ring is only ever read when it already holds what is wanted:
-	// never wait on it.
-	rd.SetDeadline(time.Unix(1, 0))
-	it.ring = rd
+	// never waited on. A window of the largest pipe's copy (and then
+	// some) is mapped at a time.
+	rv, err := newRingView(it.objs.Ring, uint64(cfg.scratchSlots+2)*uint64(maxRecSize+ringHdr))
+	if err != nil {
+		return nil, err
+	}
+	it.ring = rv
 	it.forget = func(ino uint64) error {
 		if err := it.objs.Seen.Delete(ino); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("forgetting pipe %d: %w", ino, err)
@@ -226,7 +227,7 @@ func fdCgroups(b []byte) (pipemodel.Cgroups, error) {
 // the kernel showed them again, or a task the dump left out).
 func (it *pipeIter) dropOrphans() error {
 	for {
-		raw, err := it.peekRing()
+		raw, err := it.ring.peek()
 		if err != nil || raw == nil {
 			return err
 		}
@@ -234,23 +235,24 @@ func (it *pipeIter) dropOrphans() error {
 		if err != nil {
 			return err
 		}
-		it.drop()
+		it.ring.take()
+		it.ring.release()
 		if err := it.orphan(ino); err != nil {
 			return err
 		}
 	}
 }
 
-// drain empties the ring and the arena of what an earlier dump left
-// (one that stopped half-way): a new dump starts from an empty ring.
+// drain empties the ring of what an earlier dump left (one that stopped
+// half-way): a new dump starts from an empty ring.
 func (it *pipeIter) drain() error {
 	for {
-		raw, err := it.peekRing()
+		raw, err := it.ring.peek()
 		if err != nil || raw == nil {
-			it.arena = it.arena[:0]
 			return err
 		}
-		it.drop()
+		it.ring.take()
+		it.ring.release()
 	}
 }
 
@@ -261,51 +263,6 @@ func (it *pipeIter) orphan(ino uint64) error {
 		return nil
 	}
 	return it.forget(ino)
-}
-
-// nextRing reads the next ring record into the free end of the arena,
-// or returns nil when the ring is empty.
-func (it *pipeIter) nextRing() ([]byte, error) {
-	if cap(it.arena)-len(it.arena) < maxRecSize {
-		// A new array: the slices of kept records still hold the old one.
-		it.arena = make([]byte, 0, max(2*cap(it.arena), arenaStart))
-	}
-	it.rec.RawSample = it.arena[len(it.arena):len(it.arena):cap(it.arena)]
-	err := it.ring.ReadInto(&it.rec)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading ring buffer: %w", err)
-	}
-	return it.rec.RawSample, nil
-}
-
-// keep takes the record peekRing returned: it stays in the arena.
-func (it *pipeIter) keep() {
-	n := len(it.arena)
-	if len(it.unread) > 0 && cap(it.arena)-n >= len(it.unread) && &it.arena[:n+1][n] == &it.unread[0] {
-		it.arena = it.arena[:n+len(it.unread)]
-	} else {
-		it.arena = append(it.arena, it.unread...) // the reader allocated
-	}
-	it.unread = nil
-}
-
-// drop takes the record peekRing returned and forgets it.
-func (it *pipeIter) drop() { it.unread = nil }
-
-// restartArena forgets the kept records, moving a record looked at but
-// not taken to the front.
-func (it *pipeIter) restartArena() {
-	if cap(it.arena) < len(it.unread) {
-		it.arena = make([]byte, 0, max(arenaStart, len(it.unread)))
-	}
-	n := copy(it.arena[:cap(it.arena)], it.unread)
-	it.arena = it.arena[:0]
-	if it.unread != nil {
-		it.unread = it.arena[:n]
-	}
 }
 
 // newRun makes every pipe count as not yet copied.
@@ -342,6 +299,7 @@ type capturedPipe struct {
 type capturedBuf struct {
 	index, offset, flags, attempt uint32
 	data                          []byte
+	pos                           uint64 // of data in the ring
 }
 
 // takePipe reads pipe ino's records from the ring: the ps_buf records of
@@ -351,14 +309,24 @@ type capturedBuf struct {
 // first says the fd record that asks was the one whose show copied the
 // pipe: its records are then the newest in the ring, and records of other
 // pipes not taken yet ahead of them are orphans (see dropOrphans).
-// The result and its bytes are valid until the next call.
+// The result and its bytes, slices of the ring, are valid until the
+// next call or release.
 func (it *pipeIter) takePipe(ino uint64, first bool, taken func(uint64) bool) (*capturedPipe, error) {
 	p := &it.cur
 	*p = capturedPipe{bufs: p.bufs[:0]}
-	it.restartArena()
+	it.ring.release()
 	attempt := uint32(0) // of the buffers in p.bufs
+	var gen uint64       // of the ring's mapping when p.bufs[0] was kept
+	// skip moves past a record not kept, handing it back at once when
+	// nothing before it is kept: what is held stays one attempt's copy.
+	skip := func() {
+		it.ring.take()
+		if len(p.bufs) == 0 {
+			it.ring.release()
+		}
+	}
 	for {
-		raw, err := it.peekRing()
+		raw, err := it.ring.peek()
 		if err != nil || raw == nil {
 			return nil, err
 		}
@@ -370,36 +338,46 @@ func (it *pipeIter) takePipe(ino uint64, first bool, taken func(uint64) bool) (*
 			if !first {
 				return nil, nil // left for its own fd
 			}
-			it.drop()
+			skip()
 			if err := it.orphan(recIno); err != nil {
 				return nil, err
 			}
 			continue
 		}
 		if recIno != ino {
-			it.drop() // part of another copy of a pipe already written
+			skip() // part of another copy of a pipe already written
 			continue
 		}
 		if typ == ringBuf && binary.NativeEndian.Uint64(raw[bufFaultAt:]) != 0 {
-			it.drop() // a page the program could not read: the ps_pipe says so
+			skip() // a page the program could not read: the ps_pipe says so
 			continue
 		}
 		if typ == ringBuf {
 			if a := binary.NativeEndian.Uint32(raw[bufAttemptAt:]); a != attempt {
 				// The buffers of an attempt that moved are dropped.
 				p.bufs = p.bufs[:0]
-				it.restartArena()
-				attempt, raw = a, it.unread
+				it.ring.release()
+				attempt = a
+				if raw, err = it.ring.peek(); err != nil {
+					return nil, err
+				}
+				if raw == nil {
+					return nil, errors.New("ring record gone after a release")
+				}
 			}
 			b, err := parseBuf(raw)
 			if err != nil {
 				return nil, err
 			}
-			it.keep()
+			if len(p.bufs) == 0 {
+				gen = it.ring.gen()
+			}
+			b.pos = it.ring.pos() + uint64(bufHdrSize)
+			it.ring.take()
 			p.bufs = append(p.bufs, b)
 			continue
 		}
-		it.drop() // the ps_pipe is decoded before the next read
+		it.ring.take() // the ps_pipe is decoded (copied) below
 		if err := decodePrefix(raw, &p.hdr, pipeHdrSize); err != nil {
 			return nil, err
 		}
@@ -412,6 +390,15 @@ func (it *pipeIter) takePipe(ino uint64, first bool, taken func(uint64) bool) (*
 		if uint32(len(p.bufs)) != p.hdr.Nbufs {
 			p.lost = true
 			p.bufs = p.bufs[:min(uint32(len(p.bufs)), p.hdr.Nbufs)]
+		}
+		if len(p.bufs) > 0 && it.ring.gen() != gen {
+			// The mapping moved since: the buffers are in the new one.
+			for i := range p.bufs {
+				b := &p.bufs[i]
+				if b.data, err = it.ring.at(b.pos, len(b.data)); err != nil {
+					return nil, err
+				}
+			}
 		}
 		return p, nil
 	}
@@ -456,15 +443,4 @@ func parseBuf(raw []byte) (capturedBuf, error) {
 		attempt: binary.NativeEndian.Uint32(raw[bufAttemptAt:]),
 		data:    raw[bufHdrSize : bufHdrSize+int(n)],
 	}, nil
-}
-
-// peekRing returns the next ring record without taking it: the caller
-// then keeps or drops it, or leaves it for the next call.
-func (it *pipeIter) peekRing() ([]byte, error) {
-	if it.unread != nil {
-		return it.unread, nil
-	}
-	raw, err := it.nextRing()
-	it.unread = raw
-	return raw, err
 }

@@ -120,3 +120,38 @@ func BenchmarkDumpThousandPipes(b *testing.B) {
 		}
 	}
 }
+
+// TestDumpBulk: 20 pipes of 1 MiB, most of them full: their copies go
+// through the ring several times over (it holds 8 MiB), read in place
+// through a window that moves with the reader, also in the middle of a
+// pipe's copy, and every byte arrives.
+func TestDumpBulk(t *testing.T) {
+	pipetest.RequireBPF(t)
+	const pipes = 20
+	h := pipetest.StartHolder(t, "bulk", fmt.Sprintf("PIPESNAP_TEST_PIPES=%d", pipes))
+	var buf bytes.Buffer
+	report, err := loader.Dump(context.Background(), &buf, loader.Options{PIDs: h.Rep.PIDs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(report.Problems) > 0 {
+		t.Errorf("%d problems, first %v", len(report.Problems), report.Problems[0])
+	}
+	snap, err := snapshot.Read(&buf, snapshot.Options{Data: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byIno := map[uint64]*snapshot.Pipe{}
+	for _, p := range snap.Pipes {
+		byIno[p.Ino] = p
+	}
+	for i, ino := range h.Rep.Inos {
+		p := byIno[ino]
+		if p == nil {
+			t.Fatalf("pipe %d (ino %d) missing", i, ino)
+		}
+		if want := pipetest.BulkData(i); !bytes.Equal(p.Data(), want) {
+			t.Fatalf("pipe %d: %d bytes, first difference at %d", i, len(p.Data()), pipetest.FirstDiff(p.Data(), want))
+		}
+	}
+}

@@ -55,7 +55,7 @@ VM_TIMEOUT=${TEST_KERNELS_TIMEOUT:-600}
 # checks the variant the kernel got (bpf/compat.h) against other probes;
 # TestDumpKindsWithoutNewerHelpers runs the variant for kernels without
 # bpf_loop on every kernel.
-RUN=${TEST_KERNELS_RUN:-'^(TestCalibrationVerifies|TestCalibrationSources|TestExplainMissingFindsNothingHere|TestVariantAgreesWithProbes|TestScopedWalkOfExitedPid|TestWrongTranslationReadsNothing|TestDumpKinds|TestDumpKindsWithoutNewerHelpers|TestDumpLeavesNothing|TestDumpLivePipe|TestDumpLivePipeFrozen|TestDumpManyPipes|TestDumpCgroups|TestDumpCgroupsTruncated)$'}
+RUN=${TEST_KERNELS_RUN:-'^(TestCalibrationVerifies|TestCalibrationSources|TestExplainMissingFindsNothingHere|TestVariantAgreesWithProbes|TestScopedWalkOfExitedPid|TestWrongTranslationReadsNothing|TestDumpKinds|TestDumpKindsWithoutNewerHelpers|TestDumpLeavesNothing|TestDumpLivePipe|TestDumpLivePipeFrozen|TestDumpManyPipes|TestDumpBulk|TestDumpCgroups|TestDumpCgroupsTruncated)$'}
 # pipestate/'s BPF tests: who is blocked, read from the wait queues, with
 # and without the wake functions from kallsyms.
 RUN_PIPESTATE=${TEST_KERNELS_RUN_PIPESTATE:-'^(TestStuckPipelines|TestBlockedOutsideWalk|TestAll|TestNothingLeaks|TestWakeFuncsNotNeeded|TestWakeFuncsNeeded|TestEpollWaiter|TestOpenWaits|TestWaitDurations|TestCgroups)$'}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -158,7 +159,7 @@ func runDump(cfg dumpConfig) error {
 	} else {
 		// One decoding of the kernel's BTF for both loads.
 		opts.BTF = btf.NewCache()
-		opts.Waits = waitsOf(ctx, cfg, opts.BTF)
+		opts.AwaitWaits = startWaits(ctx, cfg, opts.BTF)
 	}
 	var report *loader.Report
 	write := func(w io.Writer) error {
@@ -180,7 +181,7 @@ func runDump(cfg dumpConfig) error {
 			// direct path may still take it.
 			rc = nil
 			opts.BTF = btf.NewCache()
-			opts.Waits = waitsOf(ctx, cfg, opts.BTF)
+			opts.AwaitWaits = startWaits(ctx, cfg, opts.BTF)
 		}
 		if method == "bpf" {
 			cw := &countingWriter{w: w}
@@ -191,6 +192,9 @@ func runDump(cfg dumpConfig) error {
 			// Nothing written yet (loading or calibration failed): the
 			// user-space method can still take the snapshot.
 			fmt.Fprintf(os.Stderr, "pipesnap: the BPF method failed (%v): using the tee method\n", err)
+		}
+		if opts.AwaitWaits != nil {
+			opts.Waits, opts.AwaitWaits = opts.AwaitWaits(), nil
 		}
 		report, err = teecap.Dump(ctx, w, opts)
 		return err
@@ -237,12 +241,34 @@ func runDump(cfg dumpConfig) error {
 	return nil
 }
 
+// startWaits runs waitsOf on another goroutine, on another core while
+// the dump loads, calibrates and walks (the two walks cost about the
+// same): the dump takes the result after its walk, or, frozen, before.
+func startWaits(ctx context.Context, cfg dumpConfig, kernel *btf.Cache) func() *dumpstream.Waits {
+	type result struct {
+		w   *dumpstream.Waits
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		w, err := waitsOf(ctx, cfg, kernel)
+		done <- result{w, err}
+	}()
+	return sync.OnceValue(func() *dumpstream.Waits {
+		r := <-done
+		if r.err != nil {
+			fmt.Fprintf(os.Stderr, "pipesnap: note: %v\n", r.err)
+		}
+		return r.w
+	})
+}
+
 // waitsOf takes a live sample of who waits on what, and of the
-// processes' containers, just before the capture, for the snapshot to
-// record (diagnose FILE reads it): nil, and a note, when the pipe-state
+// processes' containers, alongside the capture, for the snapshot to
+// record (diagnose FILE reads it): nil, and why, when the pipe-state
 // walk cannot run.
-func waitsOf(ctx context.Context, cfg dumpConfig, kernel *btf.Cache) *dumpstream.Waits {
-	w, err := sampleWaits(ctx, cfg.procRoot, func() (*pipemodel.Sample, error) {
+func waitsOf(ctx context.Context, cfg dumpConfig, kernel *btf.Cache) (*dumpstream.Waits, error) {
+	return sampleWaits(ctx, cfg.procRoot, func() (*pipemodel.Sample, error) {
 		s, err := pipestate.Open(pipestate.Options{PIDs: cfg.pids, All: cfg.all, BTF: kernel})
 		if err != nil {
 			return nil, err
@@ -250,10 +276,6 @@ func waitsOf(ctx context.Context, cfg dumpConfig, kernel *btf.Cache) *dumpstream
 		defer s.Close()
 		return s.Sample(ctx)
 	})
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "pipesnap: note: %v\n", err)
-	}
-	return w
 }
 
 // sampleWaits makes the waits of a dump from a sample, with the
@@ -267,6 +289,9 @@ func sampleWaits(ctx context.Context, procRoot string, sample func() (*pipemodel
 	r := newResolver(procRoot)
 	defer r.Close()
 	container.Annotate(ctx, smp, r, procRoot)
+	// Only the waiters are written: the rest of a large sample would be
+	// held through the whole walk.
+	dumpstream.Trim(smp)
 	return &dumpstream.Waits{Sample: smp, Wchan: diagnose.Procfs{}.Wchan}, nil
 }
 

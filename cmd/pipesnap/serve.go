@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pipesnap/pipesnap/diagnose"
+	"github.com/pipesnap/pipesnap/internal/dumpstream"
 	"github.com/pipesnap/pipesnap/internal/host"
 	"github.com/pipesnap/pipesnap/loader"
 	"github.com/pipesnap/pipesnap/pipemodel"
@@ -303,18 +304,33 @@ func (b *residentBackend) Dump(ctx context.Context, w io.Writer, s *resident.Ses
 		return nil, fmt.Errorf("%s is not a proc filesystem", req.ProcRoot)
 	}
 	res := &resident.DumpResult{}
-	waits, err := sampleWaits(ctx, req.ProcRoot, func() (*pipemodel.Sample, error) {
-		scope, err := pipestate.NewScope(pipestate.Options{PIDs: req.PIDs, All: req.All, Skip: opts.Skip})
-		if err != nil {
-			return nil, err
-		}
-		return b.sample(ctx, scope)
-	})
-	if err != nil {
-		res.Warnings = append(res.Warnings, err.Error())
+	// The sample runs on another core during the walk (before it when
+	// frozen), as a direct dump's does.
+	type sampled struct {
+		w   *dumpstream.Waits
+		err error
 	}
-	opts.Waits = waits
+	done := make(chan sampled, 1)
+	go func() {
+		w, err := sampleWaits(ctx, req.ProcRoot, func() (*pipemodel.Sample, error) {
+			scope, err := pipestate.NewScope(pipestate.Options{PIDs: req.PIDs, All: req.All, Skip: opts.Skip})
+			if err != nil {
+				return nil, err
+			}
+			return b.sample(ctx, scope)
+		})
+		done <- sampled{w, err}
+	}()
+	await := sync.OnceValue(func() *dumpstream.Waits {
+		r := <-done
+		if r.err != nil {
+			res.Warnings = append(res.Warnings, r.err.Error())
+		}
+		return r.w
+	})
+	opts.AwaitWaits = await
 	rep, err := b.dumps.Dump(ctx, w, opts)
+	await() // a dump that failed early leaves no sample running
 	if err != nil {
 		return nil, err // the client words it, as runDump does
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -75,8 +76,33 @@ func load(spec Spec, objs any, f Features, cache *btf.Cache) error {
 	// that the default GOGC collects several times over (measured here: a
 	// few of a one-shot dump's ~60 ms CPU). Peak RSS does not move (the
 	// mapped BTF and ring buffer dominate it); the setting is put back.
-	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	defer raiseGC()()
 	return cs.LoadAndAssign(objs, &ebpf.CollectionOptions{Cache: cache})
+}
+
+// gcRaise counts the loads running (a dump loads pipestate's programs
+// and its own at once): GOGC is put back when the last one ends.
+var gcRaise struct {
+	sync.Mutex
+	n    int
+	prev int
+}
+
+// raiseGC sets GOGC to 400 for a load; the returned func puts it back.
+func raiseGC() func() {
+	gcRaise.Lock()
+	defer gcRaise.Unlock()
+	if gcRaise.n == 0 {
+		gcRaise.prev = debug.SetGCPercent(400)
+	}
+	gcRaise.n++
+	return func() {
+		gcRaise.Lock()
+		defer gcRaise.Unlock()
+		if gcRaise.n--; gcRaise.n == 0 {
+			debug.SetGCPercent(gcRaise.prev)
+		}
+	}
 }
 
 // raiseMemlock lifts RLIMIT_MEMLOCK, which kernels before 5.11 charge BPF

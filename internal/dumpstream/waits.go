@@ -160,3 +160,27 @@ func sortedPIDs(m map[uint32]*pipemodel.Proc) []uint32 {
 	slices.Sort(out)
 	return out
 }
+
+// Trim drops from smp what the wait records never read: the holders and
+// slots of every pipe, and the pipes no recordable waiter waits on. A
+// sample of many pipes is mostly that, and a dump holds its sample
+// through the whole walk.
+func Trim(smp *pipemodel.Sample) {
+	if smp == nil {
+		return
+	}
+	var kept []*pipemodel.Pipe
+	for i, p := range smp.Pipes {
+		var ws []pipemodel.Waiter
+		for _, w := range p.Waiters {
+			if _, ok := waiterRecord(0, w); ok {
+				ws = append(ws, w)
+			}
+		}
+		if len(ws) > 0 {
+			kept = append(kept, &pipemodel.Pipe{Ino: p.Ino, Waiters: ws})
+		}
+		smp.Pipes[i] = nil
+	}
+	smp.Pipes = kept
+}

@@ -115,6 +115,11 @@ func manyPipes(n int) ([]uint64, error) {
 // ManyData is what pipe i of the "many" holder holds.
 func ManyData(i int) []byte { return []byte(fmt.Sprintf("pipe %d\n", i)) }
 
+// BulkData is what pipe i of the "bulk" holder holds: 1 MiB, or less
+// for every pipe but one in three (a reader's window then moves in the
+// middle of a pipe's copy).
+func BulkData(i int) []byte { return Pattern(byte(100+i), 1<<20-i%3*300000) }
+
 // LiveByte is byte i of the "live" holder's stream: any run of bytes cut
 // from it consistently satisfies b[k+1] == LiveByte(i+1) where b[k] ==
 // LiveByte(i), so a torn copy shows.
@@ -281,6 +286,25 @@ func runHolder(kind string) error {
 		}
 		if rep.Inos, err = manyPipes(n); err != nil {
 			return err
+		}
+	case "bulk":
+		// PIPESNAP_TEST_PIPES pipes of 1 MiB; pipe i holds BulkData(i).
+		n, err := strconv.Atoi(os.Getenv("PIPESNAP_TEST_PIPES"))
+		if err != nil {
+			return err
+		}
+		for i := range n {
+			var q [2]int
+			if err := unix.Pipe2(q[:], unix.O_CLOEXEC); err != nil {
+				return err
+			}
+			if _, err := unix.FcntlInt(uintptr(q[1]), unix.F_SETPIPE_SZ, 1<<20); err != nil {
+				return err
+			}
+			if err := writeAll(q[1], BulkData(i)); err != nil {
+				return err
+			}
+			rep.Inos = append(rep.Inos, inoOf(q[0]))
 		}
 	case "fds":
 		// As many fds as the hard limit allows, nearly all /dev/null, with
