@@ -103,12 +103,55 @@ struct {
 	__type(value, __u8);
 } targets SEC(".maps");
 
+/* A record being written: fd, pipe and slots in one piece. */
+struct pst_scratch {
+	struct pst_fd fd;
+	struct pst_pipe pipe;
+	struct pst_slot slots[PST_SLOTS];
+	struct pst_waiter waiters[PST_MAX_WAITERS];
+	char path[PST_PATH_LEN];
+	struct pst_proc proc;
+	/* The task visited, for read_waiters: a pointer stored is read back
+	 * as a scalar, which a global function can take. */
+	__u64 task;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct pst_fd);
+	__type(value, struct pst_scratch);
 } rec_scratch SEC(".maps");
+
+/*
+ * The process of the last pst_proc written: in which iterator session,
+ * for which task (and pid: an address alone could be a new task's), and
+ * its serial, a count of pst_procs written that never repeats. Set only
+ * once the element's whole output is in the seq_file: output the kernel
+ * drops (seq_file overflow) is written again when the element is shown
+ * again. Not per CPU: a session's reads may run on different CPUs.
+ */
+__u64 proc_session = 0;
+__u64 proc_task = 0;
+__u32 proc_pid = 0;
+__u64 proc_serial = 0;
+
+/*
+ * The pipes whose state the current process's records carry already,
+ * direct-mapped by address: a later fd of one of them is a bare pst_fd.
+ * A collision only costs a full record again.
+ */
+#define PIPE_CACHE 256
+struct pipe_seen {
+	__u64 pipe;
+	__u64 serial;	/* proc_serial of the process whose record carried it */
+};
+struct pipe_seen pipe_cache[PIPE_CACHE];
+
+static __always_inline __u32 pipe_slot(__u64 pipe)
+{
+	return ((pipe * 0x9E3779B97F4A7C15ULL) >> 56) & (PIPE_CACHE - 1);
+}
 
 /*
  * Counters of a walk of the waiters, kept in a map value rather than on
@@ -131,10 +174,13 @@ struct {
 } work_scratch SEC(".maps");
 
 /* Referenced so the record types are in BTF for bpf2go -type. */
+const struct pst_proc *unused_pst_proc __attribute__((unused));
 const struct pst_fd *unused_pst_fd __attribute__((unused));
+const struct pst_pipe *unused_pst_pipe __attribute__((unused));
 const struct pst_waiter *unused_pst_waiter __attribute__((unused));
 const struct pst_slot *unused_pst_slot __attribute__((unused));
 const struct pst_task *unused_pst_task __attribute__((unused));
+const enum pst_rec *unused_pst_rec __attribute__((unused));
 const enum pst_kind *unused_pst_kind __attribute__((unused));
 const enum pst_queue *unused_pst_queue __attribute__((unused));
 const enum pst_wkind *unused_pst_wkind __attribute__((unused));
@@ -149,7 +195,16 @@ const enum cg_hier *unused_cg_hier __attribute__((unused));
 /* The kind of an entry still to be compared with the process's threads. */
 #define W_CANDIDATE 0
 
-static __always_inline struct pst_fd *scratch(void)
+/*
+ * The steps below that the verifier would otherwise follow once per path
+ * into them (per loop iteration, per branch of the caller) are global
+ * functions: verified once, on their own, with unknown arguments. They
+ * take scalars only (a kernel before 5.12 passes a global function
+ * nothing else): pointers as __u64, read with probe reads, the record
+ * through the per-CPU scratch.
+ */
+
+static __always_inline struct pst_scratch *scratch(void)
 {
 	__u32 zero = 0;
 
@@ -185,27 +240,25 @@ static __always_inline struct sum_ctx *sum_scratch_ctx(void)
 	return bpf_map_lookup_elem(&sum_scratch, &zero);
 }
 
-/* sum_one adds buffer i (ring index tail+i) and keeps the first slots. */
+/* sum_buf is the length of buffer i (ring index tail+i); it keeps the
+ * first PST_SLOTS in the record's slots. */
+__attribute__((noinline)) __u64 sum_buf(__u32 i, __u64 bufs, __u32 tail, __u32 mask)
+{
+	struct pipe_buffer *b = (void *)bufs +
+		(__u64)((tail + i) & mask) * bpf_core_type_size(struct pipe_buffer);
+	__u32 len = BPF_CORE_READ(b, len);
+	struct pst_scratch *r;
+
+	if (i < PST_SLOTS && (r = scratch())) {
+		r->slots[i & (PST_SLOTS - 1)].offset = BPF_CORE_READ(b, offset);
+		r->slots[i & (PST_SLOTS - 1)].len = len;
+	}
+	return len;
+}
+
 static __always_inline long sum_one(__u32 i, struct sum_ctx *c)
 {
-	struct pipe_buffer *b = (void *)c->bufs +
-		(__u64)((c->tail + i) & c->mask) * bpf_core_type_size(struct pipe_buffer);
-	__u32 len = BPF_CORE_READ(b, len);
-	struct pst_fd *r;
-	__u32 j = i;
-
-	c->bytes += len;
-	if (i < PST_SLOTS) {
-		r = scratch();
-		if (!r)
-			return 1;
-		/* Masked after clang can no longer prove it useless: a bound
-		 * the verifier sees whichever register holds the index. */
-		asm volatile("" : "+r"(j));
-		j &= PST_SLOTS - 1;
-		r->slots[j].offset = BPF_CORE_READ(b, offset);
-		r->slots[j].len = len;
-	}
+	c->bytes += sum_buf(i, c->bufs, c->tail, c->mask);
 	return 0;
 }
 
@@ -216,17 +269,24 @@ LOOP_CB sum_cb(__u32 i, struct sum_ctx *c)
 
 CHUNK(sum_chunk, sum_one, sum_scratch_ctx, PST_COMPAT_BUF_CHUNK)
 
-/* read_ring fills head, tail, bytes and slots, again while they move. */
-static __always_inline void read_ring(struct pst_fd *r, struct pipe_inode_info *pipe)
+/* read_ring fills head, tail, bytes and slots of pipe's record, again
+ * while they move. */
+__attribute__((noinline)) int read_ring(__u64 pipe_addr)
 {
+	struct pipe_inode_info *pipe = (void *)pipe_addr;
 	struct sum_ctx cs = {}, *c = &cs;
 	__u32 attempt, head = 0, tail = 0, nbufs, ring_size;
+	struct pst_scratch *s = scratch();
+	struct pst_pipe *r;
 
+	if (!s)
+		return 0;
+	r = &s->pipe;
 	if (!have_loop) {
 		c = sum_scratch_ctx();
 		if (!c) {
 			r->status |= PST_STATUS_BAD_RING;
-			return;
+			return 0;
 		}
 	}
 	c->bufs = (__u64)BPF_CORE_READ(pipe, bufs);
@@ -247,18 +307,20 @@ static __always_inline void read_ring(struct pst_fd *r, struct pipe_inode_info *
 			/* not a ring we know, or more buffers than we can sum */
 			r->status |= PST_STATUS_BAD_RING;
 			nbufs = 0;
-		} else {
+		} else if (nbufs) {
 			LOOP(nbufs, sum_cb, c, sum_chunk, PST_COMPAT_BUF_CHUNK,
 			     PST_COMPAT_BUFS / PST_COMPAT_BUF_CHUNK);
 		}
 		r->head = head;
 		r->tail = tail;
 		r->nbufs = nbufs;
+		r->nslots = nbufs < PST_SLOTS ? nbufs : PST_SLOTS;
 		r->bytes = c->bytes;
 		if (read_head(pipe) == head && read_tail(pipe) == tail)
 			break;
 		r->status |= PST_STATUS_MOVED;
 	}
+	return 0;
 }
 
 static __always_inline bool is_fn(__u64 fn, __u64 sym)
@@ -313,16 +375,25 @@ static __always_inline __u64 idle_since(struct task_struct *t, __u64 now)
 	return now - at;
 }
 
-static __always_inline void fill_task(struct pst_waiter *w, struct task_struct *t)
+/* fill_task fills in waiter j's task. */
+__attribute__((noinline)) int fill_task(__u32 j, __u64 task)
 {
+	struct task_struct *t = (void *)task;
+	struct pst_scratch *r = scratch();
 	struct work *k = work();
-	__u32 level = reader_level();
+	struct pst_waiter *w;
+	__u32 level;
 
+	if (!r || !k)
+		return 0;
+	w = &r->waiters[j & (PST_MAX_WAITERS - 1)];
+	level = reader_level();
 	w->tid = ns_tid(t, level);
 	w->tgid = ns_tgid(t, level);
 	w->state = sched_state(t);
-	w->wait_ns = k ? idle_since(t, k->now) : PST_IDLE_UNKNOWN;
+	w->wait_ns = idle_since(t, k->now);
 	BPF_CORE_READ_STR_INTO(&w->comm, t, comm);
+	return 0;
 }
 
 /* is_task_wake: a wake function whose entry's private is a task. */
@@ -338,7 +409,7 @@ static __always_inline bool is_task_wake(__u64 fn)
  * and the eventpoll, whose wq holds the tasks asleep in epoll_wait on it.
  * The first of them is the waiter: the instance wakes one at a time.
  */
-static __always_inline void epoll_entry(struct pst_waiter *w, struct wait_queue_entry *e)
+static __always_inline void epoll_entry(struct pst_waiter *w, __u32 n, struct wait_queue_entry *e)
 {
 	struct eppoll_entry *pwq = (void *)e - bpf_core_field_offset(struct eppoll_entry, wait);
 	struct epitem *epi = BPF_CORE_READ(pwq, base);
@@ -363,8 +434,75 @@ static __always_inline void epoll_entry(struct pst_waiter *w, struct wait_queue_
 	fn = (__u64)BPF_CORE_READ(s, func);
 	if (!is_task_wake(fn) || !BPF_CORE_READ(s, private))
 		return;
-	fill_task(w, (struct task_struct *)BPF_CORE_READ(s, private));
+	fill_task(n, (__u64)BPF_CORE_READ(s, private));
 	w->sleeping = 1;
+}
+
+/*
+ * queue_step records the entry of a wait queue at pos (a list_head; head
+ * is the queue's), classified by its wake function where the sampler set
+ * them: an entry that may be a sleeping task is left as a candidate for
+ * the comparison with the threads. It returns the next entry's list_head,
+ * 0 at the end of the queue or of the record's room.
+ */
+__attribute__((noinline)) __u64 queue_step(__u64 pos, __u64 head, __u32 queue)
+{
+	struct wait_queue_entry *e;
+	struct pst_waiter *w;
+	struct pst_scratch *r;
+	struct work *k;
+	__u64 priv, fn;
+	__u32 n;
+
+	if (!pos || pos == head)
+		return 0;
+	r = scratch();
+	k = work();
+	if (!r || !k)
+		return 0;
+	n = r->pipe.nwaiters;
+	if (n >= PST_MAX_WAITERS) {
+		r->pipe.status |= PST_STATUS_WAITERS_TRUNC;
+		return 0;
+	}
+	w = &r->waiters[n & (PST_MAX_WAITERS - 1)];
+	e = (void *)pos - bpf_core_field_offset(struct wait_queue_entry, entry);
+	priv = (__u64)BPF_CORE_READ(e, private);
+	fn = (__u64)BPF_CORE_READ(e, func);
+	w->entry = (__u64)e;
+	w->private = priv;
+	w->flags = BPF_CORE_READ(e, flags);
+	w->queue = queue;
+	w->tid = 0;
+	w->tgid = 0;
+	w->state = 0;
+	w->wait_ns = PST_IDLE_UNKNOWN;
+	w->ep = 0;
+	w->events = 0;
+	w->target_fd = -1;
+	w->sleeping = 0;
+	w->comm[0] = 0;
+	if (is_fn(fn, wake_ep_poll)) {
+		epoll_entry(w, n, e);
+	} else if (priv && is_fn(fn, wake_pollwake)) {
+		/* poll/select: the entry is in a poll_table_entry, whose key
+		 * is the events asked for; private is the poll_wqueues. */
+		struct poll_wqueues *pq = (void *)priv;
+		struct poll_table_entry *pe = (void *)e -
+			bpf_core_field_offset(struct poll_table_entry, wait);
+
+		w->kind = PST_W_POLL;
+		w->events = BPF_CORE_READ(pe, key);
+		w->sleeping = !BPF_CORE_READ(pq, triggered);
+		fill_task(n, (__u64)BPF_CORE_READ(pq, polling_task));
+	} else if (priv && (!k->known || is_task_wake(fn))) {
+		w->kind = W_CANDIDATE;
+		k->left++;
+	} else {
+		w->kind = PST_W_OTHER;
+	}
+	r->pipe.nwaiters = n + 1;
+	return (__u64)BPF_CORE_READ(e, entry.next);
 }
 
 struct queue_ctx {
@@ -388,70 +526,10 @@ static __always_inline struct queue_ctx *queue_scratch_ctx(void)
 	return bpf_map_lookup_elem(&queue_scratch, &zero);
 }
 
-/*
- * queue_entry records one entry of a wait queue, classified by its wake
- * function where the sampler set them. An entry that may be a sleeping
- * task is left as a candidate for the comparison with the threads.
- */
 static __always_inline long queue_entry(__u32 i, struct queue_ctx *c)
 {
-	struct wait_queue_entry *e;
-	struct pst_waiter *w;
-	struct pst_fd *r;
-	struct work *k;
-	__u64 priv, fn;
-	__u32 n;
-
-	if (!c->pos || c->pos == c->head)
-		return 1;
-	r = scratch();
-	k = work();
-	if (!r || !k)
-		return 1;
-	n = r->nwaiters;
-	if (n >= PST_MAX_WAITERS) {
-		r->status |= PST_STATUS_WAITERS_TRUNC;
-		return 1;
-	}
-	w = &r->waiters[n];
-	e = (void *)c->pos - bpf_core_field_offset(struct wait_queue_entry, entry);
-	priv = (__u64)BPF_CORE_READ(e, private);
-	fn = (__u64)BPF_CORE_READ(e, func);
-	w->entry = (__u64)e;
-	w->private = priv;
-	w->flags = BPF_CORE_READ(e, flags);
-	w->queue = c->queue;
-	w->tid = 0;
-	w->tgid = 0;
-	w->state = 0;
-	w->wait_ns = PST_IDLE_UNKNOWN;
-	w->ep = 0;
-	w->events = 0;
-	w->target_fd = -1;
-	w->sleeping = 0;
-	w->comm[0] = 0;
-	if (is_fn(fn, wake_ep_poll)) {
-		epoll_entry(w, e);
-	} else if (priv && is_fn(fn, wake_pollwake)) {
-		/* poll/select: the entry is in a poll_table_entry, whose key
-		 * is the events asked for; private is the poll_wqueues. */
-		struct poll_wqueues *pq = (void *)priv;
-		struct poll_table_entry *pe = (void *)e -
-			bpf_core_field_offset(struct poll_table_entry, wait);
-
-		w->kind = PST_W_POLL;
-		w->events = BPF_CORE_READ(pe, key);
-		w->sleeping = !BPF_CORE_READ(pq, triggered);
-		fill_task(w, BPF_CORE_READ(pq, polling_task));
-	} else if (priv && (!k->known || is_task_wake(fn))) {
-		w->kind = W_CANDIDATE;
-		k->left++;
-	} else {
-		w->kind = PST_W_OTHER;
-	}
-	r->nwaiters = n + 1;
-	c->pos = (__u64)BPF_CORE_READ(e, entry.next);
-	return 0;
+	c->pos = queue_step(c->pos, c->head, c->queue);
+	return !c->pos;
 }
 
 LOOP_CB queue_cb(__u32 i, struct queue_ctx *c)
@@ -482,20 +560,21 @@ static __always_inline void walk_queue(struct wait_queue_head *wq, __u8 queue)
  * read_waiters fills in the task of each it marks (kept out of the walk
  * of the threads, whose every step the verifier may have to follow).
  */
-static __always_inline long match_thread(__u32 i, void *unused)
+__attribute__((noinline)) int match_thread(void)
 {
 	struct task_struct *t;
-	struct pst_fd *r = scratch();
+	struct pst_scratch *r = scratch();
 	struct work *k = work();
-	__u32 j;
+	__u32 j, n;
 
 	if (!r || !k || !k->node || k->node == k->head || !k->left)
 		return 1;
 	t = (void *)k->node - bpf_core_field_offset(struct task_struct, thread_node);
-	for (j = 0; j < PST_MAX_WAITERS; j++) {
+	n = r->pipe.nwaiters;
+	for (j = 0; j < PST_MAX_WAITERS && j < n; j++) {
 		struct pst_waiter *w = &r->waiters[j];
 
-		if (w->kind != W_CANDIDATE || w->private != (__u64)t || j >= r->nwaiters)
+		if (w->kind != W_CANDIDATE || w->private != (__u64)t)
 			continue;
 		w->kind = PST_W_THREAD;
 		k->left--;
@@ -504,27 +583,43 @@ static __always_inline long match_thread(__u32 i, void *unused)
 	return 0;
 }
 
-LOOP_CB match_cb(__u32 i, void *unused)
+static __always_inline long match_one(__u32 i, void *unused)
 {
-	return match_thread(i, unused);
+	long stop = match_thread();
+
+	/* A callback returns 0 or 1, and the verifier knows nothing of a
+	 * global's result: hide from clang that it is 0 or 1 already. */
+	asm volatile("" : "+r"(stop));
+	return stop ? 1 : 0;
 }
 
-CHUNK(match_chunk, match_thread, work, PST_COMPAT_THREAD_CHUNK)
+LOOP_CB match_cb(__u32 i, void *unused)
+{
+	return match_one(i, unused);
+}
+
+CHUNK(match_chunk, match_one, work, PST_COMPAT_THREAD_CHUNK)
 
 /*
- * read_waiters walks both wait queues, then the process's threads to find
- * which candidates are its own blocked threads. What is left is a task of
- * another process (when its wake function says it is a task) or unknown.
+ * read_waiters walks both wait queues of pipe, then the threads of the
+ * visited task's process to find which candidates are its own blocked threads. What is
+ * left is a task of another process (when its wake function says it is a
+ * task) or unknown.
  */
-static __always_inline void read_waiters(struct pst_fd *r, struct pipe_inode_info *pipe,
-					 struct task_struct *task)
+__attribute__((noinline)) int read_waiters(__u64 pipe_addr)
 {
-	struct signal_struct *sig = BPF_CORE_READ(task, signal);
+	struct pipe_inode_info *pipe = (void *)pipe_addr;
+	struct pst_scratch *r = scratch();
 	struct work *k = work();
-	__u32 j;
+	struct signal_struct *sig;
+	struct task_struct *task;
+	__u32 j, n;
 
-	if (!k)
-		return;
+	if (!r || !k)
+		return 0;
+	/* out of BPF_CORE_READ: pst_scratch is no kernel type to relocate */
+	task = (void *)r->task;
+	sig = BPF_CORE_READ(task, signal);
 	k->left = 0;
 	k->now = now_ns();
 	/* Read once: one record classifies all its entries alike. */
@@ -538,23 +633,67 @@ static __always_inline void read_waiters(struct pst_fd *r, struct pipe_inode_inf
 	LOOP(max_threads, match_cb, NULL, match_chunk, PST_COMPAT_THREAD_CHUNK,
 	     PST_COMPAT_THREADS / PST_COMPAT_THREAD_CHUNK);
 	if (k->left && k->node && k->node != k->head)
-		r->status |= PST_STATUS_THREADS_TRUNC;
+		r->pipe.status |= PST_STATUS_THREADS_TRUNC;
 fill:
-	for (j = 0; j < PST_MAX_WAITERS; j++) {
+	n = r->pipe.nwaiters;
+	for (j = 0; j < PST_MAX_WAITERS && j < n; j++) {
 		struct pst_waiter *w = &r->waiters[j];
 
-		if (j >= r->nwaiters)
-			break;
 		if (w->kind == PST_W_THREAD) {
-			fill_task(w, (struct task_struct *)w->private);
+			fill_task(j, w->private);
 		} else if (w->kind != W_CANDIDATE) {
 			continue;
 		} else if (k->known) {
 			w->kind = PST_W_TASK;
-			fill_task(w, (struct task_struct *)w->private);
+			fill_task(j, w->private);
 		} else {
 			w->kind = PST_W_OTHER;
 		}
+	}
+	return 0;
+}
+
+/* queue_busy: a wait queue with an entry. */
+static __always_inline bool queue_busy(struct wait_queue_head *wq)
+{
+	__u64 next = (__u64)BPF_CORE_READ(wq, head.next);
+
+	return next && next != (__u64)&wq->head;
+}
+
+/* fill_proc fills in the pst_proc of task, process tgid. */
+static __always_inline void fill_proc(struct pst_proc *p, struct task_struct *task,
+				      __u32 tgid, __u32 level)
+{
+	p->type = PST_REC_PROC;
+	p->len = sizeof(*p);
+	p->tgid = tgid;
+	p->tid = ns_tid(task, level);
+	p->start_ns = BPF_CORE_READ(task, start_boottime);
+	p->task_state = sched_state(BPF_CORE_READ(task, group_leader));
+	p->nr_threads = BPF_CORE_READ(task, signal, nr_threads);
+	bpf_probe_read_kernel_str(p->comm, sizeof(p->comm), task->comm);
+}
+
+/* fill_pipe fills in the state of pipe (inode's) for task's record. */
+static __always_inline void fill_pipe(struct pst_scratch *s, struct pipe_inode_info *pipe,
+				      struct inode *inode, struct task_struct *task)
+{
+	struct pst_pipe *r = &s->pipe;
+
+	r->kind = inode_is_fifo(inode) ? PST_KIND_FIFO : PST_KIND_PIPE;
+	r->ring_size = BPF_CORE_READ(pipe, ring_size);
+	r->max_usage = BPF_CORE_READ(pipe, max_usage);
+	r->readers = BPF_CORE_READ(pipe, readers);
+	r->writers = BPF_CORE_READ(pipe, writers);
+	r->status = 0;
+	r->nwaiters = 0;
+	r->nslots = 0;
+	r->path_len = 0;
+	read_ring((__u64)pipe);
+	if (queue_busy(&pipe->rd_wait) || queue_busy(&pipe->wr_wait)) {
+		s->task = (__u64)task;
+		read_waiters((__u64)pipe);
 	}
 }
 
@@ -562,62 +701,97 @@ SEC("iter/task_file")
 int pipe_state(struct bpf_iter__task_file *ctx)
 {
 	struct seq_file *seq = ctx->meta->seq;
+	__u64 session = ctx->meta->session_id;
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
 	struct pipe_inode_info *pipe;
 	struct inode *inode;
-	struct pst_fd *r;
-	__u32 tgid, gen, level;
+	struct pst_scratch *s;
+	__u32 pid, tgid, level, gen, at, n, head_len, waiters_len = 0, path_len = 0;
+	__u64 serial;
+	bool fresh, full;
 
 	if (!task || !file)
-		return 0;
-	level = reader_level();
-	tgid = ns_tgid(task, level);
-	if (tgid == (skip_tgid ? skip_tgid : self_tgid))
-		return 0;
-	if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
 		return 0;
 	pipe = file_pipe(file, &inode);
 	if (!pipe)
 		return 0;
-	r = scratch();
-	if (!r)
+	s = scratch();
+	if (!s)
 		return 0;
-	r->ino = BPF_CORE_READ(inode, i_ino);
-	if (filter_inos && !bpf_map_lookup_elem(&inos, &r->ino))
+	s->fd.ino = BPF_CORE_READ(inode, i_ino);
+	if (filter_inos && !bpf_map_lookup_elem(&inos, &s->fd.ino))
 		return 0;
-	gen = walk_gen;
-	bpf_map_update_elem(&seen, &tgid, &gen, BPF_ANY);
-
-	r->tgid = tgid;
-	r->tid = ns_tid(task, level);
-	r->start_ns = BPF_CORE_READ(task, start_boottime);
-	r->file_id = (__u64)file;
-	r->fd = ctx->fd;
-	r->f_flags = BPF_CORE_READ(file, f_flags);
-	r->f_mode = BPF_CORE_READ(file, f_mode);
-	r->kind = inode_is_fifo(inode) ? PST_KIND_FIFO : PST_KIND_PIPE;
-	r->task_state = sched_state(BPF_CORE_READ(task, group_leader));
-	r->nr_threads = BPF_CORE_READ(task, signal, nr_threads);
-	r->ring_size = BPF_CORE_READ(pipe, ring_size);
-	r->max_usage = BPF_CORE_READ(pipe, max_usage);
-	r->readers = BPF_CORE_READ(pipe, readers);
-	r->writers = BPF_CORE_READ(pipe, writers);
-	r->status = 0;
-	r->nwaiters = 0;
-	r->path_len = 0;
-	r->path[0] = 0;
-	__builtin_memset(r->slots, 0, sizeof(r->slots));
-	bpf_probe_read_kernel_str(r->comm, sizeof(r->comm), task->comm);
-	if (have_d_path && r->kind == PST_KIND_FIFO) {
-		long n = bpf_d_path((struct path *)&file->f_path, r->path, sizeof(r->path));
-
-		if (n > 0)
-			r->path_len = n - 1;
+	/* The process of the last record, which passed the filters, or a
+	 * new one (a pst_proc first). */
+	pid = BPF_CORE_READ(task, pid);
+	fresh = session != proc_session || (__u64)task != proc_task || pid != proc_pid;
+	serial = proc_serial;
+	if (fresh) {
+		level = reader_level();
+		tgid = ns_tgid(task, level);
+		if (tgid == (skip_tgid ? skip_tgid : self_tgid))
+			return 0;
+		if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
+			return 0;
+		gen = walk_gen;
+		bpf_map_update_elem(&seen, &tgid, &gen, BPF_ANY);
+		fill_proc(&s->proc, task, tgid, level);
+		serial++;
 	}
-	read_ring(r, pipe);
-	read_waiters(r, pipe, task);
-	bpf_seq_write(seq, r, sizeof(*r));
+	at = pipe_slot((__u64)pipe);
+	full = fresh || pipe_cache[at].pipe != (__u64)pipe || pipe_cache[at].serial != serial;
+
+	s->fd.type = PST_REC_FD;
+	s->fd.fd = ctx->fd;
+	s->fd.file_id = (__u64)file;
+	s->fd.f_flags = BPF_CORE_READ(file, f_flags);
+	s->fd.f_mode = BPF_CORE_READ(file, f_mode);
+	head_len = sizeof(s->fd);
+	if (full) {
+		fill_pipe(s, pipe, inode, task);
+		if (have_d_path && s->pipe.kind == PST_KIND_FIFO) {
+			long got = bpf_d_path((struct path *)&file->f_path, s->path, sizeof(s->path));
+
+			if (got > 1) {
+				s->pipe.path_len = got - 1;
+				/* with its NUL, padded (Go reads path_len bytes) */
+				path_len = (got + 7) & ~7;
+				if (path_len > PST_PATH_LEN)
+					path_len = PST_PATH_LEN;
+			}
+		}
+		n = s->pipe.nslots;
+		if (n > PST_SLOTS)
+			n = PST_SLOTS;
+		head_len = sizeof(s->fd) + sizeof(s->pipe) + n * sizeof(s->slots[0]);
+		n = s->pipe.nwaiters;
+		if (n > PST_MAX_WAITERS)
+			n = PST_MAX_WAITERS;
+		waiters_len = n * sizeof(s->waiters[0]);
+	}
+	s->fd.len = head_len + waiters_len + path_len;
+
+	/* A write that does not fit leaves the seq_file overflowed: the
+	 * element's output is dropped and the element shown again. */
+	if (fresh && bpf_seq_write(seq, &s->proc, sizeof(s->proc)))
+		return 0;
+	if (bpf_seq_write(seq, &s->fd, head_len))
+		return 0;
+	if (waiters_len && bpf_seq_write(seq, s->waiters, waiters_len))
+		return 0;
+	if (path_len && bpf_seq_write(seq, s->path, path_len))
+		return 0;
+	if (fresh) {
+		proc_session = session;
+		proc_task = (__u64)task;
+		proc_pid = pid;
+		proc_serial = serial;
+	}
+	if (full) {
+		pipe_cache[at].pipe = (__u64)pipe;
+		pipe_cache[at].serial = serial;
+	}
 	return 0;
 }
 
