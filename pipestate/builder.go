@@ -29,6 +29,26 @@ type builder struct {
 	// pipeBlock and holderBlock are allocated ahead (newPipe, holders).
 	pipeBlock   []pipemodel.Pipe
 	holderBlock []pipemodel.Holder
+	// order is the pipes as first seen, with their inodes: walked and
+	// sorted without a map's or a pointer's indirection.
+	order []pipeAt
+	// cur is the process of the last record: records come process by
+	// process, so the maps are looked up once per process.
+	cur curProc
+}
+
+type pipeAt struct {
+	ino uint64
+	p   *pipemodel.Pipe
+}
+
+// curProc is what add found for one process's records.
+type curProc struct {
+	valid   bool
+	tgid    uint32
+	startNs uint64
+	outside bool
+	proc    *pipemodel.Proc // nil: the process's records are left out
 }
 
 func newBuilder(pageSize uint64, starts map[uint32]uint64) *builder {
@@ -51,22 +71,13 @@ func (b *builder) reused(tgid uint32, startNs uint64) bool {
 
 func (b *builder) add(r *fdRec) error {
 	pr, fd := r.proc, r.fd
-	if b.reused(pr.Tgid, pr.StartNs) {
-		return nil
+	c := &b.cur
+	if !c.valid || c.tgid != pr.Tgid || c.startNs != pr.StartNs || c.outside != b.outside {
+		*c = curProc{valid: true, tgid: pr.Tgid, startNs: pr.StartNs, outside: b.outside, proc: b.process(pr)}
 	}
-	procs := b.procs
-	if b.outside {
-		if _, walked := b.procs[pr.Tgid]; walked {
-			return nil // already seen in the walk proper
-		}
-		procs = b.outsideProcs
-	} else {
-		b.seen[pr.Tgid] = true
-	}
-	proc := procs[pr.Tgid]
+	proc := c.proc
 	if proc == nil {
-		proc = &pipemodel.Proc{PID: pr.Tgid, Comm: cString(pr.Comm[:]), State: pipemodel.StateName(pr.TaskState), Threads: pr.NrThreads}
-		procs[pr.Tgid] = proc
+		return nil
 	}
 	p := b.pipes[fd.Ino]
 	if p == nil {
@@ -79,6 +90,7 @@ func (b *builder) add(r *fdRec) error {
 		}
 		p = b.newPipe(r)
 		b.pipes[fd.Ino] = p
+		b.order = append(b.order, pipeAt{fd.Ino, p})
 	}
 	h := pipemodel.Holder{
 		PID: pr.Tgid, Comm: proc.Comm, FD: int32(fd.Fd), End: pipemodel.EndOfMode(fd.F_mode), Flags: fd.F_flags,
@@ -103,6 +115,30 @@ func (b *builder) add(r *fdRec) error {
 	}
 	p.Holders = append(p.Holders, h)
 	return nil
+}
+
+// process is the process of a record, nil when its records are left out:
+// a pid that names another process now, or in the walk for the other
+// ends one that the walk proper saw.
+func (b *builder) process(pr *pipestatePstProc) *pipemodel.Proc {
+	if b.reused(pr.Tgid, pr.StartNs) {
+		return nil
+	}
+	procs := b.procs
+	if b.outside {
+		if _, walked := b.procs[pr.Tgid]; walked {
+			return nil // already seen in the walk proper
+		}
+		procs = b.outsideProcs
+	} else {
+		b.seen[pr.Tgid] = true
+	}
+	proc := procs[pr.Tgid]
+	if proc == nil {
+		proc = &pipemodel.Proc{PID: pr.Tgid, Comm: cString(pr.Comm[:]), State: pipemodel.StateName(pr.TaskState), Threads: pr.NrThreads}
+		procs[pr.Tgid] = proc
+	}
+	return proc
 }
 
 // holders is room for a pipe's first two holders (most pipes have two
@@ -277,13 +313,13 @@ func (b *builder) finish() *pipemodel.Sample {
 		pr.Outside = true
 		b.procs[pid] = pr
 	}
-	for _, p := range b.pipes {
-		slices.SortFunc(p.Holders, func(a, b pipemodel.Holder) int {
-			if a.PID != b.PID {
-				return cmp.Compare(a.PID, b.PID)
-			}
-			return int(a.FD - b.FD)
-		})
+	// Pipes come in nearly in inode order (pipes made one after the
+	// other); sorted by the inode held beside the pointer, not behind it.
+	slices.SortFunc(b.order, func(a, b pipeAt) int { return cmp.Compare(a.ino, b.ino) })
+	s.Pipes = make([]*pipemodel.Pipe, 0, len(b.order))
+	for _, o := range b.order {
+		p := o.p
+		sortHolders(p.Holders)
 		p.CountUnseen()
 		// A blocked task first seen from another process's record (it was
 		// not compared with its own threads) belongs to a walked process
@@ -299,9 +335,29 @@ func (b *builder) finish() *pipemodel.Sample {
 		p.MarkHolders()
 		s.Pipes = append(s.Pipes, p)
 	}
-	slices.SortFunc(s.Pipes, func(a, b *pipemodel.Pipe) int { return cmp.Compare(a.Ino, b.Ino) })
 	slices.SortFunc(s.OpenWaits, func(a, b pipemodel.OpenWait) int { return cmp.Compare(a.TID, b.TID) })
 	return s
+}
+
+// sortHolders orders holders by pid and fd; two, the most common, are
+// compared once.
+func sortHolders(h []pipemodel.Holder) {
+	less := func(a, b *pipemodel.Holder) bool {
+		return a.PID < b.PID || a.PID == b.PID && a.FD < b.FD
+	}
+	switch {
+	case len(h) == 2:
+		if less(&h[1], &h[0]) {
+			h[0], h[1] = h[1], h[0]
+		}
+	case len(h) > 2:
+		slices.SortFunc(h, func(a, b pipemodel.Holder) int {
+			if a.PID != b.PID {
+				return cmp.Compare(a.PID, b.PID)
+			}
+			return cmp.Compare(a.FD, b.FD)
+		})
+	}
 }
 
 func cString[T ~int8 | ~uint8](b []T) string {

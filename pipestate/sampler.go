@@ -401,7 +401,8 @@ func (s *Sampler) walkOtherEnds(ctx context.Context, b *builder) (bool, error) {
 		return false, nil
 	}
 	var want []uint64
-	for _, p := range b.pipes {
+	for _, o := range b.order {
+		p := o.p
 		if len(want) == maxOtherEnds {
 			break
 		}
