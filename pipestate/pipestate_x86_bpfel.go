@@ -155,14 +155,15 @@ const (
 )
 
 type pipestatePstScratch struct {
-	_       structs.HostLayout
-	Fd      pipestatePstFd
-	Pipe    pipestatePstPipe
-	Slots   [16]pipestatePstSlot
-	Waiters [16]pipestatePstWaiter
-	Path    [256]int8
-	Proc    pipestatePstProc
-	Task    uint64
+	_        structs.HostLayout
+	Fd       pipestatePstFd
+	Pipe     pipestatePstPipe
+	Slots    [16]pipestatePstSlot
+	Waiters  [16]pipestatePstWaiter
+	Path     [256]int8
+	Proc     pipestatePstProc
+	TaskAddr uint64
+	PipeAddr uint64
 }
 
 type pipestatePstSlot struct {

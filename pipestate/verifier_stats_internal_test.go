@@ -3,6 +3,7 @@ package pipestate
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,7 +12,8 @@ import (
 
 // TestVerifierStats logs the verifier's statistics of each program of
 // both variants, loaded alone (PIPESNAP_VERIFIER_STATS=1; a tool, not a
-// check: the figures depend on the kernel).
+// check: the figures depend on the kernel). PIPESNAP_VERIFIER_LOGS=DIR
+// writes each program's log of branches there.
 func TestVerifierStats(t *testing.T) {
 	if os.Getenv("PIPESNAP_VERIFIER_STATS") == "" {
 		t.Skip("set PIPESNAP_VERIFIER_STATS=1 to print the verifier's statistics")
@@ -31,7 +33,7 @@ func TestVerifierStats(t *testing.T) {
 				}
 			}
 			coll, err := ebpf.NewCollectionWithOptions(cs, ebpf.CollectionOptions{
-				Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats | verifierLogExtra},
+				Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats | verifierLogExtra, LogSizeStart: 256 << 20},
 			})
 			if err != nil {
 				var verr *ebpf.VerifierError
@@ -41,6 +43,10 @@ func TestVerifierStats(t *testing.T) {
 				t.Fatalf("%s %s: %v", v.name, prog, err)
 			}
 			log := strings.TrimSpace(coll.Programs[prog].VerifierLog)
+			if dir := os.Getenv("PIPESNAP_VERIFIER_LOGS"); dir != "" {
+				os.WriteFile(filepath.Join(dir, v.name+"-"+prog+".log"), []byte(log), 0o644)
+				log = log[strings.LastIndex(log, "verification time"):]
+			}
 			t.Logf("%s %s: %s", v.name, prog, strings.ReplaceAll(log, "\n", "; "))
 			coll.Close()
 		}
@@ -48,7 +54,7 @@ func TestVerifierStats(t *testing.T) {
 }
 
 var verifierLogExtra ebpf.LogLevel = func() ebpf.LogLevel {
-	if os.Getenv("PIPESNAP_VERIFIER_STATS") == "full" {
+	if os.Getenv("PIPESNAP_VERIFIER_LOGS") != "" {
 		return ebpf.LogLevelInstruction
 	}
 	return 0

@@ -111,9 +111,11 @@ struct pst_scratch {
 	struct pst_waiter waiters[PST_MAX_WAITERS];
 	char path[PST_PATH_LEN];
 	struct pst_proc proc;
-	/* The task visited, for read_waiters: a pointer stored is read back
-	 * as a scalar, which a global function can take. */
-	__u64 task;
+	/* The task and pipe visited, for read_ring and read_waiters: a
+	 * pointer stored is read back as a scalar (a global function takes
+	 * no other), and the iterator's are typed pointers. */
+	__u64 task_addr;
+	__u64 pipe_addr;
 };
 
 struct {
@@ -148,9 +150,9 @@ struct pipe_seen {
 };
 struct pipe_seen pipe_cache[PIPE_CACHE];
 
-static __always_inline __u32 pipe_slot(__u64 pipe)
+static __always_inline __u32 pipe_slot(__u64 ino)
 {
-	return ((pipe * 0x9E3779B97F4A7C15ULL) >> 56) & (PIPE_CACHE - 1);
+	return ((ino * 0x9E3779B97F4A7C15ULL) >> 56) & (PIPE_CACHE - 1);
 }
 
 /*
@@ -269,11 +271,11 @@ LOOP_CB sum_cb(__u32 i, struct sum_ctx *c)
 
 CHUNK(sum_chunk, sum_one, sum_scratch_ctx, PST_COMPAT_BUF_CHUNK)
 
-/* read_ring fills head, tail, bytes and slots of pipe's record, again
- * while they move. */
-__attribute__((noinline)) int read_ring(__u64 pipe_addr)
+/* read_ring fills head, tail, bytes and slots of the record's pipe,
+ * again while they move. */
+__attribute__((noinline)) int read_ring(void)
 {
-	struct pipe_inode_info *pipe = (void *)pipe_addr;
+	struct pipe_inode_info *pipe;
 	struct sum_ctx cs = {}, *c = &cs;
 	__u32 attempt, head = 0, tail = 0, nbufs, ring_size;
 	struct pst_scratch *s = scratch();
@@ -281,6 +283,7 @@ __attribute__((noinline)) int read_ring(__u64 pipe_addr)
 
 	if (!s)
 		return 0;
+	pipe = (void *)s->pipe_addr;
 	r = &s->pipe;
 	if (!have_loop) {
 		c = sum_scratch_ctx();
@@ -601,14 +604,14 @@ LOOP_CB match_cb(__u32 i, void *unused)
 CHUNK(match_chunk, match_one, work, PST_COMPAT_THREAD_CHUNK)
 
 /*
- * read_waiters walks both wait queues of pipe, then the threads of the
- * visited task's process to find which candidates are its own blocked threads. What is
+ * read_waiters walks both wait queues of the record's pipe, then the
+ * threads of the visited task's process to find which candidates are its own blocked threads. What is
  * left is a task of another process (when its wake function says it is a
  * task) or unknown.
  */
-__attribute__((noinline)) int read_waiters(__u64 pipe_addr)
+__attribute__((noinline)) int read_waiters(void)
 {
-	struct pipe_inode_info *pipe = (void *)pipe_addr;
+	struct pipe_inode_info *pipe;
 	struct pst_scratch *r = scratch();
 	struct work *k = work();
 	struct signal_struct *sig;
@@ -618,7 +621,8 @@ __attribute__((noinline)) int read_waiters(__u64 pipe_addr)
 	if (!r || !k)
 		return 0;
 	/* out of BPF_CORE_READ: pst_scratch is no kernel type to relocate */
-	task = (void *)r->task;
+	task = (void *)r->task_addr;
+	pipe = (void *)r->pipe_addr;
 	sig = BPF_CORE_READ(task, signal);
 	k->left = 0;
 	k->now = now_ns();
@@ -653,12 +657,29 @@ fill:
 	return 0;
 }
 
+/*
+ * What the fd walk reads of every fd, through the iterator's typed
+ * pointers (task, file) and those they lead to (inode, pipe): direct
+ * loads, which fault to 0 as a probe read fails, at a fraction of the
+ * cost of a helper call. Everything else, read once per process or only
+ * for a pipe with buffers or waiters, is probe reads.
+ */
+
+/* file_pipe_direct is file_pipe (../pipe_common.h) with direct loads. */
+static __always_inline struct pipe_inode_info *file_pipe_direct(struct file *file, struct inode **inode)
+{
+	struct inode *i = file->f_inode;
+
+	*inode = i;
+	if ((i->i_mode & S_IFMT) != S_IFIFO)
+		return NULL;
+	return i->i_pipe;
+}
+
 /* queue_busy: a wait queue with an entry. */
 static __always_inline bool queue_busy(struct wait_queue_head *wq)
 {
-	__u64 next = (__u64)BPF_CORE_READ(wq, head.next);
-
-	return next && next != (__u64)&wq->head;
+	return wq->head.next != &wq->head;
 }
 
 /* fill_proc fills in the pst_proc of task, process tgid. */
@@ -675,26 +696,42 @@ static __always_inline void fill_proc(struct pst_proc *p, struct task_struct *ta
 	bpf_probe_read_kernel_str(p->comm, sizeof(p->comm), task->comm);
 }
 
-/* fill_pipe fills in the state of pipe (inode's) for task's record. */
+/*
+ * fill_pipe fills in the state of pipe (inode's) for task's record. An
+ * empty ring whose indices read the same twice is read here; one with
+ * buffers, or moving, by read_ring.
+ */
 static __always_inline void fill_pipe(struct pst_scratch *s, struct pipe_inode_info *pipe,
 				      struct inode *inode, struct task_struct *task)
 {
 	struct pst_pipe *r = &s->pipe;
+	__u32 head, tail, ring_size;
 
-	r->kind = inode_is_fifo(inode) ? PST_KIND_FIFO : PST_KIND_PIPE;
-	r->ring_size = BPF_CORE_READ(pipe, ring_size);
-	r->max_usage = BPF_CORE_READ(pipe, max_usage);
-	r->readers = BPF_CORE_READ(pipe, readers);
-	r->writers = BPF_CORE_READ(pipe, writers);
+	r->kind = inode->i_sb->s_magic != PIPEFS_MAGIC ? PST_KIND_FIFO : PST_KIND_PIPE;
+	r->ring_size = ring_size = pipe->ring_size;
+	r->max_usage = pipe->max_usage;
+	r->readers = pipe->readers;
+	r->writers = pipe->writers;
 	r->status = 0;
 	r->nwaiters = 0;
 	r->nslots = 0;
 	r->path_len = 0;
-	read_ring((__u64)pipe);
-	if (queue_busy(&pipe->rd_wait) || queue_busy(&pipe->wr_wait)) {
-		s->task = (__u64)task;
-		read_waiters((__u64)pipe);
+	s->task_addr = (__u64)task;
+	s->pipe_addr = (__u64)pipe;
+	head = BPF_CORE_READ_BITFIELD(pipe, head);
+	tail = BPF_CORE_READ_BITFIELD(pipe, tail);
+	if (head == tail && ring_size && !(ring_size & (ring_size - 1)) &&
+	    BPF_CORE_READ_BITFIELD(pipe, head) == head && BPF_CORE_READ_BITFIELD(pipe, tail) == tail) {
+		r->head = head;
+		r->tail = tail;
+		r->nbufs = 0;
+		r->bytes = 0;
+		r->attempts = 1;
+	} else {
+		read_ring();
 	}
+	if (queue_busy(&pipe->rd_wait) || queue_busy(&pipe->wr_wait))
+		read_waiters();
 }
 
 SEC("iter/task_file")
@@ -713,18 +750,18 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 
 	if (!task || !file)
 		return 0;
-	pipe = file_pipe(file, &inode);
+	pipe = file_pipe_direct(file, &inode);
 	if (!pipe)
 		return 0;
 	s = scratch();
 	if (!s)
 		return 0;
-	s->fd.ino = BPF_CORE_READ(inode, i_ino);
+	s->fd.ino = inode->i_ino;
 	if (filter_inos && !bpf_map_lookup_elem(&inos, &s->fd.ino))
 		return 0;
 	/* The process of the last record, which passed the filters, or a
 	 * new one (a pst_proc first). */
-	pid = BPF_CORE_READ(task, pid);
+	pid = task->pid;
 	fresh = session != proc_session || (__u64)task != proc_task || pid != proc_pid;
 	serial = proc_serial;
 	if (fresh) {
@@ -739,14 +776,15 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 		fill_proc(&s->proc, task, tgid, level);
 		serial++;
 	}
-	at = pipe_slot((__u64)pipe);
+	/* by inode (a typed pointer takes no arithmetic), told apart by address */
+	at = pipe_slot(s->fd.ino);
 	full = fresh || pipe_cache[at].pipe != (__u64)pipe || pipe_cache[at].serial != serial;
 
 	s->fd.type = PST_REC_FD;
 	s->fd.fd = ctx->fd;
 	s->fd.file_id = (__u64)file;
-	s->fd.f_flags = BPF_CORE_READ(file, f_flags);
-	s->fd.f_mode = BPF_CORE_READ(file, f_mode);
+	s->fd.f_flags = file->f_flags;
+	s->fd.f_mode = file->f_mode;
 	head_len = sizeof(s->fd);
 	if (full) {
 		fill_pipe(s, pipe, inode, task);
