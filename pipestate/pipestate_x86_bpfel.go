@@ -77,7 +77,7 @@ type pipestatePipeSeen struct {
 type pipestatePstCompat uint32
 
 const (
-	pipestatePstCompatPST_COMPAT_BUF_CHUNK    pipestatePstCompat = 128
+	pipestatePstCompatPST_COMPAT_BUF_CHUNK    pipestatePstCompat = 64
 	pipestatePstCompatPST_COMPAT_BUFS         pipestatePstCompat = 4096
 	pipestatePstCompatPST_COMPAT_THREAD_CHUNK pipestatePstCompat = 32
 	pipestatePstCompatPST_COMPAT_THREADS      pipestatePstCompat = 1024
@@ -155,15 +155,19 @@ const (
 )
 
 type pipestatePstScratch struct {
-	_        structs.HostLayout
-	Fd       pipestatePstFd
-	Pipe     pipestatePstPipe
-	Slots    [16]pipestatePstSlot
-	Waiters  [16]pipestatePstWaiter
-	Path     [256]int8
-	Proc     pipestatePstProc
-	TaskAddr uint64
-	PipeAddr uint64
+	_          structs.HostLayout
+	Proc       pipestatePstProc
+	Fd         pipestatePstFd
+	Pipe       pipestatePstPipe
+	Slots      [16]pipestatePstSlot
+	Waiters    [16]pipestatePstWaiter
+	Path       [256]int8
+	OutStart   uint32
+	OutHead    uint32
+	OutWaiters uint32
+	OutPath    uint32
+	TaskAddr   uint64
+	PipeAddr   uint64
 }
 
 type pipestatePstSlot struct {

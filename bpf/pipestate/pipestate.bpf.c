@@ -103,14 +103,22 @@ struct {
 	__type(value, __u8);
 } targets SEC(".maps");
 
-/* A record being written: fd, pipe and slots in one piece. */
+/* A record being written: process, fd, pipe and slots in one piece. */
 struct pst_scratch {
+	struct pst_proc proc;
 	struct pst_fd fd;
 	struct pst_pipe pipe;
 	struct pst_slot slots[PST_SLOTS];
 	struct pst_waiter waiters[PST_MAX_WAITERS];
 	char path[PST_PATH_LEN];
-	struct pst_proc proc;
+	/* What of it goes out: from proc or from fd, how much of the fd
+	 * record's first piece, of its waiters and of its path. Kept here,
+	 * unknown to the verifier, so that every path through pipe_state
+	 * meets before the writes as one. */
+	__u32 out_start;
+	__u32 out_head;
+	__u32 out_waiters;
+	__u32 out_path;
 	/* The task and pipe visited, for read_ring and read_waiters: a
 	 * pointer stored is read back as a scalar (a global function takes
 	 * no other), and the iterator's are typed pointers. */
@@ -271,13 +279,15 @@ LOOP_CB sum_cb(__u32 i, struct sum_ctx *c)
 
 CHUNK(sum_chunk, sum_one, sum_scratch_ctx, PST_COMPAT_BUF_CHUNK)
 
-/* read_ring fills head, tail, bytes and slots of the record's pipe,
- * again while they move. */
-__attribute__((noinline)) int read_ring(void)
+/*
+ * ring_attempt reads head, tail, bytes and slots of the record's pipe
+ * once: 1 when head or tail moved meanwhile.
+ */
+__attribute__((noinline)) int ring_attempt(__u32 attempt)
 {
 	struct pipe_inode_info *pipe;
 	struct sum_ctx cs = {}, *c = &cs;
-	__u32 attempt, head = 0, tail = 0, nbufs, ring_size;
+	__u32 head, tail, nbufs, ring_size;
 	struct pst_scratch *s = scratch();
 	struct pst_pipe *r;
 
@@ -285,6 +295,8 @@ __attribute__((noinline)) int read_ring(void)
 		return 0;
 	pipe = (void *)s->pipe_addr;
 	r = &s->pipe;
+	r->attempts = attempt;
+	r->status &= ~(PST_STATUS_MOVED | PST_STATUS_BAD_RING);
 	if (!have_loop) {
 		c = sum_scratch_ctx();
 		if (!c) {
@@ -295,35 +307,40 @@ __attribute__((noinline)) int read_ring(void)
 	c->bufs = (__u64)BPF_CORE_READ(pipe, bufs);
 	ring_size = BPF_CORE_READ(pipe, ring_size);
 	c->mask = ring_size - 1;
-	for (attempt = 1; attempt <= 8; attempt++) {
-		if (attempt > max_attempts)
-			break;
-		r->attempts = attempt;
-		r->status &= ~(PST_STATUS_MOVED | PST_STATUS_BAD_RING);
-		head = read_head(pipe);
-		tail = read_tail(pipe);
-		nbufs = head - tail;
-		c->tail = tail;
-		c->bytes = 0;
-		if (!ring_size || nbufs > ring_size || ring_size & (ring_size - 1) ||
-		    (!have_loop && nbufs > PST_COMPAT_BUFS)) {
-			/* not a ring we know, or more buffers than we can sum */
-			r->status |= PST_STATUS_BAD_RING;
-			nbufs = 0;
-		} else if (nbufs) {
-			LOOP(nbufs, sum_cb, c, sum_chunk, PST_COMPAT_BUF_CHUNK,
-			     PST_COMPAT_BUFS / PST_COMPAT_BUF_CHUNK);
-		}
-		r->head = head;
-		r->tail = tail;
-		r->nbufs = nbufs;
-		r->nslots = nbufs < PST_SLOTS ? nbufs : PST_SLOTS;
-		r->bytes = c->bytes;
-		if (read_head(pipe) == head && read_tail(pipe) == tail)
-			break;
-		r->status |= PST_STATUS_MOVED;
+	head = read_head(pipe);
+	tail = read_tail(pipe);
+	nbufs = head - tail;
+	c->tail = tail;
+	c->bytes = 0;
+	if (!ring_size || nbufs > ring_size || ring_size & (ring_size - 1) ||
+	    (!have_loop && nbufs > PST_COMPAT_BUFS)) {
+		/* not a ring we know, or more buffers than we can sum */
+		r->status |= PST_STATUS_BAD_RING;
+		nbufs = 0;
+	} else if (nbufs) {
+		LOOP(nbufs, sum_cb, c, sum_chunk, PST_COMPAT_BUF_CHUNK,
+		     PST_COMPAT_BUFS / PST_COMPAT_BUF_CHUNK);
 	}
-	return 0;
+	r->head = head;
+	r->tail = tail;
+	r->nbufs = nbufs;
+	r->nslots = nbufs < PST_SLOTS ? nbufs : PST_SLOTS;
+	r->bytes = c->bytes;
+	if (read_head(pipe) == head && read_tail(pipe) == tail)
+		return 0;
+	r->status |= PST_STATUS_MOVED;
+	return 1;
+}
+
+/* read_ring reads the ring of the record's pipe, again while it moves. */
+static __always_inline void read_ring(void)
+{
+	__u32 attempt;
+
+	for (attempt = 1; attempt <= 8; attempt++) {
+		if (attempt > max_attempts || !ring_attempt(attempt))
+			break;
+	}
 }
 
 static __always_inline bool is_fn(__u64 fn, __u64 sym)
@@ -558,6 +575,23 @@ static __always_inline void walk_queue(struct wait_queue_head *wq, __u8 queue)
 	LOOP(PST_MAX_WAITERS + 1, queue_cb, c, queue_chunk, PST_MAX_WAITERS + 1, 1);
 }
 
+/* match_waiter marks waiter j blocked when it is thread t's entry. */
+__attribute__((noinline)) int match_waiter(__u32 j, __u64 t)
+{
+	struct pst_scratch *r = scratch();
+	struct work *k = work();
+	struct pst_waiter *w;
+
+	if (!r || !k || j >= r->pipe.nwaiters)
+		return 0;
+	w = &r->waiters[j & (PST_MAX_WAITERS - 1)];
+	if (w->kind != W_CANDIDATE || w->private != t)
+		return 0;
+	w->kind = PST_W_THREAD;
+	k->left--;
+	return 0;
+}
+
 /*
  * match_thread compares one thread of the process with the candidates;
  * read_waiters fills in the task of each it marks (kept out of the walk
@@ -565,24 +599,18 @@ static __always_inline void walk_queue(struct wait_queue_head *wq, __u8 queue)
  */
 __attribute__((noinline)) int match_thread(void)
 {
-	struct task_struct *t;
 	struct pst_scratch *r = scratch();
 	struct work *k = work();
+	__u64 t;
 	__u32 j, n;
 
 	if (!r || !k || !k->node || k->node == k->head || !k->left)
 		return 1;
-	t = (void *)k->node - bpf_core_field_offset(struct task_struct, thread_node);
+	t = k->node - bpf_core_field_offset(struct task_struct, thread_node);
 	n = r->pipe.nwaiters;
-	for (j = 0; j < PST_MAX_WAITERS && j < n; j++) {
-		struct pst_waiter *w = &r->waiters[j];
-
-		if (w->kind != W_CANDIDATE || w->private != (__u64)t)
-			continue;
-		w->kind = PST_W_THREAD;
-		k->left--;
-	}
-	k->node = (__u64)BPF_CORE_READ(t, thread_node.next);
+	for (j = 0; j < PST_MAX_WAITERS && j < n; j++)
+		match_waiter(j, t);
+	k->node = (__u64)BPF_CORE_READ((struct task_struct *)t, thread_node.next);
 	return 0;
 }
 
@@ -602,6 +630,27 @@ LOOP_CB match_cb(__u32 i, void *unused)
 }
 
 CHUNK(match_chunk, match_one, work, PST_COMPAT_THREAD_CHUNK)
+
+/*
+ * settle_waiter says what waiter j is once the threads were compared: a
+ * blocked thread of the process, a task of another (when its wake
+ * function says it is a task), or unknown; and fills in its task.
+ */
+__attribute__((noinline)) int settle_waiter(__u32 j)
+{
+	struct pst_scratch *r = scratch();
+	struct work *k = work();
+	struct pst_waiter *w;
+
+	if (!r || !k)
+		return 0;
+	w = &r->waiters[j & (PST_MAX_WAITERS - 1)];
+	if (w->kind == W_CANDIDATE)
+		w->kind = k->known ? PST_W_TASK : PST_W_OTHER;
+	if (w->kind == PST_W_THREAD || w->kind == PST_W_TASK)
+		fill_task(j, w->private);
+	return 0;
+}
 
 /*
  * read_waiters walks both wait queues of the record's pipe, then the
@@ -640,20 +689,8 @@ __attribute__((noinline)) int read_waiters(void)
 		r->pipe.status |= PST_STATUS_THREADS_TRUNC;
 fill:
 	n = r->pipe.nwaiters;
-	for (j = 0; j < PST_MAX_WAITERS && j < n; j++) {
-		struct pst_waiter *w = &r->waiters[j];
-
-		if (w->kind == PST_W_THREAD) {
-			fill_task(j, w->private);
-		} else if (w->kind != W_CANDIDATE) {
-			continue;
-		} else if (k->known) {
-			w->kind = PST_W_TASK;
-			fill_task(j, w->private);
-		} else {
-			w->kind = PST_W_OTHER;
-		}
-	}
+	for (j = 0; j < PST_MAX_WAITERS && j < n; j++)
+		settle_waiter(j);
 	return 0;
 }
 
@@ -682,18 +719,36 @@ static __always_inline bool queue_busy(struct wait_queue_head *wq)
 	return wq->head.next != &wq->head;
 }
 
-/* fill_proc fills in the pst_proc of task, process tgid. */
-static __always_inline void fill_proc(struct pst_proc *p, struct task_struct *task,
-				      __u32 tgid, __u32 level)
+/* proc_tgid is the visited task's process id in the reader's pid namespace. */
+__attribute__((noinline)) __u32 proc_tgid(void)
 {
+	struct pst_scratch *s = scratch();
+
+	if (!s)
+		return 0;
+	return ns_tgid((struct task_struct *)s->task_addr, reader_level());
+}
+
+/* fill_proc fills in the pst_proc of the visited task, of process tgid. */
+__attribute__((noinline)) int fill_proc(__u32 tgid)
+{
+	struct pst_scratch *s = scratch();
+	struct task_struct *task;
+	struct pst_proc *p;
+
+	if (!s)
+		return 0;
+	task = (void *)s->task_addr;
+	p = &s->proc;
 	p->type = PST_REC_PROC;
 	p->len = sizeof(*p);
 	p->tgid = tgid;
-	p->tid = ns_tid(task, level);
+	p->tid = ns_tid(task, reader_level());
 	p->start_ns = BPF_CORE_READ(task, start_boottime);
 	p->task_state = sched_state(BPF_CORE_READ(task, group_leader));
 	p->nr_threads = BPF_CORE_READ(task, signal, nr_threads);
 	bpf_probe_read_kernel_str(p->comm, sizeof(p->comm), task->comm);
+	return 0;
 }
 
 /*
@@ -702,7 +757,7 @@ static __always_inline void fill_proc(struct pst_proc *p, struct task_struct *ta
  * buffers, or moving, by read_ring.
  */
 static __always_inline void fill_pipe(struct pst_scratch *s, struct pipe_inode_info *pipe,
-				      struct inode *inode, struct task_struct *task)
+				      struct inode *inode)
 {
 	struct pst_pipe *r = &s->pipe;
 	__u32 head, tail, ring_size;
@@ -716,7 +771,6 @@ static __always_inline void fill_pipe(struct pst_scratch *s, struct pipe_inode_i
 	r->nwaiters = 0;
 	r->nslots = 0;
 	r->path_len = 0;
-	s->task_addr = (__u64)task;
 	s->pipe_addr = (__u64)pipe;
 	head = BPF_CORE_READ_BITFIELD(pipe, head);
 	tail = BPF_CORE_READ_BITFIELD(pipe, tail);
@@ -744,9 +798,9 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 	struct pipe_inode_info *pipe;
 	struct inode *inode;
 	struct pst_scratch *s;
-	__u32 pid, tgid, level, gen, at, n, head_len, waiters_len = 0, path_len = 0;
+	__u32 pid, tgid, gen, at, start, head_len, waiters_len, path_len;
 	__u64 serial;
-	bool fresh, full;
+	bool fresh;
 
 	if (!task || !file)
 		return 0;
@@ -762,74 +816,77 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 	/* The process of the last record, which passed the filters, or a
 	 * new one (a pst_proc first). */
 	pid = task->pid;
+	s->task_addr = (__u64)task;
 	fresh = session != proc_session || (__u64)task != proc_task || pid != proc_pid;
 	serial = proc_serial;
+	s->out_start = sizeof(s->proc);
 	if (fresh) {
-		level = reader_level();
-		tgid = ns_tgid(task, level);
+		tgid = proc_tgid();
 		if (tgid == (skip_tgid ? skip_tgid : self_tgid))
 			return 0;
 		if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
 			return 0;
 		gen = walk_gen;
 		bpf_map_update_elem(&seen, &tgid, &gen, BPF_ANY);
-		fill_proc(&s->proc, task, tgid, level);
+		fill_proc(tgid);
 		serial++;
+		s->out_start = 0;
 	}
 	/* by inode (a typed pointer takes no arithmetic), told apart by address */
 	at = pipe_slot(s->fd.ino);
-	full = fresh || pipe_cache[at].pipe != (__u64)pipe || pipe_cache[at].serial != serial;
 
 	s->fd.type = PST_REC_FD;
 	s->fd.fd = ctx->fd;
 	s->fd.file_id = (__u64)file;
 	s->fd.f_flags = file->f_flags;
 	s->fd.f_mode = file->f_mode;
-	head_len = sizeof(s->fd);
-	if (full) {
-		fill_pipe(s, pipe, inode, task);
+	s->out_head = sizeof(s->fd);
+	s->out_waiters = 0;
+	s->out_path = 0;
+	if (fresh || pipe_cache[at].pipe != (__u64)pipe || pipe_cache[at].serial != serial) {
+		fill_pipe(s, pipe, inode);
 		if (have_d_path && s->pipe.kind == PST_KIND_FIFO) {
 			long got = bpf_d_path((struct path *)&file->f_path, s->path, sizeof(s->path));
 
 			if (got > 1) {
 				s->pipe.path_len = got - 1;
 				/* with its NUL, padded (Go reads path_len bytes) */
-				path_len = (got + 7) & ~7;
-				if (path_len > PST_PATH_LEN)
-					path_len = PST_PATH_LEN;
+				s->out_path = (got + 7) & ~7;
 			}
 		}
-		n = s->pipe.nslots;
-		if (n > PST_SLOTS)
-			n = PST_SLOTS;
-		head_len = sizeof(s->fd) + sizeof(s->pipe) + n * sizeof(s->slots[0]);
-		n = s->pipe.nwaiters;
-		if (n > PST_MAX_WAITERS)
-			n = PST_MAX_WAITERS;
-		waiters_len = n * sizeof(s->waiters[0]);
+		s->out_head = sizeof(s->fd) + sizeof(s->pipe) + s->pipe.nslots * sizeof(s->slots[0]);
+		s->out_waiters = s->pipe.nwaiters * sizeof(s->waiters[0]);
 	}
+	start = s->out_start;
+	head_len = s->out_head;
+	waiters_len = s->out_waiters;
+	path_len = s->out_path;
+	if (start > sizeof(s->proc))
+		start = sizeof(s->proc);
+	if (head_len > sizeof(s->fd) + sizeof(s->pipe) + sizeof(s->slots))
+		head_len = sizeof(s->fd) + sizeof(s->pipe) + sizeof(s->slots);
+	if (waiters_len > sizeof(s->waiters))
+		waiters_len = sizeof(s->waiters);
+	if (path_len > sizeof(s->path))
+		path_len = sizeof(s->path);
 	s->fd.len = head_len + waiters_len + path_len;
 
 	/* A write that does not fit leaves the seq_file overflowed: the
 	 * element's output is dropped and the element shown again. */
-	if (fresh && bpf_seq_write(seq, &s->proc, sizeof(s->proc)))
-		return 0;
-	if (bpf_seq_write(seq, &s->fd, head_len))
+	if (bpf_seq_write(seq, (void *)&s->proc + start, sizeof(s->proc) - start + head_len))
 		return 0;
 	if (waiters_len && bpf_seq_write(seq, s->waiters, waiters_len))
 		return 0;
 	if (path_len && bpf_seq_write(seq, s->path, path_len))
 		return 0;
-	if (fresh) {
-		proc_session = session;
-		proc_task = (__u64)task;
-		proc_pid = pid;
-		proc_serial = serial;
-	}
-	if (full) {
-		pipe_cache[at].pipe = (__u64)pipe;
-		pipe_cache[at].serial = serial;
-	}
+	/* All out: the process and the pipe are in the seq_file (stores
+	 * of what they held already when neither is new). */
+	proc_session = session;
+	proc_task = (__u64)task;
+	proc_pid = pid;
+	proc_serial = serial;
+	pipe_cache[at].pipe = (__u64)pipe;
+	pipe_cache[at].serial = serial;
 	return 0;
 }
 

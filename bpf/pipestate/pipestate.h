@@ -21,8 +21,8 @@
  * with a pipe's waiters as far as that (PST_STATUS_THREADS_TRUNC).
  */
 enum pst_compat {
-	PST_COMPAT_BUF_CHUNK = 128,
-	PST_COMPAT_BUFS = 4096,		/* 32 chunks */
+	PST_COMPAT_BUF_CHUNK = 64,
+	PST_COMPAT_BUFS = 4096,		/* 64 chunks */
 	PST_COMPAT_THREAD_CHUNK = 32,
 	PST_COMPAT_THREADS = 1024,	/* 32 chunks */
 };
