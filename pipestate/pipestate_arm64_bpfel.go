@@ -258,6 +258,7 @@ type pipestateWork struct {
 	Now   uint64
 	Left  uint32
 	Known uint32
+	Task  uint64
 }
 
 // Names of all BPF objects in the ELF.

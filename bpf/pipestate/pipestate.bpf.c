@@ -174,6 +174,7 @@ struct work {
 	__u64 now;	/* last_ran() of the walking task: now, on the same clock */
 	__u32 left;	/* candidates not matched yet */
 	__u32 known;	/* the wake functions were set when the record began */
+	__u64 task;	/* task_state's task, for open_wait */
 };
 
 struct {
@@ -890,6 +891,13 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 	return 0;
 }
 
+static __always_inline struct pst_task *task_rec(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&task_scratch, &zero);
+}
+
 /* Bound of a kernel stack (THREAD_SIZE is 16 KiB, 32 KiB with KASAN). */
 #define STACK_BOUND (32 << 10)
 
@@ -917,19 +925,27 @@ static __always_inline struct onq_ctx *onq_scratch_ctx(void)
 
 #define ONQ_MAX 64
 
-static __always_inline long onq_entry(__u32 i, struct onq_ctx *c)
+/* onq_next is the entry after the one at pos (a list_head of a queue
+ * whose head is head): 0 at the end, 1 when the one at pos is task's. */
+__attribute__((noinline)) __u64 onq_next(__u64 pos, __u64 head, __u64 task)
 {
 	struct wait_queue_entry *e;
 
-	if (!c->pos || c->pos == c->head)
+	if (!pos || pos == head)
+		return 0;
+	e = (void *)pos - bpf_core_field_offset(struct wait_queue_entry, entry);
+	if ((__u64)BPF_CORE_READ(e, private) == task)
 		return 1;
-	e = (void *)c->pos - bpf_core_field_offset(struct wait_queue_entry, entry);
-	if ((__u64)BPF_CORE_READ(e, private) == c->task) {
-		c->found = true;
-		return 1;
-	}
-	c->pos = (__u64)BPF_CORE_READ(e, entry.next);
-	return 0;
+	return (__u64)BPF_CORE_READ(e, entry.next);
+}
+
+static __always_inline long onq_entry(__u32 i, struct onq_ctx *c)
+{
+	__u64 next = onq_next(c->pos, c->head, c->task);
+
+	c->found = next == 1;
+	c->pos = next;
+	return next <= 1;
 }
 
 LOOP_CB onq_cb(__u32 i, struct onq_ctx *c)
@@ -969,9 +985,17 @@ static __always_inline bool on_queue(struct wait_queue_head *wq, struct task_str
  * sleeps, so a reader waits while there is no writer, a writer while
  * there is no reader.
  */
-static __always_inline void open_wait(struct pst_task *r, struct task_struct *t)
+__attribute__((noinline)) int open_wait(void)
 {
-	struct nameidata *nd = BPF_CORE_READ(t, nameidata);
+	struct pst_task *r = task_rec();
+	struct work *k = work();
+	struct task_struct *t;
+	struct nameidata *nd;
+
+	if (!r || !k)
+		return 0;
+	t = (void *)k->task;
+	nd = BPF_CORE_READ(t, nameidata);
 	__u64 stack = (__u64)BPF_CORE_READ(t, stack);
 	struct pipe_inode_info *pipe;
 	struct filename *name;
@@ -981,13 +1005,13 @@ static __always_inline void open_wait(struct pst_task *r, struct task_struct *t)
 
 	r->open = PST_OPEN_NONE;
 	if (!nd || !stack || (__u64)nd < stack || (__u64)nd >= stack + STACK_BOUND)
-		return;
+		return 0;
 	inode = BPF_CORE_READ(nd, path.dentry, d_inode);
 	if (!inode || (BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFIFO)
-		return;
+		return 0;
 	pipe = BPF_CORE_READ(inode, i_pipe);
 	if (!pipe || !on_queue(&pipe->rd_wait, t))
-		return;
+		return 0;
 	readers = BPF_CORE_READ(pipe, readers);
 	writers = BPF_CORE_READ(pipe, writers);
 	if (!writers)
@@ -995,7 +1019,7 @@ static __always_inline void open_wait(struct pst_task *r, struct task_struct *t)
 	else if (!readers)
 		r->open = PST_OPEN_WRITE;
 	else
-		return; /* about to wake */
+		return 0; /* about to wake */
 	r->open_ino = BPF_CORE_READ(inode, i_ino);
 	r->open_readers = readers;
 	r->open_writers = writers;
@@ -1008,6 +1032,7 @@ static __always_inline void open_wait(struct pst_task *r, struct task_struct *t)
 		if (n > 0)
 			r->name_len = n - 1;
 	}
+	return 0;
 }
 
 /*
@@ -1022,7 +1047,8 @@ int task_state(struct bpf_iter__task *ctx)
 	struct seq_file *seq = ctx->meta->seq;
 	struct task_struct *t = ctx->task;
 	struct pst_task *r;
-	__u32 tgid, level, zero = 0, *gen;
+	struct work *k;
+	__u32 tgid, level, *gen;
 
 	if (!t)
 		return 0;
@@ -1032,10 +1058,12 @@ int task_state(struct bpf_iter__task *ctx)
 		return 0;
 	if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
 		return 0;
-	r = bpf_map_lookup_elem(&task_scratch, &zero);
-	if (!r)
+	r = task_rec();
+	k = work();
+	if (!r || !k)
 		return 0;
-	open_wait(r, t);
+	k->task = (__u64)t;
+	open_wait();
 	gen = bpf_map_lookup_elem(&seen, &tgid);
 	if (r->open == PST_OPEN_NONE && !(gen && *gen == walk_gen))
 		return 0;
