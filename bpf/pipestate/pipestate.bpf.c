@@ -23,6 +23,13 @@
  * (have_d_path), a FIFO's path is left to the sampler. Only what every
  * kernel has is used otherwise: bpf_get_current_task (not the _btf one of
  * 5.11), __state or state (5.14 renamed it) as the kernel has it.
+ *
+ * Cost, at every load and for every fd: the records are of variable
+ * length (pipestate.h), a process's and a pipe's state written once per
+ * process; what the verifier would follow once per path into it (the
+ * ring's sum, the waiters, the threads) is global functions, verified
+ * once; and what every fd reads comes through the iterator's typed
+ * pointers as direct loads, not helper calls.
  */
 #include "../vmlinux.h"
 #include <bpf/bpf_helpers.h>
