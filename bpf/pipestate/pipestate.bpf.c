@@ -796,6 +796,20 @@ static __always_inline void fill_pipe(struct pst_scratch *s, struct pipe_inode_i
 		read_waiters();
 }
 
+/*
+ * clamp is x, at most max, in a register the verifier knows the bound
+ * of: clang may otherwise compare one copy and use another, whose bound
+ * a verifier before 6.8 does not learn from the first (32-bit copies
+ * keep no link).
+ */
+static __always_inline __u64 clamp(__u64 x, __u64 max)
+{
+	if (x > max)
+		x = max;
+	asm volatile("" : "+r"(x));
+	return x;
+}
+
 SEC("iter/task_file")
 int pipe_state(struct bpf_iter__task_file *ctx)
 {
@@ -806,8 +820,8 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 	struct pipe_inode_info *pipe;
 	struct inode *inode;
 	struct pst_scratch *s;
-	__u32 pid, tgid, gen, at, start, head_len, waiters_len, path_len;
-	__u64 serial;
+	__u64 serial, start, head_len, waiters_len, path_len;
+	__u32 pid, tgid, gen, at;
 	bool fresh;
 
 	if (!task || !file)
@@ -865,18 +879,10 @@ int pipe_state(struct bpf_iter__task_file *ctx)
 		s->out_head = sizeof(s->fd) + sizeof(s->pipe) + s->pipe.nslots * sizeof(s->slots[0]);
 		s->out_waiters = s->pipe.nwaiters * sizeof(s->waiters[0]);
 	}
-	start = s->out_start;
-	head_len = s->out_head;
-	waiters_len = s->out_waiters;
-	path_len = s->out_path;
-	if (start > sizeof(s->proc))
-		start = sizeof(s->proc);
-	if (head_len > sizeof(s->fd) + sizeof(s->pipe) + sizeof(s->slots))
-		head_len = sizeof(s->fd) + sizeof(s->pipe) + sizeof(s->slots);
-	if (waiters_len > sizeof(s->waiters))
-		waiters_len = sizeof(s->waiters);
-	if (path_len > sizeof(s->path))
-		path_len = sizeof(s->path);
+	start = clamp(s->out_start, sizeof(s->proc));
+	head_len = clamp(s->out_head, sizeof(s->fd) + sizeof(s->pipe) + sizeof(s->slots));
+	waiters_len = clamp(s->out_waiters, sizeof(s->waiters));
+	path_len = clamp(s->out_path, sizeof(s->path));
 	s->fd.len = head_len + waiters_len + path_len;
 
 	/* A write that does not fit leaves the seq_file overflowed: the
