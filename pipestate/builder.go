@@ -2,6 +2,7 @@ package pipestate
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"time"
 
@@ -25,6 +26,29 @@ type builder struct {
 	outside bool
 	// outsideProcs are those processes: shown as holders, not walked.
 	outsideProcs map[uint32]*pipemodel.Proc
+	// pipeBlock and holderBlock are allocated ahead (newPipe, holders).
+	pipeBlock   []pipemodel.Pipe
+	holderBlock []pipemodel.Holder
+	// order is the pipes as first seen, with their inodes: walked and
+	// sorted without a map's or a pointer's indirection.
+	order []pipeAt
+	// cur is the process of the last record: records come process by
+	// process, so the maps are looked up once per process.
+	cur curProc
+}
+
+type pipeAt struct {
+	ino uint64
+	p   *pipemodel.Pipe
+}
+
+// curProc is what add found for one process's records.
+type curProc struct {
+	valid   bool
+	tgid    uint32
+	startNs uint64
+	outside bool
+	proc    *pipemodel.Proc // nil: the process's records are left out
 }
 
 func newBuilder(pageSize uint64, starts map[uint32]uint64) *builder {
@@ -45,76 +69,125 @@ func (b *builder) reused(tgid uint32, startNs uint64) bool {
 	return ok && want != 0 && startNs/(1e9/host.ClockTicks) != want
 }
 
-func (b *builder) add(r *pipestatePstFd) error {
-	if b.reused(r.Tgid, r.StartNs) {
+func (b *builder) add(r *fdRec) error {
+	pr, fd := r.proc, r.fd
+	c := &b.cur
+	if !c.valid || c.tgid != pr.Tgid || c.startNs != pr.StartNs || c.outside != b.outside {
+		*c = curProc{valid: true, tgid: pr.Tgid, startNs: pr.StartNs, outside: b.outside, proc: b.process(pr)}
+	}
+	proc := c.proc
+	if proc == nil {
 		return nil
 	}
-	procs := b.procs
-	if b.outside {
-		if _, walked := b.procs[r.Tgid]; walked {
-			return nil // already seen in the walk proper
-		}
-		procs = b.outsideProcs
-	} else {
-		b.seen[r.Tgid] = true
-	}
-	proc := procs[r.Tgid]
-	if proc == nil {
-		proc = &pipemodel.Proc{PID: r.Tgid, Comm: cString(r.Comm[:]), State: pipemodel.StateName(r.TaskState), Threads: r.NrThreads}
-		procs[r.Tgid] = proc
-	}
-	p := b.pipes[r.Ino]
+	p := b.pipes[fd.Ino]
 	if p == nil {
 		if b.outside {
 			return nil // only the other ends of walked pipes
 		}
+		if r.pipe == nil {
+			// The process's records gave the pipe's state before this.
+			return fmt.Errorf("fd %d of pid %d: pipe %d without its state", fd.Fd, pr.Tgid, fd.Ino)
+		}
 		p = b.newPipe(r)
-		b.pipes[r.Ino] = p
-	}
-	if r.Status&uint32(pipestatePstStatusPST_STATUS_WAITERS_TRUNC|pipestatePstStatusPST_STATUS_THREADS_TRUNC) != 0 {
-		p.Truncated = true
+		b.pipes[fd.Ino] = p
+		b.order = append(b.order, pipeAt{fd.Ino, p})
 	}
 	h := pipemodel.Holder{
-		PID: r.Tgid, Comm: proc.Comm, FD: int32(r.Fd), End: pipemodel.EndOfMode(r.F_mode), Flags: r.F_flags,
-		File: r.FileId, Mode: r.F_mode, Outside: b.outside,
+		PID: pr.Tgid, Comm: proc.Comm, FD: int32(fd.Fd), End: pipemodel.EndOfMode(fd.F_mode), Flags: fd.F_flags,
+		File: fd.FileId, Mode: fd.F_mode, Outside: b.outside,
 	}
-	for i := range min(int(r.Nwaiters), len(r.Waiters)) {
-		w := waiterOf(&r.Waiters[i])
-		if _, walked := b.procs[w.PID]; b.outside && !walked {
-			w.Outside = true // its own thread, but not a walked process
+	// A bare fd record: its process's earlier record of the pipe gave
+	// the same state and waiters.
+	if r.pipe != nil {
+		if r.pipe.Status&uint32(pipestatePstStatusPST_STATUS_WAITERS_TRUNC|pipestatePstStatusPST_STATUS_THREADS_TRUNC) != 0 {
+			p.Truncated = true
 		}
-		addWaiter(p, w)
+		for i := range r.waiters {
+			w := waiterOf(&r.waiters[i])
+			if _, walked := b.procs[w.PID]; b.outside && !walked {
+				w.Outside = true // its own thread, but not a walked process
+			}
+			addWaiter(p, w)
+		}
+	}
+	if p.Holders == nil {
+		p.Holders = b.holders()
 	}
 	p.Holders = append(p.Holders, h)
 	return nil
 }
 
-func (b *builder) newPipe(r *pipestatePstFd) *pipemodel.Pipe {
-	p := &pipemodel.Pipe{
-		Ino:      r.Ino,
-		Kind:     "pipe",
-		Bytes:    r.Bytes,
-		Capacity: uint64(r.MaxUsage) * b.pageSize,
-		Bufs:     r.Nbufs,
-		MaxUsage: r.MaxUsage,
-		RingSize: r.RingSize,
-		Head:     r.Head,
-		Tail:     r.Tail,
-		Readers:  r.Readers,
-		Writers:  r.Writers,
-		Moving:   r.Status&uint32(pipestatePstStatusPST_STATUS_MOVED) != 0,
-		BadRing:  r.Status&uint32(pipestatePstStatusPST_STATUS_BAD_RING) != 0,
+// process is the process of a record, nil when its records are left out:
+// a pid that names another process now, or in the walk for the other
+// ends one that the walk proper saw.
+func (b *builder) process(pr *pipestatePstProc) *pipemodel.Proc {
+	if b.reused(pr.Tgid, pr.StartNs) {
+		return nil
 	}
-	if r.Kind == uint32(pipestatePstKindPST_KIND_FIFO) {
-		p.Kind = "fifo"
-		if n := int(r.PathLen); n > 0 && n <= len(r.Path) {
-			p.Path = cString(r.Path[:n])
+	procs := b.procs
+	if b.outside {
+		if _, walked := b.procs[pr.Tgid]; walked {
+			return nil // already seen in the walk proper
 		}
+		procs = b.outsideProcs
+	} else {
+		b.seen[pr.Tgid] = true
 	}
-	if n := min(int(r.Nbufs), len(r.Slots)); n > 0 {
+	proc := procs[pr.Tgid]
+	if proc == nil {
+		proc = &pipemodel.Proc{PID: pr.Tgid, Comm: cString(pr.Comm[:]), State: pipemodel.StateName(pr.TaskState), Threads: pr.NrThreads}
+		procs[pr.Tgid] = proc
+	}
+	return proc
+}
+
+// holders is room for a pipe's first two holders (most pipes have two
+// ends), carved from a shared block: one allocation for many pipes.
+func (b *builder) holders() []pipemodel.Holder {
+	if len(b.holderBlock) < 2 {
+		b.holderBlock = make([]pipemodel.Holder, 2*b.blockLen())
+	}
+	h := b.holderBlock[:0:2]
+	b.holderBlock = b.holderBlock[2:]
+	return h
+}
+
+// blockLen is how many pipes' structs to allocate at once: as many as
+// so far, between 8 and 256 (a small sample keeps little room unused).
+func (b *builder) blockLen() int {
+	return min(max(len(b.pipes), 8), 256)
+}
+
+func (b *builder) newPipe(r *fdRec) *pipemodel.Pipe {
+	if len(b.pipeBlock) == 0 {
+		b.pipeBlock = make([]pipemodel.Pipe, b.blockLen())
+	}
+	p := &b.pipeBlock[0]
+	b.pipeBlock = b.pipeBlock[1:]
+	rp := r.pipe
+	*p = pipemodel.Pipe{
+		Ino:      r.fd.Ino,
+		Kind:     "pipe",
+		Bytes:    rp.Bytes,
+		Capacity: uint64(rp.MaxUsage) * b.pageSize,
+		Bufs:     rp.Nbufs,
+		MaxUsage: rp.MaxUsage,
+		RingSize: rp.RingSize,
+		Head:     rp.Head,
+		Tail:     rp.Tail,
+		Readers:  rp.Readers,
+		Writers:  rp.Writers,
+		Moving:   rp.Status&uint32(pipestatePstStatusPST_STATUS_MOVED) != 0,
+		BadRing:  rp.Status&uint32(pipestatePstStatusPST_STATUS_BAD_RING) != 0,
+	}
+	if rp.Kind == uint32(pipestatePstKindPST_KIND_FIFO) {
+		p.Kind = "fifo"
+		p.Path = cString(r.path)
+	}
+	if n := min(int(rp.Nbufs), len(r.slots)); n > 0 {
 		p.Slots = make([]pipemodel.Slot, n)
 		for i := range n {
-			p.Slots[i] = pipemodel.Slot{Offset: r.Slots[i].Offset, Len: r.Slots[i].Len}
+			p.Slots[i] = pipemodel.Slot{Offset: r.slots[i].Offset, Len: r.slots[i].Len}
 		}
 	}
 	return p
@@ -240,13 +313,13 @@ func (b *builder) finish() *pipemodel.Sample {
 		pr.Outside = true
 		b.procs[pid] = pr
 	}
-	for _, p := range b.pipes {
-		slices.SortFunc(p.Holders, func(a, b pipemodel.Holder) int {
-			if a.PID != b.PID {
-				return cmp.Compare(a.PID, b.PID)
-			}
-			return int(a.FD - b.FD)
-		})
+	// Pipes come in nearly in inode order (pipes made one after the
+	// other); sorted by the inode held beside the pointer, not behind it.
+	slices.SortFunc(b.order, func(a, b pipeAt) int { return cmp.Compare(a.ino, b.ino) })
+	s.Pipes = make([]*pipemodel.Pipe, 0, len(b.order))
+	for _, o := range b.order {
+		p := o.p
+		sortHolders(p.Holders)
 		p.CountUnseen()
 		// A blocked task first seen from another process's record (it was
 		// not compared with its own threads) belongs to a walked process
@@ -262,9 +335,29 @@ func (b *builder) finish() *pipemodel.Sample {
 		p.MarkHolders()
 		s.Pipes = append(s.Pipes, p)
 	}
-	slices.SortFunc(s.Pipes, func(a, b *pipemodel.Pipe) int { return cmp.Compare(a.Ino, b.Ino) })
 	slices.SortFunc(s.OpenWaits, func(a, b pipemodel.OpenWait) int { return cmp.Compare(a.TID, b.TID) })
 	return s
+}
+
+// sortHolders orders holders by pid and fd; two, the most common, are
+// compared once.
+func sortHolders(h []pipemodel.Holder) {
+	less := func(a, b *pipemodel.Holder) bool {
+		return a.PID < b.PID || a.PID == b.PID && a.FD < b.FD
+	}
+	switch {
+	case len(h) == 2:
+		if less(&h[1], &h[0]) {
+			h[0], h[1] = h[1], h[0]
+		}
+	case len(h) > 2:
+		slices.SortFunc(h, func(a, b pipemodel.Holder) int {
+			if a.PID != b.PID {
+				return cmp.Compare(a.PID, b.PID)
+			}
+			return cmp.Compare(a.FD, b.FD)
+		})
+	}
 }
 
 func cString[T ~int8 | ~uint8](b []T) string {

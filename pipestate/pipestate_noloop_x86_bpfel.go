@@ -35,6 +35,11 @@ const (
 	pipestateNoLoopVarHaveD_path       = "have_d_path"
 	pipestateNoLoopVarMaxAttempts      = "max_attempts"
 	pipestateNoLoopVarMaxThreads       = "max_threads"
+	pipestateNoLoopVarPipeCache        = "pipe_cache"
+	pipestateNoLoopVarProcPid          = "proc_pid"
+	pipestateNoLoopVarProcSerial       = "proc_serial"
+	pipestateNoLoopVarProcSession      = "proc_session"
+	pipestateNoLoopVarProcTask         = "proc_task"
 	pipestateNoLoopVarSelfTgid         = "self_tgid"
 	pipestateNoLoopVarSkipTgid         = "skip_tgid"
 	pipestateNoLoopVarUnusedCgCtl      = "unused_cg_ctl"
@@ -45,7 +50,10 @@ const (
 	pipestateNoLoopVarUnusedPstFd      = "unused_pst_fd"
 	pipestateNoLoopVarUnusedPstKind    = "unused_pst_kind"
 	pipestateNoLoopVarUnusedPstOpen    = "unused_pst_open"
+	pipestateNoLoopVarUnusedPstPipe    = "unused_pst_pipe"
+	pipestateNoLoopVarUnusedPstProc    = "unused_pst_proc"
 	pipestateNoLoopVarUnusedPstQueue   = "unused_pst_queue"
+	pipestateNoLoopVarUnusedPstRec     = "unused_pst_rec"
 	pipestateNoLoopVarUnusedPstSlot    = "unused_pst_slot"
 	pipestateNoLoopVarUnusedPstStatus  = "unused_pst_status"
 	pipestateNoLoopVarUnusedPstTask    = "unused_pst_task"
@@ -133,6 +141,11 @@ type pipestateNoLoopVariableSpecs struct {
 	HaveD_path       *ebpf.VariableSpec `ebpf:"have_d_path"`
 	MaxAttempts      *ebpf.VariableSpec `ebpf:"max_attempts"`
 	MaxThreads       *ebpf.VariableSpec `ebpf:"max_threads"`
+	PipeCache        *ebpf.VariableSpec `ebpf:"pipe_cache"`
+	ProcPid          *ebpf.VariableSpec `ebpf:"proc_pid"`
+	ProcSerial       *ebpf.VariableSpec `ebpf:"proc_serial"`
+	ProcSession      *ebpf.VariableSpec `ebpf:"proc_session"`
+	ProcTask         *ebpf.VariableSpec `ebpf:"proc_task"`
 	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SkipTgid         *ebpf.VariableSpec `ebpf:"skip_tgid"`
 	UnusedCgCtl      *ebpf.VariableSpec `ebpf:"unused_cg_ctl"`
@@ -143,7 +156,10 @@ type pipestateNoLoopVariableSpecs struct {
 	UnusedPstFd      *ebpf.VariableSpec `ebpf:"unused_pst_fd"`
 	UnusedPstKind    *ebpf.VariableSpec `ebpf:"unused_pst_kind"`
 	UnusedPstOpen    *ebpf.VariableSpec `ebpf:"unused_pst_open"`
+	UnusedPstPipe    *ebpf.VariableSpec `ebpf:"unused_pst_pipe"`
+	UnusedPstProc    *ebpf.VariableSpec `ebpf:"unused_pst_proc"`
 	UnusedPstQueue   *ebpf.VariableSpec `ebpf:"unused_pst_queue"`
+	UnusedPstRec     *ebpf.VariableSpec `ebpf:"unused_pst_rec"`
 	UnusedPstSlot    *ebpf.VariableSpec `ebpf:"unused_pst_slot"`
 	UnusedPstStatus  *ebpf.VariableSpec `ebpf:"unused_pst_status"`
 	UnusedPstTask    *ebpf.VariableSpec `ebpf:"unused_pst_task"`
@@ -216,6 +232,11 @@ type pipestateNoLoopVariables struct {
 	HaveD_path       *ebpf.Variable `ebpf:"have_d_path"`
 	MaxAttempts      *ebpf.Variable `ebpf:"max_attempts"`
 	MaxThreads       *ebpf.Variable `ebpf:"max_threads"`
+	PipeCache        *ebpf.Variable `ebpf:"pipe_cache"`
+	ProcPid          *ebpf.Variable `ebpf:"proc_pid"`
+	ProcSerial       *ebpf.Variable `ebpf:"proc_serial"`
+	ProcSession      *ebpf.Variable `ebpf:"proc_session"`
+	ProcTask         *ebpf.Variable `ebpf:"proc_task"`
 	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
 	SkipTgid         *ebpf.Variable `ebpf:"skip_tgid"`
 	UnusedCgCtl      *ebpf.Variable `ebpf:"unused_cg_ctl"`
@@ -226,7 +247,10 @@ type pipestateNoLoopVariables struct {
 	UnusedPstFd      *ebpf.Variable `ebpf:"unused_pst_fd"`
 	UnusedPstKind    *ebpf.Variable `ebpf:"unused_pst_kind"`
 	UnusedPstOpen    *ebpf.Variable `ebpf:"unused_pst_open"`
+	UnusedPstPipe    *ebpf.Variable `ebpf:"unused_pst_pipe"`
+	UnusedPstProc    *ebpf.Variable `ebpf:"unused_pst_proc"`
 	UnusedPstQueue   *ebpf.Variable `ebpf:"unused_pst_queue"`
+	UnusedPstRec     *ebpf.Variable `ebpf:"unused_pst_rec"`
 	UnusedPstSlot    *ebpf.Variable `ebpf:"unused_pst_slot"`
 	UnusedPstStatus  *ebpf.Variable `ebpf:"unused_pst_status"`
 	UnusedPstTask    *ebpf.Variable `ebpf:"unused_pst_task"`

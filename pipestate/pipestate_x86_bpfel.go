@@ -68,45 +68,30 @@ type pipestateOnqCtx struct {
 	_     [7]byte
 }
 
+type pipestatePipeSeen struct {
+	_      structs.HostLayout
+	Pipe   uint64
+	Serial uint64
+}
+
 type pipestatePstCompat uint32
 
 const (
-	pipestatePstCompatPST_COMPAT_BUF_CHUNK    pipestatePstCompat = 128
+	pipestatePstCompatPST_COMPAT_BUF_CHUNK    pipestatePstCompat = 64
 	pipestatePstCompatPST_COMPAT_BUFS         pipestatePstCompat = 4096
 	pipestatePstCompatPST_COMPAT_THREAD_CHUNK pipestatePstCompat = 32
 	pipestatePstCompatPST_COMPAT_THREADS      pipestatePstCompat = 1024
 )
 
 type pipestatePstFd struct {
-	_         structs.HostLayout
-	Tgid      uint32
-	Tid       uint32
-	StartNs   uint64
-	Ino       uint64
-	FileId    uint64
-	Fd        uint32
-	F_flags   uint32
-	F_mode    uint32
-	Kind      uint32
-	TaskState uint32
-	NrThreads uint32
-	Head      uint32
-	Tail      uint32
-	RingSize  uint32
-	MaxUsage  uint32
-	Readers   uint32
-	Writers   uint32
-	Nbufs     uint32
-	Status    uint32
-	Attempts  uint32
-	Nwaiters  uint32
-	Bytes     uint64
-	PathLen   uint32
-	Pad       uint32
-	Comm      [16]int8
-	Slots     [16]pipestatePstSlot
-	Waiters   [16]pipestatePstWaiter
-	Path      [256]int8
+	_       structs.HostLayout
+	Type    uint16
+	Len     uint16
+	Fd      uint32
+	Ino     uint64
+	FileId  uint64
+	F_flags uint32
+	F_mode  uint32
 }
 
 type pipestatePstKind uint32
@@ -124,12 +109,66 @@ const (
 	pipestatePstOpenPST_OPEN_WRITE pipestatePstOpen = 2
 )
 
+type pipestatePstPipe struct {
+	_        structs.HostLayout
+	Kind     uint32
+	Head     uint32
+	Tail     uint32
+	RingSize uint32
+	MaxUsage uint32
+	Readers  uint32
+	Writers  uint32
+	Nbufs    uint32
+	Status   uint32
+	Attempts uint32
+	Bytes    uint64
+	Nslots   uint16
+	Nwaiters uint16
+	PathLen  uint32
+}
+
+type pipestatePstProc struct {
+	_         structs.HostLayout
+	Type      uint16
+	Len       uint16
+	Tgid      uint32
+	Tid       uint32
+	TaskState uint32
+	StartNs   uint64
+	NrThreads uint32
+	Pad       uint32
+	Comm      [16]int8
+}
+
 type pipestatePstQueue uint32
 
 const (
 	pipestatePstQueuePST_QUEUE_READ  pipestatePstQueue = 0
 	pipestatePstQueuePST_QUEUE_WRITE pipestatePstQueue = 1
 )
+
+type pipestatePstRec uint32
+
+const (
+	pipestatePstRecPST_REC_PROC pipestatePstRec = 1
+	pipestatePstRecPST_REC_FD   pipestatePstRec = 2
+)
+
+type pipestatePstScratch struct {
+	_          structs.HostLayout
+	Proc       pipestatePstProc
+	Fd         pipestatePstFd
+	Pipe       pipestatePstPipe
+	Slots      [16]pipestatePstSlot
+	Waiters    [16]pipestatePstWaiter
+	Path       [256]int8
+	OutStart   uint32
+	OutHead    uint32
+	OutWaiters uint32
+	OutPath    uint32
+	TaskAddr   uint64
+	PipeAddr   uint64
+}
 
 type pipestatePstSlot struct {
 	_      structs.HostLayout
@@ -219,6 +258,7 @@ type pipestateWork struct {
 	Now   uint64
 	Left  uint32
 	Known uint32
+	Task  uint64
 }
 
 // Names of all BPF objects in the ELF.
@@ -244,6 +284,11 @@ const (
 	pipestateVarHaveD_path       = "have_d_path"
 	pipestateVarMaxAttempts      = "max_attempts"
 	pipestateVarMaxThreads       = "max_threads"
+	pipestateVarPipeCache        = "pipe_cache"
+	pipestateVarProcPid          = "proc_pid"
+	pipestateVarProcSerial       = "proc_serial"
+	pipestateVarProcSession      = "proc_session"
+	pipestateVarProcTask         = "proc_task"
 	pipestateVarSelfTgid         = "self_tgid"
 	pipestateVarSkipTgid         = "skip_tgid"
 	pipestateVarUnusedCgCtl      = "unused_cg_ctl"
@@ -254,7 +299,10 @@ const (
 	pipestateVarUnusedPstFd      = "unused_pst_fd"
 	pipestateVarUnusedPstKind    = "unused_pst_kind"
 	pipestateVarUnusedPstOpen    = "unused_pst_open"
+	pipestateVarUnusedPstPipe    = "unused_pst_pipe"
+	pipestateVarUnusedPstProc    = "unused_pst_proc"
 	pipestateVarUnusedPstQueue   = "unused_pst_queue"
+	pipestateVarUnusedPstRec     = "unused_pst_rec"
 	pipestateVarUnusedPstSlot    = "unused_pst_slot"
 	pipestateVarUnusedPstStatus  = "unused_pst_status"
 	pipestateVarUnusedPstTask    = "unused_pst_task"
@@ -342,6 +390,11 @@ type pipestateVariableSpecs struct {
 	HaveD_path       *ebpf.VariableSpec `ebpf:"have_d_path"`
 	MaxAttempts      *ebpf.VariableSpec `ebpf:"max_attempts"`
 	MaxThreads       *ebpf.VariableSpec `ebpf:"max_threads"`
+	PipeCache        *ebpf.VariableSpec `ebpf:"pipe_cache"`
+	ProcPid          *ebpf.VariableSpec `ebpf:"proc_pid"`
+	ProcSerial       *ebpf.VariableSpec `ebpf:"proc_serial"`
+	ProcSession      *ebpf.VariableSpec `ebpf:"proc_session"`
+	ProcTask         *ebpf.VariableSpec `ebpf:"proc_task"`
 	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SkipTgid         *ebpf.VariableSpec `ebpf:"skip_tgid"`
 	UnusedCgCtl      *ebpf.VariableSpec `ebpf:"unused_cg_ctl"`
@@ -352,7 +405,10 @@ type pipestateVariableSpecs struct {
 	UnusedPstFd      *ebpf.VariableSpec `ebpf:"unused_pst_fd"`
 	UnusedPstKind    *ebpf.VariableSpec `ebpf:"unused_pst_kind"`
 	UnusedPstOpen    *ebpf.VariableSpec `ebpf:"unused_pst_open"`
+	UnusedPstPipe    *ebpf.VariableSpec `ebpf:"unused_pst_pipe"`
+	UnusedPstProc    *ebpf.VariableSpec `ebpf:"unused_pst_proc"`
 	UnusedPstQueue   *ebpf.VariableSpec `ebpf:"unused_pst_queue"`
+	UnusedPstRec     *ebpf.VariableSpec `ebpf:"unused_pst_rec"`
 	UnusedPstSlot    *ebpf.VariableSpec `ebpf:"unused_pst_slot"`
 	UnusedPstStatus  *ebpf.VariableSpec `ebpf:"unused_pst_status"`
 	UnusedPstTask    *ebpf.VariableSpec `ebpf:"unused_pst_task"`
@@ -425,6 +481,11 @@ type pipestateVariables struct {
 	HaveD_path       *ebpf.Variable `ebpf:"have_d_path"`
 	MaxAttempts      *ebpf.Variable `ebpf:"max_attempts"`
 	MaxThreads       *ebpf.Variable `ebpf:"max_threads"`
+	PipeCache        *ebpf.Variable `ebpf:"pipe_cache"`
+	ProcPid          *ebpf.Variable `ebpf:"proc_pid"`
+	ProcSerial       *ebpf.Variable `ebpf:"proc_serial"`
+	ProcSession      *ebpf.Variable `ebpf:"proc_session"`
+	ProcTask         *ebpf.Variable `ebpf:"proc_task"`
 	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
 	SkipTgid         *ebpf.Variable `ebpf:"skip_tgid"`
 	UnusedCgCtl      *ebpf.Variable `ebpf:"unused_cg_ctl"`
@@ -435,7 +496,10 @@ type pipestateVariables struct {
 	UnusedPstFd      *ebpf.Variable `ebpf:"unused_pst_fd"`
 	UnusedPstKind    *ebpf.Variable `ebpf:"unused_pst_kind"`
 	UnusedPstOpen    *ebpf.Variable `ebpf:"unused_pst_open"`
+	UnusedPstPipe    *ebpf.Variable `ebpf:"unused_pst_pipe"`
+	UnusedPstProc    *ebpf.Variable `ebpf:"unused_pst_proc"`
 	UnusedPstQueue   *ebpf.Variable `ebpf:"unused_pst_queue"`
+	UnusedPstRec     *ebpf.Variable `ebpf:"unused_pst_rec"`
 	UnusedPstSlot    *ebpf.Variable `ebpf:"unused_pst_slot"`
 	UnusedPstStatus  *ebpf.Variable `ebpf:"unused_pst_status"`
 	UnusedPstTask    *ebpf.Variable `ebpf:"unused_pst_task"`

@@ -91,8 +91,6 @@ type Sampler struct {
 	features bpfload.Features
 }
 
-var recSize = int(unsafe.Sizeof(pipestatePstFd{}))
-
 // Open checks privileges and BTF, loads the program and attaches it.
 func Open(opts Options) (_ *Sampler, err error) {
 	scope, err := NewScope(opts)
@@ -249,7 +247,7 @@ func (s *Sampler) sample(ctx context.Context) (*pipemodel.Sample, error) {
 // walk runs the program over the targets: one pid-scoped walk per process
 // where the kernel allows it (the cost follows their fds, not the
 // machine's), else one walk of every task, filtered in the program.
-func (s *Sampler) walk(ctx context.Context, fn func(*pipestatePstFd) error) error {
+func (s *Sampler) walk(ctx context.Context, fn func(*fdRec) error) error {
 	if len(s.targets) == 0 || s.unscoped {
 		return s.read(ctx, s.all, fn)
 	}
@@ -273,36 +271,126 @@ func (s *Sampler) walk(ctx context.Context, fn func(*pipestatePstFd) error) erro
 	return nil
 }
 
-// read runs one walk of an iterator, handing fn each record.
-func (s *Sampler) read(ctx context.Context, l *link.Iter, fn func(*pipestatePstFd) error) error {
-	return taskiter.Read(ctx, l, s.seq, recSize, func(b []byte) error {
-		// Records are 8-byte multiples in an 8-byte aligned buffer: read
-		// in place, valid until the next read.
-		r := (*pipestatePstFd)(unsafe.Pointer(&b[0]))
-		if !s.features.DPath {
-			fifoPath(r)
-		}
-		return fn(r)
-	})
+// fdRec is one fd record of a walk as read, valid until the next read:
+// the fd, its process and, on the first fd of a pipe in that process,
+// the pipe's state.
+type fdRec struct {
+	proc    *pipestatePstProc
+	fd      *pipestatePstFd
+	pipe    *pipestatePstPipe // nil: a later fd of a pipe the process's records gave
+	slots   []pipestatePstSlot
+	waiters []pipestatePstWaiter
+	path    []byte // a FIFO's, when the kernel gave it
 }
 
-// fifoPath fills in the path of a FIFO's record where the kernel gives
+var (
+	procRecSize = int(unsafe.Sizeof(pipestatePstProc{}))
+	fdRecSize   = int(unsafe.Sizeof(pipestatePstFd{}))
+	pipeRecSize = int(unsafe.Sizeof(pipestatePstPipe{}))
+	slotSize    = int(unsafe.Sizeof(pipestatePstSlot{}))
+	waiterSize  = int(unsafe.Sizeof(pipestatePstWaiter{}))
+)
+
+// recHdrSize is what a record's length is read from (type, len).
+const recHdrSize = 8
+
+// recLen is a record's length from its header (at least the header, so
+// that a broken one is seen, not looped on).
+func recLen(h []byte) int {
+	return max(int(binary.NativeEndian.Uint16(h[2:])), recHdrSize)
+}
+
+// read runs one walk of an iterator, handing fn each fd record.
+func (s *Sampler) read(ctx context.Context, l *link.Iter, fn func(*fdRec) error) error {
+	// A session's records name their process once, before its first fd.
+	var proc pipestatePstProc
+	haveProc := false
+	var rec fdRec
+	return taskiter.ReadRecords(ctx, l, s.seq, recHdrSize, recLen, func(b []byte) error {
+		// Records are 8-byte multiples in an 8-byte aligned buffer: read
+		// in place, valid until the next read.
+		switch t := binary.NativeEndian.Uint16(b); t {
+		case uint16(pipestatePstRecPST_REC_PROC):
+			if len(b) != procRecSize {
+				return fmt.Errorf("process record of %d bytes, want %d", len(b), procRecSize)
+			}
+			proc, haveProc = *(*pipestatePstProc)(unsafe.Pointer(&b[0])), true
+			return nil
+		case uint16(pipestatePstRecPST_REC_FD):
+			if !haveProc {
+				return errors.New("fd record before its process's")
+			}
+			if err := parseFD(b, &rec); err != nil {
+				return err
+			}
+			rec.proc = &proc
+			if rec.pipe != nil && !s.features.DPath {
+				rec.path = fifoPath(&rec)
+			}
+			return fn(&rec)
+		default:
+			return fmt.Errorf("record of unknown type %d", t)
+		}
+	}, nil)
+}
+
+// parseFD reads an fd record into rec (slices of b).
+func parseFD(b []byte, rec *fdRec) error {
+	if len(b) < fdRecSize {
+		return fmt.Errorf("fd record of %d bytes", len(b))
+	}
+	*rec = fdRec{fd: (*pipestatePstFd)(unsafe.Pointer(&b[0]))}
+	if len(b) == fdRecSize {
+		return nil
+	}
+	at := fdRecSize
+	if len(b) < at+pipeRecSize {
+		return fmt.Errorf("fd record of %d bytes", len(b))
+	}
+	p := (*pipestatePstPipe)(unsafe.Pointer(&b[at]))
+	at += pipeRecSize
+	nslots, nwaiters, pathLen := int(p.Nslots), int(p.Nwaiters), int(p.PathLen)
+	want := at + nslots*slotSize + nwaiters*waiterSize
+	if pathLen > 0 {
+		want += (pathLen + 8) &^ 7
+	}
+	if nslots > pstSlots || nwaiters > pstMaxWaiters || pathLen >= pstPathLen || len(b) != want {
+		return fmt.Errorf("fd record of %d bytes with %d slots, %d waiters, a path of %d", len(b), nslots, nwaiters, pathLen)
+	}
+	rec.pipe = p
+	if nslots > 0 {
+		rec.slots = unsafe.Slice((*pipestatePstSlot)(unsafe.Pointer(&b[at])), nslots)
+		at += nslots * slotSize
+	}
+	if nwaiters > 0 {
+		rec.waiters = unsafe.Slice((*pipestatePstWaiter)(unsafe.Pointer(&b[at])), nwaiters)
+		at += nwaiters * waiterSize
+	}
+	if pathLen > 0 {
+		rec.path = b[at : at+pathLen]
+	}
+	return nil
+}
+
+// Bounds of bpf/pipestate/pipestate.h (#defines, which BTF does not carry).
+const (
+	pstSlots      = 16
+	pstMaxWaiters = 16
+	pstPathLen    = 256
+)
+
+// fifoPath is the path of a FIFO's record where the kernel gives
 // iterators no bpf_d_path: the link of the fd in /proc, the same d_path()
-// of the same open file (left empty, as bpf_d_path would, when it does
-// not fit).
-func fifoPath(r *pipestatePstFd) {
-	if r.Kind != uint32(pipestatePstKindPST_KIND_FIFO) || r.PathLen != 0 {
-		return
+// of the same open file (none, as bpf_d_path would, when it does not fit).
+func fifoPath(r *fdRec) []byte {
+	if r.pipe.Kind != uint32(pipestatePstKindPST_KIND_FIFO) || len(r.path) != 0 {
+		return r.path
 	}
-	p := bpfload.FDPath(r.Tgid, r.Fd)
-	if len(p) >= len(r.Path) {
-		return
+	p := bpfload.FDPath(r.proc.Tgid, r.fd.Fd)
+	if len(p) >= pstPathLen {
+		return nil
 	}
-	for i := range len(p) {
-		r.Path[i] = int8(p[i])
-	}
-	r.Path[len(p)] = 0
-	r.PathLen = uint32(len(p))
+	return []byte(p)
 }
 
 // walkOtherEnds walks every process's fds for the pipes whose other end
@@ -313,7 +401,8 @@ func (s *Sampler) walkOtherEnds(ctx context.Context, b *builder) (bool, error) {
 		return false, nil
 	}
 	var want []uint64
-	for _, p := range b.pipes {
+	for _, o := range b.order {
+		p := o.p
 		if len(want) == maxOtherEnds {
 			break
 		}

@@ -20,7 +20,7 @@ func BenchmarkWalkOnly1000(b *testing.B) {
 	n := 0
 	for b.Loop() {
 		n = 0
-		if err := s.walk(context.Background(), func(*pipestatePstFd) error { n++; return nil }); err != nil {
+		if err := s.walk(context.Background(), func(*fdRec) error { n++; return nil }); err != nil {
 			b.Fatal(err)
 		}
 	}

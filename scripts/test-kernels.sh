@@ -57,8 +57,9 @@ VM_TIMEOUT=${TEST_KERNELS_TIMEOUT:-600}
 # bpf_loop on every kernel.
 RUN=${TEST_KERNELS_RUN:-'^(TestCalibrationVerifies|TestCalibrationSources|TestExplainMissingFindsNothingHere|TestVariantAgreesWithProbes|TestScopedWalkOfExitedPid|TestWrongTranslationReadsNothing|TestDumpKinds|TestDumpKindsWithoutNewerHelpers|TestDumpLeavesNothing|TestDumpLivePipe|TestDumpLivePipeFrozen|TestDumpManyPipes|TestDumpBulk|TestDumpCgroups|TestDumpCgroupsTruncated)$'}
 # pipestate/'s BPF tests: who is blocked, read from the wait queues, with
-# and without the wake functions from kallsyms.
-RUN_PIPESTATE=${TEST_KERNELS_RUN_PIPESTATE:-'^(TestStuckPipelines|TestBlockedOutsideWalk|TestAll|TestNothingLeaks|TestWakeFuncsNotNeeded|TestWakeFuncsNeeded|TestEpollWaiter|TestOpenWaits|TestWaitDurations|TestCgroups)$'}
+# and without the wake functions from kallsyms; the walk's records with
+# many waiters, a pipe at several fds, FIFO paths (5.10: from /proc).
+RUN_PIPESTATE=${TEST_KERNELS_RUN_PIPESTATE:-'^(TestStuckPipelines|TestBlockedOutsideWalk|TestAll|TestNothingLeaks|TestWakeFuncsNotNeeded|TestWakeFuncsNeeded|TestEpollWaiter|TestOpenWaits|TestWaitDurations|TestCgroups|TestManyWaiters|TestSamePipeManyFDs|TestFIFOPath)$'}
 # diagnose/'s: every scenario on a live walk.
 RUN_DIAGNOSE=${TEST_KERNELS_RUN_DIAGNOSE:-'^TestScenariosLive$'}
 # cmd/pipesnap's, on the pipesnap binary built for the VM

@@ -23,6 +23,13 @@
  * (have_d_path), a FIFO's path is left to the sampler. Only what every
  * kernel has is used otherwise: bpf_get_current_task (not the _btf one of
  * 5.11), __state or state (5.14 renamed it) as the kernel has it.
+ *
+ * Cost, at every load and for every fd: the records are of variable
+ * length (pipestate.h), a process's and a pipe's state written once per
+ * process; what the verifier would follow once per path into it (the
+ * ring's sum, the waiters, the threads) is global functions, verified
+ * once; and what every fd reads comes through the iterator's typed
+ * pointers as direct loads, not helper calls.
  */
 #include "../vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -103,12 +110,65 @@ struct {
 	__type(value, __u8);
 } targets SEC(".maps");
 
+/* A record being written: process, fd, pipe and slots in one piece. */
+struct pst_scratch {
+	struct pst_proc proc;
+	struct pst_fd fd;
+	struct pst_pipe pipe;
+	struct pst_slot slots[PST_SLOTS];
+	struct pst_waiter waiters[PST_MAX_WAITERS];
+	char path[PST_PATH_LEN];
+	/* What of it goes out: from proc or from fd, how much of the fd
+	 * record's first piece, of its waiters and of its path. Kept here,
+	 * unknown to the verifier, so that every path through pipe_state
+	 * meets before the writes as one. */
+	__u32 out_start;
+	__u32 out_head;
+	__u32 out_waiters;
+	__u32 out_path;
+	/* The task and pipe visited, for read_ring and read_waiters: a
+	 * pointer stored is read back as a scalar (a global function takes
+	 * no other), and the iterator's are typed pointers. */
+	__u64 task_addr;
+	__u64 pipe_addr;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct pst_fd);
+	__type(value, struct pst_scratch);
 } rec_scratch SEC(".maps");
+
+/*
+ * The process of the last pst_proc written: in which iterator session,
+ * for which task (and pid: an address alone could be a new task's), and
+ * its serial, a count of pst_procs written that never repeats. Set only
+ * once the element's whole output is in the seq_file: output the kernel
+ * drops (seq_file overflow) is written again when the element is shown
+ * again. Not per CPU: a session's reads may run on different CPUs.
+ */
+__u64 proc_session = 0;
+__u64 proc_task = 0;
+__u32 proc_pid = 0;
+__u64 proc_serial = 0;
+
+/*
+ * The pipes whose state the current process's records carry already,
+ * direct-mapped by address: a later fd of one of them is a bare pst_fd.
+ * A collision only costs a full record again.
+ */
+#define PIPE_CACHE 256
+struct pipe_seen {
+	__u64 pipe;
+	__u64 serial;	/* proc_serial of the process whose record carried it */
+};
+struct pipe_seen pipe_cache[PIPE_CACHE];
+
+static __always_inline __u32 pipe_slot(__u64 ino)
+{
+	return ((ino * 0x9E3779B97F4A7C15ULL) >> 56) & (PIPE_CACHE - 1);
+}
 
 /*
  * Counters of a walk of the waiters, kept in a map value rather than on
@@ -121,6 +181,7 @@ struct work {
 	__u64 now;	/* last_ran() of the walking task: now, on the same clock */
 	__u32 left;	/* candidates not matched yet */
 	__u32 known;	/* the wake functions were set when the record began */
+	__u64 task;	/* task_state's task, for open_wait */
 };
 
 struct {
@@ -131,10 +192,13 @@ struct {
 } work_scratch SEC(".maps");
 
 /* Referenced so the record types are in BTF for bpf2go -type. */
+const struct pst_proc *unused_pst_proc __attribute__((unused));
 const struct pst_fd *unused_pst_fd __attribute__((unused));
+const struct pst_pipe *unused_pst_pipe __attribute__((unused));
 const struct pst_waiter *unused_pst_waiter __attribute__((unused));
 const struct pst_slot *unused_pst_slot __attribute__((unused));
 const struct pst_task *unused_pst_task __attribute__((unused));
+const enum pst_rec *unused_pst_rec __attribute__((unused));
 const enum pst_kind *unused_pst_kind __attribute__((unused));
 const enum pst_queue *unused_pst_queue __attribute__((unused));
 const enum pst_wkind *unused_pst_wkind __attribute__((unused));
@@ -149,7 +213,16 @@ const enum cg_hier *unused_cg_hier __attribute__((unused));
 /* The kind of an entry still to be compared with the process's threads. */
 #define W_CANDIDATE 0
 
-static __always_inline struct pst_fd *scratch(void)
+/*
+ * The steps below that the verifier would otherwise follow once per path
+ * into them (per loop iteration, per branch of the caller) are global
+ * functions: verified once, on their own, with unknown arguments. They
+ * take scalars only (a kernel before 5.12 passes a global function
+ * nothing else): pointers as __u64, read with probe reads, the record
+ * through the per-CPU scratch.
+ */
+
+static __always_inline struct pst_scratch *scratch(void)
 {
 	__u32 zero = 0;
 
@@ -185,27 +258,25 @@ static __always_inline struct sum_ctx *sum_scratch_ctx(void)
 	return bpf_map_lookup_elem(&sum_scratch, &zero);
 }
 
-/* sum_one adds buffer i (ring index tail+i) and keeps the first slots. */
+/* sum_buf is the length of buffer i (ring index tail+i); it keeps the
+ * first PST_SLOTS in the record's slots. */
+__attribute__((noinline)) __u64 sum_buf(__u32 i, __u64 bufs, __u32 tail, __u32 mask)
+{
+	struct pipe_buffer *b = (void *)bufs +
+		(__u64)((tail + i) & mask) * bpf_core_type_size(struct pipe_buffer);
+	__u32 len = BPF_CORE_READ(b, len);
+	struct pst_scratch *r;
+
+	if (i < PST_SLOTS && (r = scratch())) {
+		r->slots[i & (PST_SLOTS - 1)].offset = BPF_CORE_READ(b, offset);
+		r->slots[i & (PST_SLOTS - 1)].len = len;
+	}
+	return len;
+}
+
 static __always_inline long sum_one(__u32 i, struct sum_ctx *c)
 {
-	struct pipe_buffer *b = (void *)c->bufs +
-		(__u64)((c->tail + i) & c->mask) * bpf_core_type_size(struct pipe_buffer);
-	__u32 len = BPF_CORE_READ(b, len);
-	struct pst_fd *r;
-	__u32 j = i;
-
-	c->bytes += len;
-	if (i < PST_SLOTS) {
-		r = scratch();
-		if (!r)
-			return 1;
-		/* Masked after clang can no longer prove it useless: a bound
-		 * the verifier sees whichever register holds the index. */
-		asm volatile("" : "+r"(j));
-		j &= PST_SLOTS - 1;
-		r->slots[j].offset = BPF_CORE_READ(b, offset);
-		r->slots[j].len = len;
-	}
+	c->bytes += sum_buf(i, c->bufs, c->tail, c->mask);
 	return 0;
 }
 
@@ -216,48 +287,67 @@ LOOP_CB sum_cb(__u32 i, struct sum_ctx *c)
 
 CHUNK(sum_chunk, sum_one, sum_scratch_ctx, PST_COMPAT_BUF_CHUNK)
 
-/* read_ring fills head, tail, bytes and slots, again while they move. */
-static __always_inline void read_ring(struct pst_fd *r, struct pipe_inode_info *pipe)
+/*
+ * ring_attempt reads head, tail, bytes and slots of the record's pipe
+ * once: 1 when head or tail moved meanwhile.
+ */
+__attribute__((noinline)) int ring_attempt(__u32 attempt)
 {
+	struct pipe_inode_info *pipe;
 	struct sum_ctx cs = {}, *c = &cs;
-	__u32 attempt, head = 0, tail = 0, nbufs, ring_size;
+	__u32 head, tail, nbufs, ring_size;
+	struct pst_scratch *s = scratch();
+	struct pst_pipe *r;
 
+	if (!s)
+		return 0;
+	pipe = (void *)s->pipe_addr;
+	r = &s->pipe;
+	r->attempts = attempt;
+	r->status &= ~(PST_STATUS_MOVED | PST_STATUS_BAD_RING);
 	if (!have_loop) {
 		c = sum_scratch_ctx();
 		if (!c) {
 			r->status |= PST_STATUS_BAD_RING;
-			return;
+			return 0;
 		}
 	}
 	c->bufs = (__u64)BPF_CORE_READ(pipe, bufs);
 	ring_size = BPF_CORE_READ(pipe, ring_size);
 	c->mask = ring_size - 1;
+	head = read_head(pipe);
+	tail = read_tail(pipe);
+	nbufs = head - tail;
+	c->tail = tail;
+	c->bytes = 0;
+	if (!ring_size || nbufs > ring_size || ring_size & (ring_size - 1) ||
+	    (!have_loop && nbufs > PST_COMPAT_BUFS)) {
+		/* not a ring we know, or more buffers than we can sum */
+		r->status |= PST_STATUS_BAD_RING;
+		nbufs = 0;
+	} else if (nbufs) {
+		LOOP(nbufs, sum_cb, c, sum_chunk, PST_COMPAT_BUF_CHUNK,
+		     PST_COMPAT_BUFS / PST_COMPAT_BUF_CHUNK);
+	}
+	r->head = head;
+	r->tail = tail;
+	r->nbufs = nbufs;
+	r->nslots = nbufs < PST_SLOTS ? nbufs : PST_SLOTS;
+	r->bytes = c->bytes;
+	if (read_head(pipe) == head && read_tail(pipe) == tail)
+		return 0;
+	r->status |= PST_STATUS_MOVED;
+	return 1;
+}
+
+/* read_ring reads the ring of the record's pipe, again while it moves. */
+static __always_inline void read_ring(void)
+{
+	__u32 attempt;
+
 	for (attempt = 1; attempt <= 8; attempt++) {
-		if (attempt > max_attempts)
+		if (attempt > max_attempts || !ring_attempt(attempt))
 			break;
-		r->attempts = attempt;
-		r->status &= ~(PST_STATUS_MOVED | PST_STATUS_BAD_RING);
-		head = read_head(pipe);
-		tail = read_tail(pipe);
-		nbufs = head - tail;
-		c->tail = tail;
-		c->bytes = 0;
-		if (!ring_size || nbufs > ring_size || ring_size & (ring_size - 1) ||
-		    (!have_loop && nbufs > PST_COMPAT_BUFS)) {
-			/* not a ring we know, or more buffers than we can sum */
-			r->status |= PST_STATUS_BAD_RING;
-			nbufs = 0;
-		} else {
-			LOOP(nbufs, sum_cb, c, sum_chunk, PST_COMPAT_BUF_CHUNK,
-			     PST_COMPAT_BUFS / PST_COMPAT_BUF_CHUNK);
-		}
-		r->head = head;
-		r->tail = tail;
-		r->nbufs = nbufs;
-		r->bytes = c->bytes;
-		if (read_head(pipe) == head && read_tail(pipe) == tail)
-			break;
-		r->status |= PST_STATUS_MOVED;
 	}
 }
 
@@ -313,16 +403,25 @@ static __always_inline __u64 idle_since(struct task_struct *t, __u64 now)
 	return now - at;
 }
 
-static __always_inline void fill_task(struct pst_waiter *w, struct task_struct *t)
+/* fill_task fills in waiter j's task. */
+__attribute__((noinline)) int fill_task(__u32 j, __u64 task)
 {
+	struct task_struct *t = (void *)task;
+	struct pst_scratch *r = scratch();
 	struct work *k = work();
-	__u32 level = reader_level();
+	struct pst_waiter *w;
+	__u32 level;
 
+	if (!r || !k)
+		return 0;
+	w = &r->waiters[j & (PST_MAX_WAITERS - 1)];
+	level = reader_level();
 	w->tid = ns_tid(t, level);
 	w->tgid = ns_tgid(t, level);
 	w->state = sched_state(t);
-	w->wait_ns = k ? idle_since(t, k->now) : PST_IDLE_UNKNOWN;
+	w->wait_ns = idle_since(t, k->now);
 	BPF_CORE_READ_STR_INTO(&w->comm, t, comm);
+	return 0;
 }
 
 /* is_task_wake: a wake function whose entry's private is a task. */
@@ -338,7 +437,7 @@ static __always_inline bool is_task_wake(__u64 fn)
  * and the eventpoll, whose wq holds the tasks asleep in epoll_wait on it.
  * The first of them is the waiter: the instance wakes one at a time.
  */
-static __always_inline void epoll_entry(struct pst_waiter *w, struct wait_queue_entry *e)
+static __always_inline void epoll_entry(struct pst_waiter *w, __u32 n, struct wait_queue_entry *e)
 {
 	struct eppoll_entry *pwq = (void *)e - bpf_core_field_offset(struct eppoll_entry, wait);
 	struct epitem *epi = BPF_CORE_READ(pwq, base);
@@ -363,8 +462,75 @@ static __always_inline void epoll_entry(struct pst_waiter *w, struct wait_queue_
 	fn = (__u64)BPF_CORE_READ(s, func);
 	if (!is_task_wake(fn) || !BPF_CORE_READ(s, private))
 		return;
-	fill_task(w, (struct task_struct *)BPF_CORE_READ(s, private));
+	fill_task(n, (__u64)BPF_CORE_READ(s, private));
 	w->sleeping = 1;
+}
+
+/*
+ * queue_step records the entry of a wait queue at pos (a list_head; head
+ * is the queue's), classified by its wake function where the sampler set
+ * them: an entry that may be a sleeping task is left as a candidate for
+ * the comparison with the threads. It returns the next entry's list_head,
+ * 0 at the end of the queue or of the record's room.
+ */
+__attribute__((noinline)) __u64 queue_step(__u64 pos, __u64 head, __u32 queue)
+{
+	struct wait_queue_entry *e;
+	struct pst_waiter *w;
+	struct pst_scratch *r;
+	struct work *k;
+	__u64 priv, fn;
+	__u32 n;
+
+	if (!pos || pos == head)
+		return 0;
+	r = scratch();
+	k = work();
+	if (!r || !k)
+		return 0;
+	n = r->pipe.nwaiters;
+	if (n >= PST_MAX_WAITERS) {
+		r->pipe.status |= PST_STATUS_WAITERS_TRUNC;
+		return 0;
+	}
+	w = &r->waiters[n & (PST_MAX_WAITERS - 1)];
+	e = (void *)pos - bpf_core_field_offset(struct wait_queue_entry, entry);
+	priv = (__u64)BPF_CORE_READ(e, private);
+	fn = (__u64)BPF_CORE_READ(e, func);
+	w->entry = (__u64)e;
+	w->private = priv;
+	w->flags = BPF_CORE_READ(e, flags);
+	w->queue = queue;
+	w->tid = 0;
+	w->tgid = 0;
+	w->state = 0;
+	w->wait_ns = PST_IDLE_UNKNOWN;
+	w->ep = 0;
+	w->events = 0;
+	w->target_fd = -1;
+	w->sleeping = 0;
+	w->comm[0] = 0;
+	if (is_fn(fn, wake_ep_poll)) {
+		epoll_entry(w, n, e);
+	} else if (priv && is_fn(fn, wake_pollwake)) {
+		/* poll/select: the entry is in a poll_table_entry, whose key
+		 * is the events asked for; private is the poll_wqueues. */
+		struct poll_wqueues *pq = (void *)priv;
+		struct poll_table_entry *pe = (void *)e -
+			bpf_core_field_offset(struct poll_table_entry, wait);
+
+		w->kind = PST_W_POLL;
+		w->events = BPF_CORE_READ(pe, key);
+		w->sleeping = !BPF_CORE_READ(pq, triggered);
+		fill_task(n, (__u64)BPF_CORE_READ(pq, polling_task));
+	} else if (priv && (!k->known || is_task_wake(fn))) {
+		w->kind = W_CANDIDATE;
+		k->left++;
+	} else {
+		w->kind = PST_W_OTHER;
+	}
+	r->pipe.nwaiters = n + 1;
+	return (__u64)BPF_CORE_READ(e, entry.next);
 }
 
 struct queue_ctx {
@@ -388,70 +554,10 @@ static __always_inline struct queue_ctx *queue_scratch_ctx(void)
 	return bpf_map_lookup_elem(&queue_scratch, &zero);
 }
 
-/*
- * queue_entry records one entry of a wait queue, classified by its wake
- * function where the sampler set them. An entry that may be a sleeping
- * task is left as a candidate for the comparison with the threads.
- */
 static __always_inline long queue_entry(__u32 i, struct queue_ctx *c)
 {
-	struct wait_queue_entry *e;
-	struct pst_waiter *w;
-	struct pst_fd *r;
-	struct work *k;
-	__u64 priv, fn;
-	__u32 n;
-
-	if (!c->pos || c->pos == c->head)
-		return 1;
-	r = scratch();
-	k = work();
-	if (!r || !k)
-		return 1;
-	n = r->nwaiters;
-	if (n >= PST_MAX_WAITERS) {
-		r->status |= PST_STATUS_WAITERS_TRUNC;
-		return 1;
-	}
-	w = &r->waiters[n];
-	e = (void *)c->pos - bpf_core_field_offset(struct wait_queue_entry, entry);
-	priv = (__u64)BPF_CORE_READ(e, private);
-	fn = (__u64)BPF_CORE_READ(e, func);
-	w->entry = (__u64)e;
-	w->private = priv;
-	w->flags = BPF_CORE_READ(e, flags);
-	w->queue = c->queue;
-	w->tid = 0;
-	w->tgid = 0;
-	w->state = 0;
-	w->wait_ns = PST_IDLE_UNKNOWN;
-	w->ep = 0;
-	w->events = 0;
-	w->target_fd = -1;
-	w->sleeping = 0;
-	w->comm[0] = 0;
-	if (is_fn(fn, wake_ep_poll)) {
-		epoll_entry(w, e);
-	} else if (priv && is_fn(fn, wake_pollwake)) {
-		/* poll/select: the entry is in a poll_table_entry, whose key
-		 * is the events asked for; private is the poll_wqueues. */
-		struct poll_wqueues *pq = (void *)priv;
-		struct poll_table_entry *pe = (void *)e -
-			bpf_core_field_offset(struct poll_table_entry, wait);
-
-		w->kind = PST_W_POLL;
-		w->events = BPF_CORE_READ(pe, key);
-		w->sleeping = !BPF_CORE_READ(pq, triggered);
-		fill_task(w, BPF_CORE_READ(pq, polling_task));
-	} else if (priv && (!k->known || is_task_wake(fn))) {
-		w->kind = W_CANDIDATE;
-		k->left++;
-	} else {
-		w->kind = PST_W_OTHER;
-	}
-	r->nwaiters = n + 1;
-	c->pos = (__u64)BPF_CORE_READ(e, entry.next);
-	return 0;
+	c->pos = queue_step(c->pos, c->head, c->queue);
+	return !c->pos;
 }
 
 LOOP_CB queue_cb(__u32 i, struct queue_ctx *c)
@@ -477,54 +583,104 @@ static __always_inline void walk_queue(struct wait_queue_head *wq, __u8 queue)
 	LOOP(PST_MAX_WAITERS + 1, queue_cb, c, queue_chunk, PST_MAX_WAITERS + 1, 1);
 }
 
+/* match_waiter marks waiter j blocked when it is thread t's entry. */
+__attribute__((noinline)) int match_waiter(__u32 j, __u64 t)
+{
+	struct pst_scratch *r = scratch();
+	struct work *k = work();
+	struct pst_waiter *w;
+
+	if (!r || !k || j >= r->pipe.nwaiters)
+		return 0;
+	w = &r->waiters[j & (PST_MAX_WAITERS - 1)];
+	if (w->kind != W_CANDIDATE || w->private != t)
+		return 0;
+	w->kind = PST_W_THREAD;
+	k->left--;
+	return 0;
+}
+
 /*
  * match_thread compares one thread of the process with the candidates;
  * read_waiters fills in the task of each it marks (kept out of the walk
  * of the threads, whose every step the verifier may have to follow).
  */
-static __always_inline long match_thread(__u32 i, void *unused)
+__attribute__((noinline)) int match_thread(void)
 {
-	struct task_struct *t;
-	struct pst_fd *r = scratch();
+	struct pst_scratch *r = scratch();
 	struct work *k = work();
-	__u32 j;
+	__u64 t;
+	__u32 j, n;
 
 	if (!r || !k || !k->node || k->node == k->head || !k->left)
 		return 1;
-	t = (void *)k->node - bpf_core_field_offset(struct task_struct, thread_node);
-	for (j = 0; j < PST_MAX_WAITERS; j++) {
-		struct pst_waiter *w = &r->waiters[j];
-
-		if (w->kind != W_CANDIDATE || w->private != (__u64)t || j >= r->nwaiters)
-			continue;
-		w->kind = PST_W_THREAD;
-		k->left--;
-	}
-	k->node = (__u64)BPF_CORE_READ(t, thread_node.next);
+	t = k->node - bpf_core_field_offset(struct task_struct, thread_node);
+	n = r->pipe.nwaiters;
+	for (j = 0; j < PST_MAX_WAITERS && j < n; j++)
+		match_waiter(j, t);
+	k->node = (__u64)BPF_CORE_READ((struct task_struct *)t, thread_node.next);
 	return 0;
+}
+
+static __always_inline long match_one(__u32 i, void *unused)
+{
+	long stop = match_thread();
+
+	/* A callback returns 0 or 1, and the verifier knows nothing of a
+	 * global's result: hide from clang that it is 0 or 1 already. */
+	asm volatile("" : "+r"(stop));
+	return stop ? 1 : 0;
 }
 
 LOOP_CB match_cb(__u32 i, void *unused)
 {
-	return match_thread(i, unused);
+	return match_one(i, unused);
 }
 
-CHUNK(match_chunk, match_thread, work, PST_COMPAT_THREAD_CHUNK)
+CHUNK(match_chunk, match_one, work, PST_COMPAT_THREAD_CHUNK)
 
 /*
- * read_waiters walks both wait queues, then the process's threads to find
- * which candidates are its own blocked threads. What is left is a task of
- * another process (when its wake function says it is a task) or unknown.
+ * settle_waiter says what waiter j is once the threads were compared: a
+ * blocked thread of the process, a task of another (when its wake
+ * function says it is a task), or unknown; and fills in its task.
  */
-static __always_inline void read_waiters(struct pst_fd *r, struct pipe_inode_info *pipe,
-					 struct task_struct *task)
+__attribute__((noinline)) int settle_waiter(__u32 j)
 {
-	struct signal_struct *sig = BPF_CORE_READ(task, signal);
+	struct pst_scratch *r = scratch();
 	struct work *k = work();
-	__u32 j;
+	struct pst_waiter *w;
 
-	if (!k)
-		return;
+	if (!r || !k)
+		return 0;
+	w = &r->waiters[j & (PST_MAX_WAITERS - 1)];
+	if (w->kind == W_CANDIDATE)
+		w->kind = k->known ? PST_W_TASK : PST_W_OTHER;
+	if (w->kind == PST_W_THREAD || w->kind == PST_W_TASK)
+		fill_task(j, w->private);
+	return 0;
+}
+
+/*
+ * read_waiters walks both wait queues of the record's pipe, then the
+ * threads of the visited task's process to find which candidates are its own blocked threads. What is
+ * left is a task of another process (when its wake function says it is a
+ * task) or unknown.
+ */
+__attribute__((noinline)) int read_waiters(void)
+{
+	struct pipe_inode_info *pipe;
+	struct pst_scratch *r = scratch();
+	struct work *k = work();
+	struct signal_struct *sig;
+	struct task_struct *task;
+	__u32 j, n;
+
+	if (!r || !k)
+		return 0;
+	/* out of BPF_CORE_READ: pst_scratch is no kernel type to relocate */
+	task = (void *)r->task_addr;
+	pipe = (void *)r->pipe_addr;
+	sig = BPF_CORE_READ(task, signal);
 	k->left = 0;
 	k->now = now_ns();
 	/* Read once: one record classifies all its entries alike. */
@@ -538,87 +694,221 @@ static __always_inline void read_waiters(struct pst_fd *r, struct pipe_inode_inf
 	LOOP(max_threads, match_cb, NULL, match_chunk, PST_COMPAT_THREAD_CHUNK,
 	     PST_COMPAT_THREADS / PST_COMPAT_THREAD_CHUNK);
 	if (k->left && k->node && k->node != k->head)
-		r->status |= PST_STATUS_THREADS_TRUNC;
+		r->pipe.status |= PST_STATUS_THREADS_TRUNC;
 fill:
-	for (j = 0; j < PST_MAX_WAITERS; j++) {
-		struct pst_waiter *w = &r->waiters[j];
+	n = r->pipe.nwaiters;
+	for (j = 0; j < PST_MAX_WAITERS && j < n; j++)
+		settle_waiter(j);
+	return 0;
+}
 
-		if (j >= r->nwaiters)
-			break;
-		if (w->kind == PST_W_THREAD) {
-			fill_task(w, (struct task_struct *)w->private);
-		} else if (w->kind != W_CANDIDATE) {
-			continue;
-		} else if (k->known) {
-			w->kind = PST_W_TASK;
-			fill_task(w, (struct task_struct *)w->private);
-		} else {
-			w->kind = PST_W_OTHER;
-		}
+/*
+ * What the fd walk reads of every fd, through the iterator's typed
+ * pointers (task, file) and those they lead to (inode, pipe): direct
+ * loads, which fault to 0 as a probe read fails, at a fraction of the
+ * cost of a helper call. Everything else, read once per process or only
+ * for a pipe with buffers or waiters, is probe reads.
+ */
+
+/* file_pipe_direct is file_pipe (../pipe_common.h) with direct loads. */
+static __always_inline struct pipe_inode_info *file_pipe_direct(struct file *file, struct inode **inode)
+{
+	struct inode *i = file->f_inode;
+
+	*inode = i;
+	if ((i->i_mode & S_IFMT) != S_IFIFO)
+		return NULL;
+	return i->i_pipe;
+}
+
+/* queue_busy: a wait queue with an entry. */
+static __always_inline bool queue_busy(struct wait_queue_head *wq)
+{
+	return wq->head.next != &wq->head;
+}
+
+/* proc_tgid is the visited task's process id in the reader's pid namespace. */
+__attribute__((noinline)) __u32 proc_tgid(void)
+{
+	struct pst_scratch *s = scratch();
+
+	if (!s)
+		return 0;
+	return ns_tgid((struct task_struct *)s->task_addr, reader_level());
+}
+
+/* fill_proc fills in the pst_proc of the visited task, of process tgid. */
+__attribute__((noinline)) int fill_proc(__u32 tgid)
+{
+	struct pst_scratch *s = scratch();
+	struct task_struct *task;
+	struct pst_proc *p;
+
+	if (!s)
+		return 0;
+	task = (void *)s->task_addr;
+	p = &s->proc;
+	p->type = PST_REC_PROC;
+	p->len = sizeof(*p);
+	p->tgid = tgid;
+	p->tid = ns_tid(task, reader_level());
+	p->start_ns = BPF_CORE_READ(task, start_boottime);
+	p->task_state = sched_state(BPF_CORE_READ(task, group_leader));
+	p->nr_threads = BPF_CORE_READ(task, signal, nr_threads);
+	bpf_probe_read_kernel_str(p->comm, sizeof(p->comm), task->comm);
+	return 0;
+}
+
+/*
+ * fill_pipe fills in the state of pipe (inode's) for task's record. An
+ * empty ring whose indices read the same twice is read here; one with
+ * buffers, or moving, by read_ring.
+ */
+static __always_inline void fill_pipe(struct pst_scratch *s, struct pipe_inode_info *pipe,
+				      struct inode *inode)
+{
+	struct pst_pipe *r = &s->pipe;
+	__u32 head, tail, ring_size;
+
+	r->kind = inode->i_sb->s_magic != PIPEFS_MAGIC ? PST_KIND_FIFO : PST_KIND_PIPE;
+	r->ring_size = ring_size = pipe->ring_size;
+	r->max_usage = pipe->max_usage;
+	r->readers = pipe->readers;
+	r->writers = pipe->writers;
+	r->status = 0;
+	r->nwaiters = 0;
+	r->nslots = 0;
+	r->path_len = 0;
+	s->pipe_addr = (__u64)pipe;
+	head = BPF_CORE_READ_BITFIELD(pipe, head);
+	tail = BPF_CORE_READ_BITFIELD(pipe, tail);
+	if (head == tail && ring_size && !(ring_size & (ring_size - 1)) &&
+	    BPF_CORE_READ_BITFIELD(pipe, head) == head && BPF_CORE_READ_BITFIELD(pipe, tail) == tail) {
+		r->head = head;
+		r->tail = tail;
+		r->nbufs = 0;
+		r->bytes = 0;
+		r->attempts = 1;
+	} else {
+		read_ring();
 	}
+	if (queue_busy(&pipe->rd_wait) || queue_busy(&pipe->wr_wait))
+		read_waiters();
+}
+
+/*
+ * clamp is x, at most max, in a register the verifier knows the bound
+ * of: clang may otherwise compare one copy and use another, whose bound
+ * a verifier before 6.8 does not learn from the first (32-bit copies
+ * keep no link).
+ */
+static __always_inline __u64 clamp(__u64 x, __u64 max)
+{
+	if (x > max)
+		x = max;
+	asm volatile("" : "+r"(x));
+	return x;
 }
 
 SEC("iter/task_file")
 int pipe_state(struct bpf_iter__task_file *ctx)
 {
 	struct seq_file *seq = ctx->meta->seq;
+	__u64 session = ctx->meta->session_id;
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
 	struct pipe_inode_info *pipe;
 	struct inode *inode;
-	struct pst_fd *r;
-	__u32 tgid, gen, level;
+	struct pst_scratch *s;
+	__u64 serial, start, head_len, waiters_len, path_len;
+	__u32 pid, tgid, gen, at;
+	bool fresh;
 
 	if (!task || !file)
 		return 0;
-	level = reader_level();
-	tgid = ns_tgid(task, level);
-	if (tgid == (skip_tgid ? skip_tgid : self_tgid))
-		return 0;
-	if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
-		return 0;
-	pipe = file_pipe(file, &inode);
+	pipe = file_pipe_direct(file, &inode);
 	if (!pipe)
 		return 0;
-	r = scratch();
-	if (!r)
+	s = scratch();
+	if (!s)
 		return 0;
-	r->ino = BPF_CORE_READ(inode, i_ino);
-	if (filter_inos && !bpf_map_lookup_elem(&inos, &r->ino))
+	s->fd.ino = inode->i_ino;
+	if (filter_inos && !bpf_map_lookup_elem(&inos, &s->fd.ino))
 		return 0;
-	gen = walk_gen;
-	bpf_map_update_elem(&seen, &tgid, &gen, BPF_ANY);
-
-	r->tgid = tgid;
-	r->tid = ns_tid(task, level);
-	r->start_ns = BPF_CORE_READ(task, start_boottime);
-	r->file_id = (__u64)file;
-	r->fd = ctx->fd;
-	r->f_flags = BPF_CORE_READ(file, f_flags);
-	r->f_mode = BPF_CORE_READ(file, f_mode);
-	r->kind = inode_is_fifo(inode) ? PST_KIND_FIFO : PST_KIND_PIPE;
-	r->task_state = sched_state(BPF_CORE_READ(task, group_leader));
-	r->nr_threads = BPF_CORE_READ(task, signal, nr_threads);
-	r->ring_size = BPF_CORE_READ(pipe, ring_size);
-	r->max_usage = BPF_CORE_READ(pipe, max_usage);
-	r->readers = BPF_CORE_READ(pipe, readers);
-	r->writers = BPF_CORE_READ(pipe, writers);
-	r->status = 0;
-	r->nwaiters = 0;
-	r->path_len = 0;
-	r->path[0] = 0;
-	__builtin_memset(r->slots, 0, sizeof(r->slots));
-	bpf_probe_read_kernel_str(r->comm, sizeof(r->comm), task->comm);
-	if (have_d_path && r->kind == PST_KIND_FIFO) {
-		long n = bpf_d_path((struct path *)&file->f_path, r->path, sizeof(r->path));
-
-		if (n > 0)
-			r->path_len = n - 1;
+	/* The process of the last record, which passed the filters, or a
+	 * new one (a pst_proc first). */
+	pid = task->pid;
+	s->task_addr = (__u64)task;
+	fresh = session != proc_session || (__u64)task != proc_task || pid != proc_pid;
+	serial = proc_serial;
+	s->out_start = sizeof(s->proc);
+	if (fresh) {
+		tgid = proc_tgid();
+		if (tgid == (skip_tgid ? skip_tgid : self_tgid))
+			return 0;
+		if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
+			return 0;
+		gen = walk_gen;
+		bpf_map_update_elem(&seen, &tgid, &gen, BPF_ANY);
+		fill_proc(tgid);
+		serial++;
+		s->out_start = 0;
 	}
-	read_ring(r, pipe);
-	read_waiters(r, pipe, task);
-	bpf_seq_write(seq, r, sizeof(*r));
+	/* by inode (a typed pointer takes no arithmetic), told apart by address */
+	at = pipe_slot(s->fd.ino);
+
+	s->fd.type = PST_REC_FD;
+	s->fd.fd = ctx->fd;
+	s->fd.file_id = (__u64)file;
+	s->fd.f_flags = file->f_flags;
+	s->fd.f_mode = file->f_mode;
+	s->out_head = sizeof(s->fd);
+	s->out_waiters = 0;
+	s->out_path = 0;
+	if (fresh || pipe_cache[at].pipe != (__u64)pipe || pipe_cache[at].serial != serial) {
+		fill_pipe(s, pipe, inode);
+		if (have_d_path && s->pipe.kind == PST_KIND_FIFO) {
+			long got = bpf_d_path((struct path *)&file->f_path, s->path, sizeof(s->path));
+
+			if (got > 1) {
+				s->pipe.path_len = got - 1;
+				/* with its NUL, padded (Go reads path_len bytes) */
+				s->out_path = (got + 7) & ~7;
+			}
+		}
+		s->out_head = sizeof(s->fd) + sizeof(s->pipe) + s->pipe.nslots * sizeof(s->slots[0]);
+		s->out_waiters = s->pipe.nwaiters * sizeof(s->waiters[0]);
+	}
+	start = clamp(s->out_start, sizeof(s->proc));
+	head_len = clamp(s->out_head, sizeof(s->fd) + sizeof(s->pipe) + sizeof(s->slots));
+	waiters_len = clamp(s->out_waiters, sizeof(s->waiters));
+	path_len = clamp(s->out_path, sizeof(s->path));
+	s->fd.len = head_len + waiters_len + path_len;
+
+	/* A write that does not fit leaves the seq_file overflowed: the
+	 * element's output is dropped and the element shown again. */
+	if (bpf_seq_write(seq, (void *)&s->proc + start, sizeof(s->proc) - start + head_len))
+		return 0;
+	if (waiters_len && bpf_seq_write(seq, s->waiters, waiters_len))
+		return 0;
+	if (path_len && bpf_seq_write(seq, s->path, path_len))
+		return 0;
+	/* All out: the process and the pipe are in the seq_file (stores
+	 * of what they held already when neither is new). */
+	proc_session = session;
+	proc_task = (__u64)task;
+	proc_pid = pid;
+	proc_serial = serial;
+	pipe_cache[at].pipe = (__u64)pipe;
+	pipe_cache[at].serial = serial;
 	return 0;
+}
+
+static __always_inline struct pst_task *task_rec(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&task_scratch, &zero);
 }
 
 /* Bound of a kernel stack (THREAD_SIZE is 16 KiB, 32 KiB with KASAN). */
@@ -648,19 +938,27 @@ static __always_inline struct onq_ctx *onq_scratch_ctx(void)
 
 #define ONQ_MAX 64
 
-static __always_inline long onq_entry(__u32 i, struct onq_ctx *c)
+/* onq_next is the entry after the one at pos (a list_head of a queue
+ * whose head is head): 0 at the end, 1 when the one at pos is task's. */
+__attribute__((noinline)) __u64 onq_next(__u64 pos, __u64 head, __u64 task)
 {
 	struct wait_queue_entry *e;
 
-	if (!c->pos || c->pos == c->head)
+	if (!pos || pos == head)
+		return 0;
+	e = (void *)pos - bpf_core_field_offset(struct wait_queue_entry, entry);
+	if ((__u64)BPF_CORE_READ(e, private) == task)
 		return 1;
-	e = (void *)c->pos - bpf_core_field_offset(struct wait_queue_entry, entry);
-	if ((__u64)BPF_CORE_READ(e, private) == c->task) {
-		c->found = true;
-		return 1;
-	}
-	c->pos = (__u64)BPF_CORE_READ(e, entry.next);
-	return 0;
+	return (__u64)BPF_CORE_READ(e, entry.next);
+}
+
+static __always_inline long onq_entry(__u32 i, struct onq_ctx *c)
+{
+	__u64 next = onq_next(c->pos, c->head, c->task);
+
+	c->found = next == 1;
+	c->pos = next;
+	return next <= 1;
 }
 
 LOOP_CB onq_cb(__u32 i, struct onq_ctx *c)
@@ -700,9 +998,17 @@ static __always_inline bool on_queue(struct wait_queue_head *wq, struct task_str
  * sleeps, so a reader waits while there is no writer, a writer while
  * there is no reader.
  */
-static __always_inline void open_wait(struct pst_task *r, struct task_struct *t)
+__attribute__((noinline)) int open_wait(void)
 {
-	struct nameidata *nd = BPF_CORE_READ(t, nameidata);
+	struct pst_task *r = task_rec();
+	struct work *k = work();
+	struct task_struct *t;
+	struct nameidata *nd;
+
+	if (!r || !k)
+		return 0;
+	t = (void *)k->task;
+	nd = BPF_CORE_READ(t, nameidata);
 	__u64 stack = (__u64)BPF_CORE_READ(t, stack);
 	struct pipe_inode_info *pipe;
 	struct filename *name;
@@ -712,13 +1018,13 @@ static __always_inline void open_wait(struct pst_task *r, struct task_struct *t)
 
 	r->open = PST_OPEN_NONE;
 	if (!nd || !stack || (__u64)nd < stack || (__u64)nd >= stack + STACK_BOUND)
-		return;
+		return 0;
 	inode = BPF_CORE_READ(nd, path.dentry, d_inode);
 	if (!inode || (BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFIFO)
-		return;
+		return 0;
 	pipe = BPF_CORE_READ(inode, i_pipe);
 	if (!pipe || !on_queue(&pipe->rd_wait, t))
-		return;
+		return 0;
 	readers = BPF_CORE_READ(pipe, readers);
 	writers = BPF_CORE_READ(pipe, writers);
 	if (!writers)
@@ -726,7 +1032,7 @@ static __always_inline void open_wait(struct pst_task *r, struct task_struct *t)
 	else if (!readers)
 		r->open = PST_OPEN_WRITE;
 	else
-		return; /* about to wake */
+		return 0; /* about to wake */
 	r->open_ino = BPF_CORE_READ(inode, i_ino);
 	r->open_readers = readers;
 	r->open_writers = writers;
@@ -739,6 +1045,7 @@ static __always_inline void open_wait(struct pst_task *r, struct task_struct *t)
 		if (n > 0)
 			r->name_len = n - 1;
 	}
+	return 0;
 }
 
 /*
@@ -753,7 +1060,8 @@ int task_state(struct bpf_iter__task *ctx)
 	struct seq_file *seq = ctx->meta->seq;
 	struct task_struct *t = ctx->task;
 	struct pst_task *r;
-	__u32 tgid, level, zero = 0, *gen;
+	struct work *k;
+	__u32 tgid, level, *gen;
 
 	if (!t)
 		return 0;
@@ -763,10 +1071,12 @@ int task_state(struct bpf_iter__task *ctx)
 		return 0;
 	if (filter_tgids && !bpf_map_lookup_elem(&targets, &tgid))
 		return 0;
-	r = bpf_map_lookup_elem(&task_scratch, &zero);
-	if (!r)
+	r = task_rec();
+	k = work();
+	if (!r || !k)
 		return 0;
-	open_wait(r, t);
+	k->task = (__u64)t;
+	open_wait();
 	gen = bpf_map_lookup_elem(&seen, &tgid);
 	if (r->open == PST_OPEN_NONE && !(gen && *gen == walk_gen))
 		return 0;

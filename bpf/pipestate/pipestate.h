@@ -21,8 +21,8 @@
  * with a pipe's waiters as far as that (PST_STATUS_THREADS_TRUNC).
  */
 enum pst_compat {
-	PST_COMPAT_BUF_CHUNK = 128,
-	PST_COMPAT_BUFS = 4096,		/* 32 chunks */
+	PST_COMPAT_BUF_CHUNK = 64,
+	PST_COMPAT_BUFS = 4096,		/* 64 chunks */
 	PST_COMPAT_THREAD_CHUNK = 32,
 	PST_COMPAT_THREADS = 1024,	/* 32 chunks */
 };
@@ -95,19 +95,46 @@ struct pst_slot {
 	__u32 len;
 };
 
-/* struct pst_fd: one (task, fd) holding a pipe or FIFO, with the pipe's state. */
-struct pst_fd {
+/*
+ * The fd walk writes records of variable length, each starting with its
+ * type and its length in bytes (a multiple of 8): a struct pst_proc for
+ * the process of the fd records that follow it (once per process and
+ * iterator session), then one struct pst_fd per (task, fd) holding a pipe
+ * or FIFO. The first fd of a pipe in a process carries the pipe's state
+ * after it: a struct pst_pipe, its nslots slots, its nwaiters waiters and,
+ * when path_len is not 0, its path with a NUL, padded to 8 bytes. A later
+ * fd of the same pipe in the same process (the state would be the same)
+ * is a bare struct pst_fd.
+ */
+enum pst_rec {
+	PST_REC_PROC = 1,
+	PST_REC_FD = 2,
+};
+
+struct pst_proc {
+	__u16 type;		/* PST_REC_PROC */
+	__u16 len;
 	__u32 tgid;
 	__u32 tid;		/* the task the iterator visited for this files table */
+	__u32 task_state;	/* the thread group leader's __state */
 	__u64 start_ns;		/* its start time (boot clock) */
+	__u32 nr_threads;
+	__u32 _pad;
+	char comm[PST_COMM_LEN];
+};
+
+struct pst_fd {
+	__u16 type;		/* PST_REC_FD */
+	__u16 len;		/* the whole record's, the pipe's state included */
+	__u32 fd;
 	__u64 ino;
 	__u64 file_id;		/* the struct file: fds sharing it share an open file */
-	__u32 fd;
 	__u32 f_flags;
 	__u32 f_mode;
+};
+
+struct pst_pipe {
 	__u32 kind;		/* enum pst_kind */
-	__u32 task_state;	/* the thread group leader's __state */
-	__u32 nr_threads;
 	__u32 head;
 	__u32 tail;
 	__u32 ring_size;
@@ -117,14 +144,10 @@ struct pst_fd {
 	__u32 nbufs;		/* head - tail */
 	__u32 status;		/* enum pst_status bits */
 	__u32 attempts;
-	__u32 nwaiters;		/* entries in waiters[] */
 	__u64 bytes;		/* sum of the buffers' lengths: bytes queued */
-	__u32 path_len;		/* 0 for anonymous pipes */
-	__u32 _pad;
-	char comm[PST_COMM_LEN];
-	struct pst_slot slots[PST_SLOTS];	/* buffers tail, tail+1, ... */
-	struct pst_waiter waiters[PST_MAX_WAITERS];
-	char path[PST_PATH_LEN];
+	__u16 nslots;		/* slots that follow: buffers tail, tail+1, ... */
+	__u16 nwaiters;		/* waiters that follow them */
+	__u32 path_len;		/* 0 for anonymous pipes (no path follows) */
 };
 
 /*
