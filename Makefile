@@ -87,9 +87,10 @@ test-kernels:
 
 # Measures the BPF dump against the user-space tee path and a /proc walk
 # on workloads of its own (bench/README.md) and writes bench/results.md;
-# BENCH_QUICK=1 runs small sizes in under a minute. Needs root.
+# BENCH_QUICK=1 runs small sizes in under a minute. Needs root; installs
+# what deps does (GNU time among them, for peak RSS).
 .PHONY: bench
-bench:
+bench: deps
 	GO=$(GO) scripts/bench.sh
 
 demo: build

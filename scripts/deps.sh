@@ -7,7 +7,8 @@
 #     stopped and disabled: only promtool is wanted);
 #   - zsh and fish: the completion scripts are parsed by each shell;
 #   - podman, runc, conmon, busybox-static: the container tests run real
-#     containers (an image made offline from busybox).
+#     containers (an image made offline from busybox);
+#   - time (GNU time): make bench measures peak RSS with it.
 # Go itself comes with the machine. Another apt-get or dpkg holding the
 # package lock is waited for, 5 minutes at most.
 set -euo pipefail
@@ -46,6 +47,7 @@ command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)
 command -v conmon >/dev/null || [ -x /usr/libexec/podman/conmon ] || need+=(conmon)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+[ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -eq 0 ]; then
 	exit 0
 fi
