@@ -13,6 +13,29 @@ import (
 	"github.com/pipesnap/pipesnap/snapshot"
 )
 
+// dumpPipes dumps pids with their bytes, reads the stream back, and
+// returns its pipes by inode; a torn or incomplete pipe fails the test.
+func dumpPipes(t *testing.T, pids []int) map[uint64]*snapshot.Pipe {
+	t.Helper()
+	var buf bytes.Buffer
+	report, err := loader.Dump(context.Background(), &buf, loader.Options{PIDs: pids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(report.Problems) > 0 {
+		t.Errorf("%d problems, first %v", len(report.Problems), report.Problems[0])
+	}
+	snap, err := snapshot.Read(&buf, snapshot.Options{Data: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byIno := map[uint64]*snapshot.Pipe{}
+	for _, p := range snap.Pipes {
+		byIno[p.Ino] = p
+	}
+	return byIno
+}
+
 // TestDumpManyPipes: 10,000 pipes (20,000 fds) in two processes, each
 // captured with its own bytes. (Two processes because the machines this
 // runs on cap a process at 20,000 fds and give no CAP_SYS_RESOURCE.)
@@ -26,24 +49,9 @@ func TestDumpManyPipes(t *testing.T) {
 		holders = append(holders, h)
 		pids = append(pids, h.Rep.PIDs...)
 	}
-	var buf bytes.Buffer
 	start := time.Now()
-	report, err := loader.Dump(context.Background(), &buf, loader.Options{PIDs: pids})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%d pipes, %d fds: dump took %v, %d bytes of snapshot", report.Pipes, report.FDs, time.Since(start), buf.Len())
-	if len(report.Problems) > 0 {
-		t.Errorf("%d problems, first %v", len(report.Problems), report.Problems[0])
-	}
-	snap, err := snapshot.Read(&buf, snapshot.Options{Data: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	byIno := map[uint64]*snapshot.Pipe{}
-	for _, p := range snap.Pipes {
-		byIno[p.Ino] = p
-	}
+	byIno := dumpPipes(t, pids)
+	t.Logf("%d pipes: dump and read back took %v", len(byIno), time.Since(start))
 	for _, h := range holders {
 		for i, ino := range h.Rep.Inos {
 			p := byIno[ino]
@@ -129,22 +137,7 @@ func TestDumpBulk(t *testing.T) {
 	pipetest.RequireBPF(t)
 	const pipes = 20
 	h := pipetest.StartHolder(t, "bulk", fmt.Sprintf("PIPESNAP_TEST_PIPES=%d", pipes))
-	var buf bytes.Buffer
-	report, err := loader.Dump(context.Background(), &buf, loader.Options{PIDs: h.Rep.PIDs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(report.Problems) > 0 {
-		t.Errorf("%d problems, first %v", len(report.Problems), report.Problems[0])
-	}
-	snap, err := snapshot.Read(&buf, snapshot.Options{Data: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	byIno := map[uint64]*snapshot.Pipe{}
-	for _, p := range snap.Pipes {
-		byIno[p.Ino] = p
-	}
+	byIno := dumpPipes(t, h.Rep.PIDs)
 	for i, ino := range h.Rep.Inos {
 		p := byIno[ino]
 		if p == nil {
