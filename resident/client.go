@@ -113,20 +113,52 @@ func (c *Client) Dump(ctx context.Context, w io.Writer, req Request) (*DumpResul
 				return nil, err
 			}
 		case frameResult:
-			var res DumpResult
-			if err := json.Unmarshal(payload, &res); err != nil {
-				return nil, fmt.Errorf("reading the dump's report: %w", err)
-			}
-			if res.Report == nil {
-				return nil, errors.New("the resident serve sent no report")
-			}
-			return &res, nil
+			return decodeResult(payload)
 		case frameError:
 			return nil, decodeError(payload)
 		default:
 			return nil, fmt.Errorf("frame %q in a dump", typ)
 		}
 	}
+}
+
+// DumpTo has the server dump straight into f (its fd goes with the
+// request): the bytes the direct path would write, written by the serve.
+// A failure says, as a *Error's Wrote, whether anything was written.
+func (c *Client) DumpTo(ctx context.Context, f *os.File, req Request) (*DumpResult, error) {
+	req.Op, req.Output, req.Protocol = OpDump, true, Protocol
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { c.c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := writeFrameFD(c.c, frameRequest, b, f); err != nil {
+		return nil, c.ioError(ctx, err)
+	}
+	typ, payload, err := readFrame(c.c, c.buf, maxReq)
+	if err != nil {
+		return nil, c.ioError(ctx, err)
+	}
+	c.buf = payload[:0]
+	switch typ {
+	case frameResult:
+		return decodeResult(payload)
+	case frameError:
+		return nil, decodeError(payload)
+	}
+	return nil, fmt.Errorf("frame %q where a dump's report was due", typ)
+}
+
+func decodeResult(payload []byte) (*DumpResult, error) {
+	var res DumpResult
+	if err := json.Unmarshal(payload, &res); err != nil {
+		return nil, fmt.Errorf("reading the dump's report: %w", err)
+	}
+	if res.Report == nil {
+		return nil, errors.New("the resident serve sent no report")
+	}
+	return &res, nil
 }
 
 // Sample has the server walk the pipes once.

@@ -13,14 +13,35 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/pipesnap/pipesnap/loader"
 	"github.com/pipesnap/pipesnap/pipemodel"
 )
 
-type fakeBackend struct{ smp *pipemodel.Sample }
+type fakeBackend struct {
+	smp       *pipemodel.Sample
+	cancelled chan struct{} // closed when a dump of pid 3 sees its ctx end
+}
 
-func (fakeBackend) Dump(context.Context, io.Writer, *Session, Request) (*DumpResult, error) {
-	return nil, errors.New("not here")
+// Dump writes a stream by the first pid asked for: 1 writes and fails, 2
+// fails first, 3 waits for its ctx to end, else it writes "stream".
+func (f fakeBackend) Dump(ctx context.Context, w io.Writer, _ *Session, req Request) (*DumpResult, error) {
+	switch req.PIDs[0] {
+	case 1:
+		w.Write([]byte("half"))
+		return nil, errors.New("failed after writing")
+	case 2:
+		return nil, errors.New("failed before writing")
+	case 3:
+		<-ctx.Done()
+		close(f.cancelled)
+		return nil, ctx.Err()
+	}
+	if _, err := w.Write([]byte("stream")); err != nil {
+		return nil, err
+	}
+	return &DumpResult{Report: &loader.Report{Bytes: 6}}, nil
 }
 
 func (f fakeBackend) Sample(context.Context, *Session, Request) (*pipemodel.Sample, error) {
@@ -28,6 +49,83 @@ func (f fakeBackend) Sample(context.Context, *Session, Request) (*pipemodel.Samp
 		return f.smp, nil
 	}
 	return &pipemodel.Sample{PageSize: 4096, Procs: map[uint32]*pipemodel.Proc{}}, nil
+}
+
+// TestDumpToClientFile: the serve writes a dump into the fd the client
+// sends; a failure says whether anything was written; a client gone
+// mid-dump ends it; an fd sent with anything but a dump that says so is
+// refused.
+func TestDumpToClientFile(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the server answers only peers that could take the direct path")
+	}
+	fb := fakeBackend{cancelled: make(chan struct{})}
+	sock, ctx := serveFake(t, fb)
+	c, err := Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	res, err := c.DumpTo(ctx, f, Request{PIDs: []int{9}})
+	if err != nil || res.Report.Bytes != 6 {
+		t.Fatalf("DumpTo: %+v, %v", res, err)
+	}
+	f.Write([]byte("+")) // the serve wrote at the file's own offset
+	if b, _ := os.ReadFile(f.Name()); string(b) != "stream+" {
+		t.Errorf("file holds %q", b)
+	}
+	for pid, wrote := range map[int]int64{1: 4, 2: 0} {
+		_, err := c.DumpTo(ctx, f, Request{PIDs: []int{pid}})
+		var e *Error
+		if !errors.As(err, &e) || e.Wrote != wrote {
+			t.Errorf("pid %d: %v, want an error having written %d", pid, err, wrote)
+		}
+	}
+	// The session goes on, and frames still work.
+	var b strings.Builder
+	if res, err := c.Dump(ctx, &b, Request{PIDs: []int{9}}); err != nil || b.String() != "stream" || res.Report.Bytes != 6 {
+		t.Errorf("Dump in frames: %q, %v", b.String(), err)
+	}
+
+	// A client gone mid-dump ends it.
+	c2, err := Dial(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel := context.WithCancel(ctx)
+	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
+	if _, err := c2.DumpTo(ctx2, f, Request{PIDs: []int{3}}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled DumpTo: %v", err)
+	}
+	c2.Close()
+	select {
+	case <-fb.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Error("the serve's dump went on after its client left")
+	}
+
+	// An fd with a sample request, or a dump that does not say so.
+	for _, req := range []Request{{Protocol: Protocol, Op: OpSample}, {Protocol: Protocol, Op: OpDump, PIDs: []int{9}}} {
+		c3, err := Dial(sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload, _ := json.Marshal(req)
+		if err := writeFrameFD(c3.c, frameRequest, payload, f); err != nil {
+			t.Fatal(err)
+		}
+		typ, b, err := readFrame(c3.c, nil, maxReq)
+		var e Error
+		if err != nil || typ != frameError || json.Unmarshal(b, &e) != nil || e.Code != CodeUsage {
+			t.Errorf("%s with an fd: frame %q %s, %v", req.Op, typ, b, err)
+		}
+		c3.Close()
+	}
 }
 
 // serveFake serves b on a socket of the test's until it ends.

@@ -17,7 +17,8 @@
 //
 //	server: 'A' yes (JSON {"protocol": Protocol}) | 'E' error (JSON Error)
 //	client: 'Q' request (JSON Request, its Protocol set)
-//	server, for a dump: 'D' stream bytes ... then 'R' (JSON DumpResult) or 'E'
+//	server, for a dump: 'D' stream bytes ... then 'R' (JSON DumpResult) or 'E';
+//	  with the output's fd (Request.Output), only 'R' or 'E'
 //	server, for a sample: 'S' (the sample but its pipes, wire.go), 'P' (a
 //	  batch of its pipes) ..., then 'Z' (empty); or 'E'
 //
@@ -86,6 +87,9 @@ type Request struct {
 	// A dump's: the pipe left out (the client's output), --freeze.
 	ExcludeIno uint64 `json:"exclude_ino,omitempty"`
 	Freeze     bool   `json:"freeze,omitempty"`
+	// Output: the dump's output fd comes with the request (fdpass.go)
+	// and the serve writes the stream into it; else in data frames.
+	Output bool `json:"output,omitempty"`
 	// ProcRoot is the client's --host-proc, for the containers of the
 	// processes the dump records.
 	ProcRoot string `json:"proc_root,omitempty"`
@@ -109,6 +113,9 @@ type DumpResult struct {
 type Error struct {
 	Code string `json:"code"` // one of the Code... values
 	Msg  string `json:"msg"`
+	// Wrote is what a dump into the client's output had written before
+	// it failed: nothing, and the client may still take the direct path.
+	Wrote int64 `json:"wrote,omitempty"`
 }
 
 // Error codes. CodeRefused and CodeNamespace come only as the first

@@ -137,18 +137,19 @@ func (s *Server) session(ctx context.Context, c *net.UnixConn) {
 	sess := &Session{Peer: peer}
 	var buf []byte
 	for {
-		typ, payload, err := readFrame(c, buf, maxReq)
+		typ, payload, out, err := readFrameFD(c, buf, maxReq)
 		if err != nil {
 			return // the client is done (or gone)
 		}
 		buf = payload[:0]
 		var req Request
 		if typ != frameRequest || json.Unmarshal(payload, &req) != nil {
+			closeFile(out)
 			writeError(c, &Error{Code: CodeUsage, Msg: "not a request frame"})
 			return
 		}
 		start := time.Now()
-		err = s.answer(ctx, c, sess, req)
+		err = s.answer(ctx, c, sess, req, out)
 		if err != nil && !errors.Is(err, errClientGone) {
 			s.Log.Info("request failed", "op", req.Op, "pid", peer.PID, "uid", peer.UID, "err", err)
 		} else if err == nil {
@@ -163,8 +164,19 @@ func (s *Server) session(ctx context.Context, c *net.UnixConn) {
 // errClientGone: writing to the client failed.
 var errClientGone = errors.New("client gone")
 
-// answer runs one request; errors of the request go to the client.
-func (s *Server) answer(ctx context.Context, c *net.UnixConn, sess *Session, req Request) error {
+func closeFile(f *os.File) {
+	if f != nil {
+		f.Close()
+	}
+}
+
+// answer runs one request; errors of the request go to the client. out
+// is the fd that came with it, closed here.
+func (s *Server) answer(ctx context.Context, c *net.UnixConn, sess *Session, req Request, out *os.File) error {
+	defer closeFile(out)
+	if (out != nil) != (req.Op == OpDump && req.Output) {
+		return s.fail(c, &Error{Code: CodeUsage, Msg: "an output fd comes with a dump request that says so, and only then"})
+	}
 	if req.Protocol != Protocol {
 		// A client of another version (one before versions were sent
 		// sends none).
@@ -181,10 +193,16 @@ func (s *Server) answer(ctx context.Context, c *net.UnixConn, sess *Session, req
 		}
 		return nil
 	case OpDump:
-		dw := &dataWriter{w: c}
-		res, err := s.Backend.Dump(ctx, dw, sess, req)
-		if err == nil {
-			err = dw.Flush()
+		var res *DumpResult
+		var err error
+		if out != nil {
+			res, err = s.dumpTo(ctx, c, sess, req, out)
+		} else {
+			dw := &dataWriter{w: c}
+			res, err = s.Backend.Dump(ctx, dw, sess, req)
+			if err == nil {
+				err = dw.Flush()
+			}
 		}
 		if err != nil {
 			return s.fail(c, err)
@@ -199,6 +217,59 @@ func (s *Server) answer(ctx context.Context, c *net.UnixConn, sess *Session, req
 		return nil
 	}
 	return s.fail(c, &Error{Code: CodeUsage, Msg: fmt.Sprintf("unknown request %q", req.Op)})
+}
+
+// dumpTo dumps into the client's output. The client waits for the
+// result meanwhile: a read that returns is the client gone (or sending
+// out of turn), and ends the dump.
+func (s *Server) dumpTo(ctx context.Context, c *net.UnixConn, sess *Session, req Request, out *os.File) (*DumpResult, error) {
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		var b [1]byte
+		if _, err := c.Read(b[:]); !errors.Is(err, os.ErrDeadlineExceeded) {
+			cancel()
+		}
+	}()
+	cw := &countWriter{w: out}
+	res, err := s.Backend.Dump(dctx, cw, sess, req)
+	c.SetReadDeadline(time.Unix(1, 0))
+	<-gone
+	if ctx.Err() == nil {
+		// (An ending server keeps the deadline it set, to end the session.)
+		c.SetReadDeadline(time.Time{})
+	}
+	if dctx.Err() != nil && ctx.Err() == nil {
+		err = errClientGone
+	}
+	if err != nil {
+		e := &Error{Code: CodeFailed, Msg: err.Error(), Wrote: cw.n}
+		var re *Error
+		switch {
+		case errors.Is(err, errClientGone):
+			return nil, err
+		case errors.As(err, &re):
+			e.Code = re.Code
+		case errors.Is(err, loader.ErrNoProcess):
+			e.Code = CodeNoProcess
+		}
+		return nil, e
+	}
+	return res, nil
+}
+
+// countWriter counts what is written through it.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // writeSample sends a sample: its head, its pipes in frames of about

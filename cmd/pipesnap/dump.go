@@ -165,8 +165,8 @@ func runDump(cfg dumpConfig) error {
 	write := func(w io.Writer) error {
 		var err error
 		if method == "bpf" && rc != nil {
-			cw := &countingWriter{w: w}
-			res, err := rc.Dump(ctx, cw, resident.Request{PIDs: cfg.pids, All: cfg.all, ExcludeIno: opts.ExcludeIno, Freeze: cfg.freeze, ProcRoot: cfg.procRoot})
+			req := resident.Request{PIDs: cfg.pids, All: cfg.all, ExcludeIno: opts.ExcludeIno, Freeze: cfg.freeze, ProcRoot: cfg.procRoot}
+			res, wrote, err := residentDump(ctx, rc, w, req)
 			if err == nil {
 				for _, w := range res.Warnings {
 					fmt.Fprintf(os.Stderr, "pipesnap: note: %s\n", termsafe.String(w))
@@ -174,7 +174,7 @@ func runDump(cfg dumpConfig) error {
 				report = res.Report
 				return nil
 			}
-			if cw.n > 0 || ctx.Err() != nil || errors.Is(err, loader.ErrNoProcess) {
+			if wrote || ctx.Err() != nil || errors.Is(err, loader.ErrNoProcess) {
 				return err
 			}
 			// Nothing written (the serve could not start the dump): the
@@ -239,6 +239,28 @@ func runDump(cfg dumpConfig) error {
 		return exitStatus{1, fmt.Errorf("%s torn or incomplete (--strict)", count(len(report.Problems), "pipe", "pipes"))}
 	}
 	return nil
+}
+
+// residentDump has the resident serve dump into w: straight into its
+// file when it is one (the output's fd goes to the serve), else through
+// the socket. wrote says whether anything reached w.
+func residentDump(ctx context.Context, rc *resident.Client, w io.Writer, req resident.Request) (*resident.DumpResult, bool, error) {
+	var f *os.File
+	switch o := w.(type) {
+	case *os.File:
+		f = o
+	case interface{ File() *os.File }:
+		f = o.File()
+	}
+	if f == nil {
+		cw := &countingWriter{w: w}
+		res, err := rc.Dump(ctx, cw, req)
+		return res, cw.n > 0, err
+	}
+	res, err := rc.DumpTo(ctx, f, req)
+	var re *resident.Error
+	wrote := err != nil && (!errors.As(err, &re) || re.Wrote > 0)
+	return res, wrote, err
 }
 
 // startWaits runs waitsOf on another goroutine, on another core while
