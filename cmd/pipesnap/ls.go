@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/pipesnap/pipesnap/pipemodel"
@@ -81,6 +82,13 @@ outside]), procs (pid, comm, state, threads, idle_ns, idle_known, tasks
 		),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
+			// ls holds its rows (or, direct, the whole sample) until it
+			// writes them: a lower GC target keeps its peak RSS near the
+			// live heap (100,000 pipes via serve: 31 -> 27 MiB), unless
+			// GOGC says otherwise.
+			if _, set := os.LookupEnv("GOGC"); !set {
+				debug.SetGCPercent(50)
+			}
 			s, err := openSampler(c, "ls", false, true)
 			if err != nil {
 				return err
