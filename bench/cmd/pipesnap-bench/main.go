@@ -655,19 +655,20 @@ func run() error {
 			}
 			if !toFile && spec.Fill == c.data[len(c.data)-1].Fill && spec.Pipes == c.data[len(c.data)-1].Pipes {
 				f := rate(st[0]) / memRate
+				// Beside it, judged by nothing: the BPF copy path's own rate,
+				// CPU time less the fixed cost's (noise when that moves).
+				alone := "the copy path alone, from CPU time less the fixed cost's: not measured (the case holds under 16 MiB)"
+				if perByte > 0 {
+					alone = fmt.Sprintf("the copy path alone, from CPU time less the fixed cost's (noisy when that moves): %.0f%%", 100*perByte/memRate)
+				}
 				targets = append(targets, target{
 					fmt.Sprintf("bulk dump throughput ≥ 50%% of memcpy (%v, /dev/null)", spec),
-					fmt.Sprintf("%.1f%% (%.0f of %.0f MB/s)", 100*f, rate(st[0]), memRate), f >= 0.5})
+					fmt.Sprintf("%.1f%% (%.0f of %.0f MB/s; %s)", 100*f, rate(st[0]), memRate, alone), f >= 0.5})
 				if sv.N > 0 {
 					fs := rate(sv) / memRate
 					targets = append(targets, target{"(the same, via serve)",
 						fmt.Sprintf("%.1f%% (%.0f of %.0f MB/s)", 100*fs, rate(sv), memRate), fs >= 0.5})
 				}
-				fb, got := perByte/memRate, fmt.Sprintf("%.0f%% (%.0f MB/s, from CPU time)", 100*perByte/memRate, perByte)
-				if perByte == 0 {
-					got = "not measured: the case holds under 16 MiB"
-				}
-				targets = append(targets, target{"(the same, fixed cost left out: the BPF copy path's own rate)", got, fb >= 0.5})
 			}
 		}
 		// 5. A snapshot of the workload's first process, restored once
