@@ -26,9 +26,11 @@
 // another version takes the direct path; a serve refuses the requests of
 // a client of another version (one that sends none is older).
 //
-// The dump's bytes are the stream the direct path writes, byte for byte;
-// the client writes them to its output itself (package output's rules
-// stay the client's).
+// The dump's bytes are the stream the direct path writes, byte for byte:
+// into the client's output itself, whose fd the client opened (package
+// output's rules stay the client's) and sends with the request
+// (fdpass.go), or, for a writer that is no file, in data frames the
+// client writes out.
 package resident
 
 import (
