@@ -2,6 +2,7 @@ package resident
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pipesnap/pipesnap/loader"
+	"github.com/pipesnap/pipesnap/output"
 	"github.com/pipesnap/pipesnap/pipemodel"
 )
 
@@ -233,7 +235,7 @@ func (s *Server) dumpTo(ctx context.Context, c *net.UnixConn, sess *Session, req
 			cancel()
 		}
 	}()
-	cw := &countWriter{w: out}
+	cw := &output.Counter{W: out}
 	res, err := s.Backend.Dump(dctx, cw, sess, req)
 	c.SetReadDeadline(time.Unix(1, 0))
 	<-gone
@@ -245,7 +247,7 @@ func (s *Server) dumpTo(ctx context.Context, c *net.UnixConn, sess *Session, req
 		err = errClientGone
 	}
 	if err != nil {
-		e := &Error{Code: CodeFailed, Msg: err.Error(), Wrote: cw.n}
+		e := &Error{Code: CodeFailed, Msg: err.Error(), Wrote: cw.N}
 		var re *Error
 		switch {
 		case errors.Is(err, errClientGone):
@@ -260,37 +262,32 @@ func (s *Server) dumpTo(ctx context.Context, c *net.UnixConn, sess *Session, req
 	return res, nil
 }
 
-// countWriter counts what is written through it.
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
-
-// writeSample sends a sample: its head, its pipes in frames of about
-// dataChunk, the end.
+// writeSample sends a sample: its head, its pipes in frames of at most
+// 1,000 pipes or about dataChunk bytes, the end.
 func writeSample(w io.Writer, smp *pipemodel.Sample) error {
-	b := encodeHead(nil, smp)
-	if err := writeFrame(w, frameSample, b); err != nil {
+	if err := writeFrame(w, frameSample, encodeHead(nil, smp)); err != nil {
 		return err
 	}
-	for pipes := smp.Pipes; len(pipes) > 0; {
-		// A batch of up to 1,000 pipes, or fewer when they are big.
-		n := min(len(pipes), 1000)
-		b = encodePipes(b[:0], pipes[:n])
-		for n > 1 && len(b) > dataChunk {
-			n /= 2
-			b = encodePipes(b[:0], pipes[:n])
+	var body, frame []byte
+	n := 0
+	flush := func() error {
+		frame = binary.AppendUvarint(frame[:0], uint64(n))
+		frame = append(frame, body...)
+		body, n = body[:0], 0
+		return writeFrame(w, framePipes, frame)
+	}
+	for _, p := range smp.Pipes {
+		body = appendPipe(body, p)
+		if n++; n == 1000 || len(body) >= dataChunk {
+			if err := flush(); err != nil {
+				return err
+			}
 		}
-		if err := writeFrame(w, framePipes, b); err != nil {
+	}
+	if n > 0 {
+		if err := flush(); err != nil {
 			return err
 		}
-		pipes = pipes[n:]
 	}
 	return writeFrame(w, frameEnd, nil)
 }

@@ -77,13 +77,10 @@ func encodeHead(b []byte, s *pipemodel.Sample) []byte {
 	return e.b
 }
 
-// encodePipes appends a batch of pipes to b.
-func encodePipes(b []byte, pipes []*pipemodel.Pipe) []byte {
+// appendPipe appends one pipe's encoding to b.
+func appendPipe(b []byte, p *pipemodel.Pipe) []byte {
 	e := &wenc{b: b}
-	e.u(uint64(len(pipes)))
-	for _, p := range pipes {
-		e.pipe(p)
-	}
+	e.pipe(p)
 	return e.b
 }
 
@@ -322,7 +319,8 @@ func (d *wdec) head(b []byte) (*pipemodel.Sample, error) {
 	return s, d.end()
 }
 
-// pipes decodes a batch encodePipes wrote, appended to into.
+// pipes decodes a batch (a count, then each pipe's appendPipe), appended
+// to into.
 func (d *wdec) pipes(b []byte, into []*pipemodel.Pipe) ([]*pipemodel.Pipe, error) {
 	d.b, d.err = b, nil
 	n := d.count(20)

@@ -70,7 +70,11 @@ func fullSample() *pipemodel.Sample {
 func encodeSample(b []byte, s *pipemodel.Sample) []byte {
 	h := encodeHead(nil, s)
 	b = binary.AppendUvarint(b, uint64(len(h)))
-	return encodePipes(append(b, h...), s.Pipes)
+	b = binary.AppendUvarint(append(b, h...), uint64(len(s.Pipes)))
+	for _, p := range s.Pipes {
+		b = appendPipe(b, p)
+	}
+	return b
 }
 
 func decodeSample(b []byte) (*pipemodel.Sample, error) {

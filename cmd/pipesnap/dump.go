@@ -184,9 +184,9 @@ func runDump(cfg dumpConfig) error {
 			opts.AwaitWaits = startWaits(ctx, cfg, opts.BTF)
 		}
 		if method == "bpf" {
-			cw := &countingWriter{w: w}
+			cw := &output.Counter{W: w}
 			report, err = loader.Dump(ctx, cw, opts)
-			if err == nil || cfg.method != "auto" || cw.n > 0 || ctx.Err() != nil {
+			if err == nil || cfg.method != "auto" || cw.N > 0 || ctx.Err() != nil {
 				return err
 			}
 			// Nothing written yet (loading or calibration failed): the
@@ -253,9 +253,9 @@ func residentDump(ctx context.Context, rc *resident.Client, w io.Writer, req res
 		f = o.File()
 	}
 	if f == nil {
-		cw := &countingWriter{w: w}
+		cw := &output.Counter{W: w}
 		res, err := rc.Dump(ctx, cw, req)
-		return res, cw.n > 0, err
+		return res, cw.N > 0, err
 	}
 	res, err := rc.DumpTo(ctx, f, req)
 	var re *resident.Error
@@ -336,18 +336,6 @@ func chooseMethod(method string, opts loader.Options) (string, error) {
 		return "tee", nil
 	}
 	return "", err
-}
-
-// countingWriter tells whether anything was written.
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // dumpError says what to do about the failures people meet first.
